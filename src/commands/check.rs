@@ -1,0 +1,81 @@
+//! `appwall check`: validate everything, summarise, exit 0 only when valid.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use crate::cli::CheckArgs;
+use crate::commands::{AppError, build_engine, load_policy};
+use crate::engine::EngineConfig;
+use crate::iptables::{self, Family, RuleOptions};
+
+/// Runs `appwall check`.
+pub fn run(args: &CheckArgs) -> Result<ExitCode, AppError> {
+    let policy = load_policy(&args.policy, false)?;
+    let started = std::time::Instant::now();
+    let engine = build_engine(policy, EngineConfig::default())?;
+    let compile = started.elapsed();
+    let policy = engine.policy();
+    let lib = policy.library();
+    let mut out = std::io::stdout().lock();
+    let v4 = policy.entries().iter().filter(|e| e.net.addr().is_ipv4()).count();
+    let v6 = policy.entries().len() - v4;
+    writeln!(
+        out,
+        "hosts: {} ({} IPv4, {} IPv6 entries, {} lookup ranges) from {}",
+        policy.entries().len(),
+        v4,
+        v6,
+        policy.table().range_count(),
+        policy
+            .hosts_path()
+            .map_or("-".into(), |p| p.display().to_string())
+    )?;
+    writeln!(
+        out,
+        "apps: {} with {} signatures (compiled in {:.1} ms)",
+        lib.apps().len(),
+        lib.signature_count(),
+        compile.as_secs_f64() * 1e3
+    )?;
+    for (i, app) in lib.apps().iter().enumerate() {
+        let hosts = policy
+            .entries()
+            .iter()
+            .filter(|e| e.rule.apps & (1u64 << i) != 0)
+            .count();
+        let ports: Vec<String> = app.ports.iter().map(|p| p.to_string()).collect();
+        writeln!(
+            out,
+            "  {:<11} {:>3} signatures  ports {:<22} hosts {:>6}{}",
+            app.name,
+            app.signatures.len(),
+            if ports.is_empty() {
+                "-".to_string()
+            } else {
+                ports.join(",")
+            },
+            hosts,
+            if app.default_enabled {
+                ""
+            } else {
+                "  (not in the default set)"
+            }
+        )?;
+    }
+    let opts = RuleOptions::default();
+    let inspected = engine.matcher().inspected_apps();
+    for fam in [Family::V4, Family::V6] {
+        if !iptables::family_used(policy, fam) {
+            continue;
+        }
+        let text = iptables::restore_input(policy, inspected, fam, &opts);
+        let rules = text
+            .lines()
+            .filter(|l| l.starts_with("-A ") || l.starts_with("-I "))
+            .count();
+        let sets = iptables::set_names(policy, inspected, fam, &opts).len();
+        writeln!(out, "{}: {} rules, {} ipsets", fam.restore_command(), rules, sets)?;
+    }
+    writeln!(out, "ok")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,251 @@
+//! `appwall scan`: judge captures offline with the live filter's engine and
+//! report per flow.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use crate::capture::CaptureReader;
+use crate::cli::ScanArgs;
+use crate::commands::{AppError, build_engine, engine_config, load_policy};
+use crate::engine::{Engine, Reason, Verdict};
+use crate::flow::FlowTable;
+use crate::packet::{LinkType, PacketView};
+use crate::policy::Proto;
+
+/// What a scan learned about one connection.
+#[derive(Debug, Clone)]
+pub struct FlowReport {
+    /// Protocol.
+    pub proto: Proto,
+    /// First-seen source.
+    pub src: IpAddr,
+    /// First-seen source port.
+    pub sport: u16,
+    /// First-seen destination.
+    pub dst: IpAddr,
+    /// First-seen destination port.
+    pub dport: u16,
+    /// Packets seen.
+    pub packets: u64,
+    /// Payload bytes seen.
+    pub bytes: u64,
+    /// The reason of the first drop, if any packet was dropped.
+    pub blocked: Option<Reason>,
+    /// Packet number (1-based, within the flow) of the first drop.
+    pub blocked_at: Option<u64>,
+    /// The reason given to the last packet.
+    pub last: Reason,
+}
+
+/// Counts of one capture's frames that gave no flow.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScanCounts {
+    /// Frames read.
+    pub frames: u64,
+    /// Frames of an unsupported link type.
+    pub unsupported_link: u64,
+    /// Frames that were not parsable TCP/UDP over IP.
+    pub not_tcp_udp: u64,
+}
+
+/// The result of scanning one capture.
+#[derive(Debug)]
+pub struct ScanResult {
+    /// Flows in first-seen order.
+    pub flows: Vec<FlowReport>,
+    /// Frame counts.
+    pub counts: ScanCounts,
+    /// Damage met while reading (the flows hold what came before it).
+    pub damage: Option<String>,
+}
+
+/// Scans one capture with `engine`, a fresh connection table per file.
+pub fn scan_capture(
+    engine: &Engine,
+    path: &Path,
+    max_flows: usize,
+    timeout_ns: u64,
+) -> Result<ScanResult, AppError> {
+    let mut reader = CaptureReader::open(path)?;
+    let mut table = FlowTable::new(max_flows, timeout_ns);
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    let mut flows: Vec<FlowReport> = Vec::new();
+    let mut counts = ScanCounts::default();
+    let damage = loop {
+        let frame = match reader.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => break None,
+            Err(e) => break Some(e.to_string()),
+        };
+        counts.frames += 1;
+        let Some(link) = LinkType::from_pcap(frame.linktype) else {
+            counts.unsupported_link += 1;
+            continue;
+        };
+        let Ok(p) = PacketView::from_link(link, frame.data) else {
+            counts.not_tcp_udp += 1;
+            continue;
+        };
+        let flow = table.get_or_insert(&p, frame.ts_ns);
+        let d = engine.judge(&p, flow);
+        let i = *index.entry(flow.id).or_insert_with(|| {
+            flows.push(FlowReport {
+                proto: flow.proto,
+                src: flow.orig_src,
+                sport: flow.orig_sport,
+                dst: flow.orig_dst,
+                dport: flow.orig_dport,
+                packets: 0,
+                bytes: 0,
+                blocked: None,
+                blocked_at: None,
+                last: Reason::Inspecting,
+            });
+            flows.len() - 1
+        });
+        let r = &mut flows[i];
+        r.packets += 1;
+        r.bytes += p.payload.len() as u64;
+        r.last = d.reason;
+        if d.verdict == Verdict::Drop && r.blocked.is_none() {
+            r.blocked = Some(d.reason);
+            r.blocked_at = Some(r.packets);
+        }
+    };
+    Ok(ScanResult {
+        flows,
+        counts,
+        damage,
+    })
+}
+
+#[derive(Serialize)]
+struct JsonFlow<'a> {
+    file: &'a str,
+    proto: &'static str,
+    src: String,
+    sport: u16,
+    dst: String,
+    dport: u16,
+    packets: u64,
+    bytes: u64,
+    verdict: &'static str,
+    app: Option<&'a str>,
+    reason: String,
+    signature: Option<&'a str>,
+    blocked_at_packet: Option<u64>,
+}
+
+/// Runs `appwall scan`.
+pub fn run(args: &ScanArgs) -> Result<ExitCode, AppError> {
+    let policy = load_policy(&args.policy, true)?;
+    let mut config = engine_config(&args.engine);
+    config.port_rules = !args.signatures_only;
+    let engine = build_engine(policy, config)?;
+    let timeout_ns = args.engine.flow_timeout.saturating_mul(1_000_000_000);
+    let mut out = std::io::stdout().lock();
+    let mut failed = false;
+    let mut total = (0u64, 0u64, 0u64);
+    for path in &args.captures {
+        let res = match scan_capture(&engine, path, args.engine.max_flows, timeout_ns) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("appwall: error: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        let name = path.display().to_string();
+        if let Some(d) = &res.damage {
+            eprintln!("appwall: warning: {d}; results cover what was read");
+        }
+        let blocked = res.flows.iter().filter(|f| f.blocked.is_some()).count() as u64;
+        total.0 += res.flows.len() as u64;
+        total.1 += blocked;
+        total.2 += res.counts.frames;
+        if args.json {
+            for f in &res.flows {
+                let reason = f.blocked.unwrap_or(f.last);
+                let j = JsonFlow {
+                    file: &name,
+                    proto: f.proto.name(),
+                    src: f.src.to_string(),
+                    sport: f.sport,
+                    dst: f.dst.to_string(),
+                    dport: f.dport,
+                    packets: f.packets,
+                    bytes: f.bytes,
+                    verdict: if f.blocked.is_some() { "block" } else { "allow" },
+                    app: f.blocked.as_ref().and_then(|r| engine.reason_app(r)),
+                    reason: engine.reason_text(&reason),
+                    signature: engine.reason_signature(&reason).map(|s| s.id.as_str()),
+                    blocked_at_packet: f.blocked_at,
+                };
+                serde_json::to_writer(&mut out, &j).map_err(|e| AppError::Other(e.to_string()))?;
+                writeln!(out)?;
+            }
+        } else {
+            writeln!(out, "== {name}")?;
+            writeln!(
+                out,
+                "{:<5} {:<41} {:<41} {:>6}  {:<7} {:<10} REASON",
+                "PROTO", "SOURCE", "DESTINATION", "PKTS", "VERDICT", "APP"
+            )?;
+            for f in res
+                .flows
+                .iter()
+                .filter(|f| !args.blocked_only || f.blocked.is_some())
+            {
+                let reason = f.blocked.unwrap_or(f.last);
+                writeln!(
+                    out,
+                    "{:<5} {:<41} {:<41} {:>6}  {:<7} {:<10} {}",
+                    f.proto.name(),
+                    endpoint(f.src, f.sport),
+                    endpoint(f.dst, f.dport),
+                    f.packets,
+                    if f.blocked.is_some() { "block" } else { "allow" },
+                    f.blocked
+                        .as_ref()
+                        .and_then(|r| engine.reason_app(r))
+                        .unwrap_or("-"),
+                    engine.reason_text(&reason)
+                )?;
+            }
+            writeln!(
+                out,
+                "-- {} frames, {} flows: {} blocked, {} allowed; {} frames not TCP/UDP, {} of unsupported link type",
+                res.counts.frames,
+                res.flows.len(),
+                blocked,
+                res.flows.len() as u64 - blocked,
+                res.counts.not_tcp_udp,
+                res.counts.unsupported_link
+            )?;
+        }
+    }
+    if !args.json && args.captures.len() > 1 {
+        writeln!(
+            out,
+            "== total: {} frames, {} flows, {} blocked",
+            total.2, total.0, total.1
+        )?;
+    }
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn endpoint(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}

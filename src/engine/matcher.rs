@@ -1,0 +1,451 @@
+//! Compiled signatures: every literal of every app in as few automata as the
+//! scopes need, plus the anchored (wildcard) patterns.
+//!
+//! - Stream literals (`anywhere`, and `line-start` as `"\n" + literal`) go into
+//!   one leftmost-first Aho-Corasick automaton per case mode, which gets the
+//!   SIMD "packed" prefilter; an overlapping twin is kept for the rare case
+//!   where the first hit belongs to an app the flow does not block.
+//! - HTTP field literals (`http-target`, `http-header`) go into DFAs that are
+//!   stepped byte by byte as the HTTP parser walks a field, so a field split
+//!   across segments needs only a 4-byte automaton state.
+//! - Anchored patterns (`stream-start`, `segment-start`) are masked compares.
+//!
+//! Nothing here allocates or locks after [`Matcher::build`].
+
+use aho_corasick::automaton::Automaton;
+use aho_corasick::dfa::DFA;
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, Input, MatchKind, StartKind};
+
+use crate::policy::rules::MAX_STREAM_SIG_LEN;
+use crate::policy::{AppSet, Policy, Scope};
+
+pub use aho_corasick::automaton::StateID;
+
+/// A signature by position in the library: `apps()[app].signatures[sig]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SigRef {
+    /// App index (bit in an [`AppSet`]).
+    pub app: u8,
+    /// Signature index within the app.
+    pub sig: u16,
+}
+
+impl SigRef {
+    #[inline]
+    fn enabled(self, apps: AppSet) -> bool {
+        apps & (1u64 << self.app) != 0
+    }
+}
+
+/// Errors while compiling signatures.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot compile signatures: {0}")]
+pub struct MatcherError(String);
+
+/// One automaton over stream bytes with its pattern-to-signature table.
+#[derive(Debug)]
+struct StreamSet {
+    first: AhoCorasick,
+    all: AhoCorasick,
+    ids: Vec<SigRef>,
+}
+
+impl StreamSet {
+    fn build(pats: &[(Vec<u8>, SigRef)], nocase: bool) -> Result<Option<StreamSet>, MatcherError> {
+        if pats.is_empty() {
+            return Ok(None);
+        }
+        let bytes: Vec<&[u8]> = pats.iter().map(|(b, _)| b.as_slice()).collect();
+        let first = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .ascii_case_insensitive(nocase)
+            .kind(Some(AhoCorasickKind::DFA))
+            .prefilter(true)
+            .build(&bytes)
+            .map_err(|e| MatcherError(e.to_string()))?;
+        let all = AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .ascii_case_insensitive(nocase)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&bytes)
+            .map_err(|e| MatcherError(e.to_string()))?;
+        Ok(Some(StreamSet {
+            first,
+            all,
+            ids: pats.iter().map(|(_, r)| *r).collect(),
+        }))
+    }
+
+    #[inline]
+    fn find(&self, hay: &[u8], apps: AppSet) -> Option<SigRef> {
+        let m = self.first.find(Input::new(hay))?;
+        let r = self.ids[m.pattern().as_usize()];
+        if r.enabled(apps) {
+            return Some(r);
+        }
+        // Slow path: the leftmost hit is for an app this flow allows; look at
+        // every overlapping hit instead.
+        self.all
+            .find_overlapping_iter(hay)
+            .map(|m| self.ids[m.pattern().as_usize()])
+            .find(|r| r.enabled(apps))
+    }
+}
+
+/// A DFA stepped one byte at a time over an HTTP field.
+#[derive(Debug)]
+struct FieldSet {
+    dfa: DFA,
+    /// Signature and, for header scopes, the header id it belongs to.
+    ids: Vec<(SigRef, u8)>,
+}
+
+impl FieldSet {
+    fn build(pats: &[(Vec<u8>, SigRef, u8)], nocase: bool) -> Result<Option<FieldSet>, MatcherError> {
+        if pats.is_empty() {
+            return Ok(None);
+        }
+        let dfa = DFA::builder()
+            .match_kind(MatchKind::Standard)
+            .ascii_case_insensitive(nocase)
+            .start_kind(StartKind::Unanchored)
+            .build(pats.iter().map(|(b, _, _)| b.as_slice()))
+            .map_err(|e| MatcherError(e.to_string()))?;
+        Ok(Some(FieldSet {
+            dfa,
+            ids: pats.iter().map(|(_, r, h)| (*r, *h)).collect(),
+        }))
+    }
+
+    fn start(&self) -> StateID {
+        self.dfa
+            .start_state(Anchored::No)
+            .expect("unanchored start state exists")
+    }
+}
+
+/// A masked pattern compared at a fixed offset.
+#[derive(Debug, Clone)]
+struct AnchoredPat {
+    bytes: Vec<u8>,
+    mask: Vec<bool>,
+    nocase: bool,
+    sig: SigRef,
+}
+
+impl AnchoredPat {
+    #[inline]
+    fn byte_ok(&self, i: usize, b: u8) -> bool {
+        !self.mask[i] || self.bytes[i] == b || (self.nocase && self.bytes[i].eq_ignore_ascii_case(&b))
+    }
+}
+
+/// The automaton states of one HTTP field walk (case-sensitive, case-insensitive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldState {
+    cs: StateID,
+    ci: StateID,
+}
+
+/// Progress of the `stream-start` comparison in one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StartState {
+    /// Stream bytes compared so far.
+    pub offset: u16,
+    /// Patterns still possible (bit i = `stream_start[i]`); 0 when done.
+    pub alive: u64,
+    /// Set once the comparison has been initialised.
+    pub begun: bool,
+}
+
+/// Header ids for the parser: 0 means "not a header we look at".
+pub type HeaderId = u8;
+
+/// Every compiled signature of a policy.
+#[derive(Debug)]
+pub struct Matcher {
+    stream_cs: Option<StreamSet>,
+    stream_ci: Option<StreamSet>,
+    carry: usize,
+    stream_start: Vec<AnchoredPat>,
+    segment_start: Vec<AnchoredPat>,
+    max_start_len: usize,
+    target_cs: Option<FieldSet>,
+    target_ci: Option<FieldSet>,
+    header_cs: Option<FieldSet>,
+    header_ci: Option<FieldSet>,
+    /// Lower-case names of the headers signatures look at; id = index + 1.
+    headers: Vec<String>,
+    /// `name_hash` of each entry of `headers`.
+    header_hashes: Vec<u64>,
+    /// Header-presence signatures: (header id, signature).
+    presence: Vec<(HeaderId, SigRef)>,
+    /// Apps with at least one signature (others are port-only).
+    inspected_apps: AppSet,
+}
+
+impl Matcher {
+    /// Compiles all signatures of all apps of the policy's library.
+    pub fn build(policy: &Policy) -> Result<Matcher, MatcherError> {
+        let mut stream = [Vec::new(), Vec::new()];
+        let mut target = [Vec::new(), Vec::new()];
+        let mut header = [Vec::new(), Vec::new()];
+        let mut stream_start = Vec::new();
+        let mut segment_start = Vec::new();
+        let mut headers: Vec<String> = Vec::new();
+        let mut presence = Vec::new();
+        let mut inspected_apps = 0;
+        for (ai, app) in policy.library().apps().iter().enumerate() {
+            for (si, s) in app.signatures.iter().enumerate() {
+                inspected_apps |= 1u64 << ai;
+                let r = SigRef {
+                    app: ai as u8,
+                    sig: si as u16,
+                };
+                let case = usize::from(s.nocase);
+                match &s.scope {
+                    Scope::Anywhere => stream[case].push((s.bytes.clone(), r)),
+                    Scope::LineStart => {
+                        let mut b = Vec::with_capacity(s.bytes.len() + 1);
+                        b.push(b'\n');
+                        b.extend_from_slice(&s.bytes);
+                        stream[case].push((b, r));
+                    }
+                    Scope::StreamStart | Scope::SegmentStart => {
+                        let pat = AnchoredPat {
+                            mask: s.mask.clone().unwrap_or_else(|| vec![true; s.bytes.len()]),
+                            bytes: s.bytes.clone(),
+                            nocase: s.nocase,
+                            sig: r,
+                        };
+                        if s.scope == Scope::StreamStart {
+                            stream_start.push(pat);
+                        } else {
+                            segment_start.push(pat);
+                        }
+                    }
+                    Scope::HttpTarget => target[case].push((s.bytes.clone(), r, 0)),
+                    Scope::HttpHeader(name) => {
+                        let id = match headers.iter().position(|h| h == name) {
+                            Some(i) => i + 1,
+                            None => {
+                                headers.push(name.clone());
+                                headers.len()
+                            }
+                        };
+                        if id > 255 {
+                            return Err(MatcherError("more than 255 distinct HTTP headers".into()));
+                        }
+                        if s.bytes.is_empty() {
+                            presence.push((id as u8, r));
+                        } else {
+                            header[case].push((s.bytes.clone(), r, id as u8));
+                        }
+                    }
+                }
+            }
+        }
+        if stream_start.len() > 64 {
+            return Err(MatcherError("more than 64 stream-start signatures".into()));
+        }
+        let carry = stream
+            .iter()
+            .flatten()
+            .map(|(b, _)| b.len())
+            .max()
+            .unwrap_or(1)
+            .saturating_sub(1);
+        debug_assert!(carry < MAX_STREAM_SIG_LEN + 1);
+        let [scs, sci] = stream;
+        let [tcs, tci] = target;
+        let [hcs, hci] = header;
+        Ok(Matcher {
+            stream_cs: StreamSet::build(&scs, false)?,
+            stream_ci: StreamSet::build(&sci, true)?,
+            carry,
+            max_start_len: stream_start.iter().map(|p| p.bytes.len()).max().unwrap_or(0),
+            stream_start,
+            segment_start,
+            target_cs: FieldSet::build(&tcs, false)?,
+            target_ci: FieldSet::build(&tci, true)?,
+            header_cs: FieldSet::build(&hcs, false)?,
+            header_ci: FieldSet::build(&hci, true)?,
+            header_hashes: headers
+                .iter()
+                .map(|h| super::http::name_hash(h.as_bytes()))
+                .collect(),
+            headers,
+            presence,
+            inspected_apps,
+        })
+    }
+
+    /// Apps that have payload signatures.
+    pub fn inspected_apps(&self) -> AppSet {
+        self.inspected_apps
+    }
+
+    /// Bytes of context a direction must keep so a stream literal split
+    /// across segments is still found (longest stream literal minus one).
+    pub fn carry(&self) -> usize {
+        self.carry
+    }
+
+    /// True when any HTTP-scoped signature exists (else the parser is skipped).
+    pub fn wants_http(&self) -> bool {
+        self.target_cs.is_some()
+            || self.target_ci.is_some()
+            || self.header_cs.is_some()
+            || self.header_ci.is_some()
+            || !self.presence.is_empty()
+    }
+
+    /// Searches stream literals in `hay` for an app in `apps`.
+    #[inline]
+    pub fn find_stream(&self, hay: &[u8], apps: AppSet) -> Option<SigRef> {
+        if let Some(s) = &self.stream_cs
+            && let Some(r) = s.find(hay, apps)
+        {
+            return Some(r);
+        }
+        self.stream_ci.as_ref().and_then(|s| s.find(hay, apps))
+    }
+
+    /// Compares `segment-start` patterns against one segment or datagram.
+    #[inline]
+    pub fn find_segment_start(&self, data: &[u8], apps: AppSet) -> Option<SigRef> {
+        self.segment_start
+            .iter()
+            .filter(|p| p.sig.enabled(apps) && data.len() >= p.bytes.len())
+            .find(|p| {
+                data.iter()
+                    .enumerate()
+                    .take(p.bytes.len())
+                    .all(|(i, &b)| p.byte_ok(i, b))
+            })
+            .map(|p| p.sig)
+    }
+
+    /// Feeds the next stream bytes to the `stream-start` comparison.
+    #[inline]
+    pub fn feed_stream_start(&self, st: &mut StartState, data: &[u8], apps: AppSet) -> Option<SigRef> {
+        if !st.begun {
+            st.begun = true;
+            st.offset = 0;
+            st.alive = self
+                .stream_start
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.sig.enabled(apps))
+                .fold(0, |m, (i, _)| m | (1u64 << i));
+        }
+        if st.alive == 0 {
+            return None;
+        }
+        let off = st.offset as usize;
+        let mut alive = st.alive;
+        let mut hit = None;
+        while alive != 0 {
+            let i = alive.trailing_zeros() as usize;
+            alive &= alive - 1;
+            let p = &self.stream_start[i];
+            let end = p.bytes.len().min(off + data.len());
+            let ok = (off..end).all(|k| p.byte_ok(k, data[k - off]));
+            if !ok {
+                st.alive &= !(1u64 << i);
+            } else if end == p.bytes.len() {
+                st.alive &= !(1u64 << i);
+                hit = hit.or(Some(p.sig));
+            }
+        }
+        st.offset = (off + data.len()).min(self.max_start_len) as u16;
+        if st.offset as usize >= self.max_start_len {
+            st.alive = 0;
+        }
+        hit
+    }
+
+    /// Lower-case names of the headers signatures look at (id = index + 1).
+    pub fn header_names(&self) -> &[String] {
+        &self.headers
+    }
+
+    /// The id of the header whose lower-cased name hashes to `hash` (0: none).
+    #[inline]
+    pub fn header_id(&self, hash: u64) -> HeaderId {
+        self.header_hashes
+            .iter()
+            .position(|&h| h == hash)
+            .map_or(0, |i| (i + 1) as HeaderId)
+    }
+
+    /// Presence signatures of a header, for an app in `apps`.
+    #[inline]
+    pub fn header_present(&self, id: HeaderId, apps: AppSet) -> Option<SigRef> {
+        self.presence
+            .iter()
+            .find(|(h, r)| *h == id && r.enabled(apps))
+            .map(|(_, r)| *r)
+    }
+
+    /// Automaton states at the start of a request target.
+    pub fn target_start(&self) -> FieldState {
+        field_start(&self.target_cs, &self.target_ci)
+    }
+
+    /// Automaton states at the start of a header value.
+    pub fn header_start(&self) -> FieldState {
+        field_start(&self.header_cs, &self.header_ci)
+    }
+
+    /// Steps the request-target automata by one (decoded) byte.
+    #[inline]
+    pub fn step_target(&self, st: &mut FieldState, b: u8, apps: AppSet) -> Option<SigRef> {
+        step_pair(&self.target_cs, &self.target_ci, st, b, 0, apps)
+    }
+
+    /// Steps the header-value automata by one byte of header `id`'s value.
+    #[inline]
+    pub fn step_header(&self, st: &mut FieldState, b: u8, id: HeaderId, apps: AppSet) -> Option<SigRef> {
+        step_pair(&self.header_cs, &self.header_ci, st, b, id, apps)
+    }
+}
+
+fn field_start(cs: &Option<FieldSet>, ci: &Option<FieldSet>) -> FieldState {
+    FieldState {
+        cs: cs.as_ref().map(FieldSet::start).unwrap_or_default(),
+        ci: ci.as_ref().map(FieldSet::start).unwrap_or_default(),
+    }
+}
+
+#[inline]
+fn step_pair(
+    cs: &Option<FieldSet>,
+    ci: &Option<FieldSet>,
+    st: &mut FieldState,
+    b: u8,
+    header: HeaderId,
+    apps: AppSet,
+) -> Option<SigRef> {
+    let mut hit = None;
+    if let Some(set) = cs {
+        st.cs = set.dfa.next_state(Anchored::No, st.cs, b);
+        hit = hit.or_else(|| field_hit(set, st.cs, header, apps));
+    }
+    if let Some(set) = ci {
+        st.ci = set.dfa.next_state(Anchored::No, st.ci, b);
+        hit = hit.or_else(|| field_hit(set, st.ci, header, apps));
+    }
+    hit
+}
+
+#[inline]
+fn field_hit(set: &FieldSet, sid: StateID, header: HeaderId, apps: AppSet) -> Option<SigRef> {
+    if !set.dfa.is_match(sid) {
+        return None;
+    }
+    (0..set.dfa.match_len(sid))
+        .map(|i| set.ids[set.dfa.match_pattern(sid, i).as_usize()])
+        .find(|(r, h)| *h == header && r.enabled(apps))
+        .map(|(r, _)| r)
+}

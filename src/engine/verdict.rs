@@ -1,0 +1,98 @@
+//! Verdicts and the reasons behind them.
+
+use crate::engine::matcher::SigRef;
+use crate::policy::PortSpec;
+
+/// What to do with one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it through.
+    Accept,
+    /// Drop it.
+    Drop,
+}
+
+/// Why a verdict was reached; small and `Copy` so it can live in flow state
+/// and counters without allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reason {
+    /// A fast-path port rule: the listed opener's destination port belongs to
+    /// an app (`app` = its index) or to an `IP:PORT` line (`app` = `None`).
+    Port {
+        /// App index, if the port came from an app's port list.
+        app: Option<u8>,
+        /// The port rule that matched.
+        port: PortSpec,
+    },
+    /// A payload signature matched.
+    Signature(SigRef),
+    /// Still inspecting, nothing found so far.
+    #[default]
+    Inspecting,
+    /// Passed the inspection depth with no match.
+    Clean,
+    /// Neither endpoint is listed.
+    NotListed,
+    /// Listed, but none of its apps has payload signatures.
+    PortsOnly,
+    /// Not a TCP/UDP packet appwall can read; accepted.
+    Unparsable,
+}
+
+impl Reason {
+    /// Short machine name of the outcome, for counters and JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reason::Port { .. } => "port",
+            Reason::Signature(_) => "signature",
+            Reason::Inspecting => "inspecting",
+            Reason::Clean => "clean",
+            Reason::NotListed => "not-listed",
+            Reason::PortsOnly => "ports-only",
+            Reason::Unparsable => "unparsable",
+        }
+    }
+}
+
+/// Flow-level outcome reached on this packet, for the kernel fast path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowMark {
+    /// The connection is blocked: the kernel may drop the rest.
+    Blocked,
+    /// The connection is clean: the kernel may stop queueing it.
+    Clean,
+}
+
+/// The engine's answer for one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Accept or drop.
+    pub verdict: Verdict,
+    /// Why.
+    pub reason: Reason,
+    /// Set on the packet that settled the connection's fate (once per flow).
+    pub mark: Option<FlowMark>,
+}
+
+impl Decision {
+    pub(crate) fn accept(reason: Reason) -> Decision {
+        Decision {
+            verdict: Verdict::Accept,
+            reason,
+            mark: None,
+        }
+    }
+
+    pub(crate) fn drop(reason: Reason) -> Decision {
+        Decision {
+            verdict: Verdict::Drop,
+            reason,
+            mark: None,
+        }
+    }
+
+    pub(crate) fn marked(mut self, mark: FlowMark) -> Decision {
+        self.mark = Some(mark);
+        self
+    }
+}

@@ -1,0 +1,399 @@
+//! The hosts file: which hosts appwall guards and what it blocks for them.
+//!
+//! Reads, unchanged, the classic files admins already keep (one IPv4 address
+//! per line, `#` comments, blank lines, `IP:PORT` lines) and extends them with
+//! CIDR, IPv6 and a per-line app list. Parsing is purely syntactic: app names
+//! are checked against the rule library by [`crate::policy::Policy`].
+//!
+//! Guarantees: every malformed line is reported as `path:line: what`, all of
+//! them in one pass; nothing that reaches iptables can carry an option
+//! (`192.0.2.1 -j ACCEPT` is an error, not a rule).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+
+use super::error::{ConfigError, ConfigErrors};
+
+/// Transport protocol of a port rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// The lower-case name iptables uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An inclusive port range on one protocol (`tcp/1863`, `tcp/6660-7000`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortSpec {
+    /// Protocol the ports belong to.
+    pub proto: Proto,
+    /// First port of the range.
+    pub first: u16,
+    /// Last port of the range (equal to `first` for a single port).
+    pub last: u16,
+}
+
+impl PortSpec {
+    /// True when `port` lies in the range.
+    pub fn contains(&self, proto: Proto, port: u16) -> bool {
+        self.proto == proto && self.first <= port && port <= self.last
+    }
+
+    /// Parses `N` or `N-M` (1..=65535, N <= M).
+    pub fn parse_range(proto: Proto, text: &str) -> Result<PortSpec, String> {
+        let (a, b) = match text.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (text, text),
+        };
+        let first = parse_port(a)?;
+        let last = parse_port(b)?;
+        if first > last {
+            return Err(format!("port range {text} runs backwards"));
+        }
+        Ok(PortSpec { proto, first, last })
+    }
+
+    /// The range as iptables writes it (`1863` or `6660:7000`).
+    pub fn iptables_range(&self) -> String {
+        if self.first == self.last {
+            self.first.to_string()
+        } else {
+            format!("{}:{}", self.first, self.last)
+        }
+    }
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}/{}", self.proto, self.first)
+        } else {
+            write!(f, "{}/{}-{}", self.proto, self.first, self.last)
+        }
+    }
+}
+
+fn parse_port(text: &str) -> Result<u16, String> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{text:?} is not a port number"));
+    }
+    match text.parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        _ => Err(format!("port {text} is outside 1-65535")),
+    }
+}
+
+/// Which apps a hosts line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppChoice {
+    /// No app list on the line: the library's default set.
+    Default,
+    /// `IP:PORT` line without an app list: only that port, no inspection.
+    None,
+    /// An explicit list (`msn,yahoo`), names not yet checked.
+    Named(Vec<(String, usize)>),
+}
+
+/// One meaningful line of a hosts file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostLine {
+    /// 1-based line number, for error messages.
+    pub line: usize,
+    /// The host or network (a single address is a /32 or /128).
+    pub net: IpNet,
+    /// The port of an `IP:PORT` line.
+    pub port: Option<PortSpec>,
+    /// The apps the line asks for.
+    pub apps: AppChoice,
+}
+
+/// A parsed hosts file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostsFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its meaningful lines, in file order.
+    pub lines: Vec<HostLine>,
+}
+
+impl HostsFile {
+    /// Reads and parses a hosts file.
+    pub fn load(path: &Path) -> Result<HostsFile, ConfigErrors> {
+        let text = std::fs::read(path)
+            .map_err(|e| ConfigErrors::one(ConfigError::file(path, format!("cannot read: {e}"))))?;
+        let text = String::from_utf8(text).map_err(|e| {
+            let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            ConfigErrors::one(ConfigError::at(path, line, "not valid UTF-8 text"))
+        })?;
+        HostsFile::parse(path, &text)
+    }
+
+    /// Parses hosts-file text; `path` is used only in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<HostsFile, ConfigErrors> {
+        let mut lines = Vec::new();
+        let mut errors = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let n = i + 1;
+            let content = raw.split('#').next().unwrap_or("").trim();
+            if content.is_empty() {
+                continue;
+            }
+            match parse_line(content, n) {
+                Ok(l) => lines.push(l),
+                Err(msg) => errors.push(ConfigError::at(path, n, msg)),
+            }
+        }
+        ConfigErrors::check(errors)?;
+        Ok(HostsFile {
+            path: path.to_path_buf(),
+            lines,
+        })
+    }
+}
+
+fn parse_line(content: &str, line: usize) -> Result<HostLine, String> {
+    let mut fields = content.split_whitespace();
+    let addr = fields.next().unwrap_or_default();
+    let rest: Vec<&str> = fields.collect();
+    let (net, port) = parse_address(addr)?;
+    let apps = if rest.is_empty() {
+        if port.is_some() {
+            AppChoice::None
+        } else {
+            AppChoice::Default
+        }
+    } else {
+        let mut names = Vec::new();
+        for name in rest.join(",").split(',').filter(|s| !s.is_empty()) {
+            if !is_app_name(name) {
+                return Err(format!(
+                    "{name:?} is not an app name (expected a list like msn,yahoo after the address)"
+                ));
+            }
+            names.push((name.to_string(), line));
+        }
+        if names.is_empty() {
+            return Err("empty app list".to_string());
+        }
+        AppChoice::Named(names)
+    };
+    Ok(HostLine {
+        line,
+        net,
+        port,
+        apps,
+    })
+}
+
+/// App names are lower-case words: they end up in ipset and chain names.
+pub fn is_app_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 20
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+/// Parses `ADDR`, `ADDR/LEN`, `IPv4[/LEN]:PORT[/proto]`, `[IPv6[/LEN]]:PORT[/proto]`.
+fn parse_address(text: &str) -> Result<(IpNet, Option<PortSpec>), String> {
+    let (addr, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (inside, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{text:?}: missing ']'"))?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| format!("{text:?}: expected ':PORT' after ']'"))?;
+        (inside, Some(port))
+    } else if text.contains('.') && text.contains(':') {
+        let (a, p) = text.rsplit_once(':').unwrap_or((text, ""));
+        (a, Some(p))
+    } else {
+        (text, None)
+    };
+    let net = parse_net(addr)?;
+    let port = match port {
+        None => None,
+        Some(p) => {
+            let (range, proto) = match p.split_once('/') {
+                Some((r, "tcp")) => (r, Proto::Tcp),
+                Some((r, "udp")) => (r, Proto::Udp),
+                Some((_, other)) => {
+                    return Err(format!("{other:?} is not a protocol (use tcp or udp)"));
+                }
+                None => (p, Proto::Tcp),
+            };
+            Some(PortSpec::parse_range(proto, range).map_err(|e| format!("{text:?}: {e}"))?)
+        }
+    };
+    Ok((net, port))
+}
+
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    if text.is_empty() {
+        return Err("missing address".to_string());
+    }
+    if let Some((_, len)) = text.split_once('/') {
+        let net: IpNet = text
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IPv4 or IPv6 network"))?;
+        if net.trunc() != net {
+            return Err(
+                format!("{text:?} has host bits set; did you mean {}? ", net.trunc())
+                    .trim_end()
+                    .to_string(),
+            );
+        }
+        let _ = len;
+        Ok(net)
+    } else {
+        let ip: IpAddr = text
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IPv4 or IPv6 address"))?;
+        Ok(IpNet::from(ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> Result<HostLine, String> {
+        match HostsFile::parse(Path::new("h"), text) {
+            Ok(f) => Ok(f.lines.into_iter().next().expect("one line")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn accepted_lines() {
+        let tcp = |p| {
+            Some(PortSpec {
+                proto: Proto::Tcp,
+                first: p,
+                last: p,
+            })
+        };
+        let named = |v: &[&str]| AppChoice::Named(v.iter().map(|s| (s.to_string(), 1)).collect());
+        let table: Vec<(&str, &str, Option<PortSpec>, AppChoice)> = vec![
+            ("192.0.2.7", "192.0.2.7/32", None, AppChoice::Default),
+            ("  192.0.2.7   # sales", "192.0.2.7/32", None, AppChoice::Default),
+            ("192.0.2.7:3306", "192.0.2.7/32", tcp(3306), AppChoice::None),
+            (
+                "192.0.2.7:8000/udp",
+                "192.0.2.7/32",
+                Some(PortSpec {
+                    proto: Proto::Udp,
+                    first: 8000,
+                    last: 8000,
+                }),
+                AppChoice::None,
+            ),
+            (
+                "192.0.2.7:6660-7000",
+                "192.0.2.7/32",
+                Some(PortSpec {
+                    proto: Proto::Tcp,
+                    first: 6660,
+                    last: 7000,
+                }),
+                AppChoice::None,
+            ),
+            (
+                "192.0.2.0/24 msn,yahoo",
+                "192.0.2.0/24",
+                None,
+                named(&["msn", "yahoo"]),
+            ),
+            (
+                "192.0.2.0/24 msn, yahoo",
+                "192.0.2.0/24",
+                None,
+                named(&["msn", "yahoo"]),
+            ),
+            ("198.51.100.7 mysql", "198.51.100.7/32", None, named(&["mysql"])),
+            ("2001:db8::5", "2001:db8::5/128", None, AppChoice::Default),
+            ("2001:db8::/64", "2001:db8::/64", None, AppChoice::Default),
+            (
+                "[2001:db8::5]:1863",
+                "2001:db8::5/128",
+                tcp(1863),
+                AppChoice::None,
+            ),
+            (
+                "[2001:db8::5]:1863 msn",
+                "2001:db8::5/128",
+                tcp(1863),
+                named(&["msn"]),
+            ),
+            ("192.0.2.0/24:3306", "192.0.2.0/24", tcp(3306), AppChoice::None),
+        ];
+        for (line, net, port, apps) in table {
+            let got = one(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(got.net.to_string(), net, "{line}");
+            assert_eq!(got.port, port, "{line}");
+            assert_eq!(got.apps, apps, "{line}");
+        }
+    }
+
+    #[test]
+    fn rejected_lines() {
+        let table = [
+            ("192.0.2.300", "not an IPv4 or IPv6 address"),
+            ("192.0.2.1 -j ACCEPT", "\"-j\" is not an app name"),
+            ("192.0.2.1;reboot", "not an IPv4 or IPv6 address"),
+            ("192.0.2.1:0", "outside 1-65535"),
+            ("192.0.2.1:70000", "outside 1-65535"),
+            ("192.0.2.1:http", "is not a port number"),
+            ("192.0.2.1:2000-1000", "runs backwards"),
+            ("192.0.2.1:80/sctp", "is not a protocol"),
+            ("192.0.2.5/24", "host bits set; did you mean 192.0.2.0/24?"),
+            ("192.0.2.0/33", "not an IPv4 or IPv6 network"),
+            ("[2001:db8::5]", "expected ':PORT'"),
+            ("[2001:db8::5:1863", "missing ']'"),
+            ("192.0.2.1 MSN", "not an app name"),
+        ];
+        for (line, want) in table {
+            let err = one(line).expect_err(line);
+            assert!(err.starts_with("h:1: "), "{line}: {err}");
+            assert!(err.contains(want), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn classic_file_and_all_errors_at_once() {
+        let classic = "# blocked hosts\n\n192.0.2.10\n192.0.2.11 # boss\n192.0.2.12:3306\n";
+        let f = HostsFile::parse(Path::new("hosts"), classic).unwrap();
+        assert_eq!(f.lines.len(), 3);
+        assert_eq!(f.lines[2].line, 5);
+
+        let bad = "192.0.2.1\nnonsense\n192.0.2.2\n10.0.0.1:99999\n";
+        let err = HostsFile::parse(Path::new("hosts"), bad).unwrap_err();
+        let lines: Vec<_> = err.errors().iter().map(|e| e.line()).collect();
+        assert_eq!(lines, vec![Some(2), Some(4)]);
+        assert!(err.to_string().starts_with("hosts:2: "));
+    }
+}

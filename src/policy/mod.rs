@@ -1,0 +1,212 @@
+//! Policy: what to block for whom, validated as a whole before anything uses it.
+//!
+//! A [`Policy`] joins a parsed hosts file with the rule library: app names are
+//! resolved, overlapping lines merged, and the result is immutable. Both the
+//! iptables generator and the verdict engine are built from one `Policy`, so
+//! the kernel fast path and userspace inspection can never disagree about
+//! which host gets which app.
+
+pub mod error;
+pub mod hosts;
+pub mod rules;
+pub mod table;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use hosts::{AppChoice, HostsFile, PortSpec, Proto};
+pub use rules::{App, RuleLibrary, Scope, Signature};
+pub use table::{AppSet, HostRule, HostTable};
+
+/// One listed network with everything that applies to it (lines merged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEntry {
+    /// The network.
+    pub net: IpNet,
+    /// Apps and extra ports.
+    pub rule: HostRule,
+}
+
+/// A validated, immutable policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    library: RuleLibrary,
+    entries: Vec<HostEntry>,
+    table: HostTable,
+    hosts_path: Option<PathBuf>,
+}
+
+impl Policy {
+    /// Joins a hosts file and a library. `default_apps` overrides the apps a
+    /// line without an app list gets (else: the library's default-enabled apps).
+    pub fn new(
+        library: RuleLibrary,
+        hosts: &HostsFile,
+        default_apps: Option<&[String]>,
+    ) -> Result<Policy, ConfigErrors> {
+        let mut errors = Vec::new();
+        let default = match default_apps {
+            Some(names) => {
+                let mut set = 0;
+                for n in names {
+                    match library.index_of(n) {
+                        Some(i) => set |= 1 << i,
+                        None => errors.push(ConfigError::file(
+                            Path::new("--default-apps"),
+                            format!("unknown app {n:?} (known: {})", app_names(&library)),
+                        )),
+                    }
+                }
+                set
+            }
+            None => library_default_set(&library),
+        };
+        let mut merged: BTreeMap<IpNet, HostRule> = BTreeMap::new();
+        for line in &hosts.lines {
+            let mut rule = HostRule::default();
+            match &line.apps {
+                AppChoice::Default => rule.apps = default,
+                AppChoice::None => {}
+                AppChoice::Named(names) => {
+                    for (n, l) in names {
+                        if n == "all" {
+                            rule.apps |= all_set(&library);
+                            continue;
+                        }
+                        match library.index_of(n) {
+                            Some(i) => rule.apps |= 1 << i,
+                            None => errors.push(ConfigError::at(
+                                &hosts.path,
+                                *l,
+                                format!("unknown app {n:?} (known: {}, all)", app_names(&library)),
+                            )),
+                        }
+                    }
+                }
+            }
+            if let Some(p) = line.port {
+                rule.ports.push(p);
+            }
+            merged.entry(line.net).or_default().merge(&rule);
+        }
+        ConfigErrors::check(errors)?;
+        let entries: Vec<HostEntry> = merged
+            .into_iter()
+            .map(|(net, rule)| HostEntry { net, rule })
+            .collect();
+        Ok(Policy::from_entries(library, entries, Some(hosts.path.clone())))
+    }
+
+    /// Every address listed with the default apps: what `scan` uses without `--hosts`.
+    pub fn everyone(library: RuleLibrary) -> Policy {
+        let rule = HostRule {
+            apps: library_default_set(&library),
+            ports: Vec::new(),
+        };
+        let entries = ["0.0.0.0/0", "::/0"]
+            .iter()
+            .map(|n| HostEntry {
+                net: n.parse().expect("static network"),
+                rule: rule.clone(),
+            })
+            .collect();
+        Policy::from_entries(library, entries, None)
+    }
+
+    fn from_entries(library: RuleLibrary, entries: Vec<HostEntry>, hosts_path: Option<PathBuf>) -> Policy {
+        let pairs: Vec<(IpNet, HostRule)> = entries.iter().map(|e| (e.net, e.rule.clone())).collect();
+        Policy {
+            table: HostTable::build(&pairs),
+            library,
+            entries,
+            hosts_path,
+        }
+    }
+
+    /// The rule library.
+    pub fn library(&self) -> &RuleLibrary {
+        &self.library
+    }
+
+    /// Listed networks, one per distinct network, sorted.
+    pub fn entries(&self) -> &[HostEntry] {
+        &self.entries
+    }
+
+    /// The merged lookup table.
+    pub fn table(&self) -> &HostTable {
+        &self.table
+    }
+
+    /// The hosts file this came from, if any.
+    pub fn hosts_path(&self) -> Option<&Path> {
+        self.hosts_path.as_deref()
+    }
+
+    /// Names of the apps in a set, in library order.
+    pub fn app_names(&self, set: AppSet) -> Vec<&str> {
+        self.library
+            .apps()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| set & (1 << i) != 0)
+            .map(|(_, a)| a.name.as_str())
+            .collect()
+    }
+}
+
+fn library_default_set(library: &RuleLibrary) -> AppSet {
+    library
+        .apps()
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.default_enabled)
+        .fold(0, |s, (i, _)| s | (1 << i))
+}
+
+fn all_set(library: &RuleLibrary) -> AppSet {
+    (0..library.apps().len()).fold(0, |s, i| s | (1 << i))
+}
+
+fn app_names(library: &RuleLibrary) -> String {
+    library
+        .apps()
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str) -> Result<Policy, String> {
+        let lib = RuleLibrary::embedded().unwrap();
+        let hosts = HostsFile::parse(Path::new("hosts"), text).map_err(|e| e.to_string())?;
+        Policy::new(lib, &hosts, None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sales_messenger_accounting_mysql() {
+        let p = policy("192.0.2.0/24 msn\n198.51.100.7 mysql\n198.51.100.8\n198.51.100.8:3306\n").unwrap();
+        let get = |s: &str| p.table().lookup(s.parse().unwrap()).cloned().unwrap();
+        assert_eq!(p.app_names(get("192.0.2.9").apps), vec!["msn"]);
+        assert_eq!(p.app_names(get("198.51.100.7").apps), vec!["mysql"]);
+        let eight = get("198.51.100.8");
+        assert!(!p.app_names(eight.apps).contains(&"mysql"), "mysql is opt-in");
+        assert!(p.app_names(eight.apps).contains(&"msn"));
+        assert_eq!(eight.ports.len(), 1);
+        assert_eq!(p.entries().len(), 3);
+    }
+
+    #[test]
+    fn unknown_apps_reported_with_line() {
+        let err = policy("192.0.2.1 msn\n192.0.2.2 skype,icq\n").unwrap_err();
+        assert!(err.starts_with("hosts:2: unknown app \"skype\""), "{err}");
+        assert!(err.contains("hosts:2: unknown app \"icq\""), "{err}");
+    }
+}
