@@ -25,6 +25,8 @@ pub enum Command {
     Rules(RulesArgs),
     /// Judge every packet of pcap/pcapng captures offline with the live filter's engine.
     Scan(ScanArgs),
+    /// Write a synthetic sample capture (MSN over HTTP, MSNP, benign web and DNS) to scan.
+    Sample(SampleArgs),
 }
 
 /// Where the policy comes from.
@@ -158,4 +160,12 @@ pub struct ScanArgs {
     /// pcap or pcapng files.
     #[arg(required = true, value_name = "CAPTURE")]
     pub captures: Vec<PathBuf>,
+}
+
+/// `appwall sample`.
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// Where to write the pcap file.
+    #[arg(value_name = "OUT.pcap")]
+    pub out: PathBuf,
 }

@@ -9,6 +9,7 @@
 //! - [`engine`]: **where every verdict is made** ([`engine::Engine::judge`]);
 //! - [`iptables`]: **where kernel rules are written** (pure text generation);
 //! - [`capture`]: pcap/pcapng reading for `scan` and `bench`;
+//! - [`sample`]: synthetic traffic for the sample capture, tests and benches;
 //! - [`commands`]: the thin front ends behind each CLI subcommand.
 #![deny(missing_docs)]
 
@@ -20,3 +21,4 @@ pub mod flow;
 pub mod iptables;
 pub mod packet;
 pub mod policy;
+pub mod sample;

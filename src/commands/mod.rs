@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod rules;
+pub mod sample;
 pub mod scan;
 
 use std::ffi::OsString;
@@ -64,6 +65,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
         Command::Check(a) => check::run(&a),
         Command::Rules(a) => rules::run(&a),
         Command::Scan(a) => scan::run(&a),
+        Command::Sample(a) => sample::run(&a),
     };
     match result {
         Ok(code) => code,

@@ -14,7 +14,7 @@
 //! switched off for good, as is a reply body delimited only by connection
 //! close.
 
-use super::matcher::{FieldState, HeaderId, Matcher, SigRef};
+use super::matcher::{FieldState, HeaderId, Hit, Matcher, SigRef};
 use crate::policy::AppSet;
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -115,7 +115,7 @@ impl HttpState {
     }
 
     /// Feeds in-order bytes; returns the first enabled signature hit.
-    pub fn feed(&mut self, m: &Matcher, data: &[u8], apps: AppSet) -> Option<(SigRef, HttpWhere)> {
+    pub fn feed(&mut self, m: &Matcher, data: &[u8], apps: AppSet) -> Option<(Hit, HttpWhere)> {
         let mut i = 0;
         while i < data.len() {
             match self.phase {
@@ -138,8 +138,8 @@ impl HttpState {
             }
             let b = data[i];
             i += 1;
-            if let Some(hit) = self.step(m, b, apps) {
-                return Some(hit);
+            if let Some((sig, at)) = self.step(m, b, apps) {
+                return Some((Hit { sig, end: i }, at));
             }
         }
         None

@@ -30,6 +30,27 @@ pub struct SigRef {
     pub sig: u16,
 }
 
+/// A signature hit and where it ended in the bytes searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    /// The signature.
+    pub sig: SigRef,
+    /// Offset just past the match in the searched bytes (ranks hits in one segment).
+    pub end: usize,
+}
+
+impl Hit {
+    /// The earlier of two optional hits.
+    #[inline]
+    pub fn first(a: Option<Hit>, b: Option<Hit>) -> Option<Hit> {
+        match (a, b) {
+            (Some(x), Some(y)) => Some(if y.end < x.end { y } else { x }),
+            (x, None) => x,
+            (None, y) => y,
+        }
+    }
+}
+
 impl SigRef {
     #[inline]
     fn enabled(self, apps: AppSet) -> bool {
@@ -77,18 +98,21 @@ impl StreamSet {
     }
 
     #[inline]
-    fn find(&self, hay: &[u8], apps: AppSet) -> Option<SigRef> {
+    fn find(&self, hay: &[u8], apps: AppSet) -> Option<Hit> {
         let m = self.first.find(Input::new(hay))?;
         let r = self.ids[m.pattern().as_usize()];
         if r.enabled(apps) {
-            return Some(r);
+            return Some(Hit { sig: r, end: m.end() });
         }
         // Slow path: the leftmost hit is for an app this flow allows; look at
         // every overlapping hit instead.
         self.all
             .find_overlapping_iter(hay)
-            .map(|m| self.ids[m.pattern().as_usize()])
-            .find(|r| r.enabled(apps))
+            .map(|m| Hit {
+                sig: self.ids[m.pattern().as_usize()],
+                end: m.end(),
+            })
+            .find(|h| h.sig.enabled(apps))
     }
 }
 
@@ -302,18 +326,15 @@ impl Matcher {
 
     /// Searches stream literals in `hay` for an app in `apps`.
     #[inline]
-    pub fn find_stream(&self, hay: &[u8], apps: AppSet) -> Option<SigRef> {
-        if let Some(s) = &self.stream_cs
-            && let Some(r) = s.find(hay, apps)
-        {
-            return Some(r);
-        }
-        self.stream_ci.as_ref().and_then(|s| s.find(hay, apps))
+    pub fn find_stream(&self, hay: &[u8], apps: AppSet) -> Option<Hit> {
+        let cs = self.stream_cs.as_ref().and_then(|s| s.find(hay, apps));
+        let ci = self.stream_ci.as_ref().and_then(|s| s.find(hay, apps));
+        Hit::first(cs, ci)
     }
 
     /// Compares `segment-start` patterns against one segment or datagram.
     #[inline]
-    pub fn find_segment_start(&self, data: &[u8], apps: AppSet) -> Option<SigRef> {
+    pub fn find_segment_start(&self, data: &[u8], apps: AppSet) -> Option<Hit> {
         self.segment_start
             .iter()
             .filter(|p| p.sig.enabled(apps) && data.len() >= p.bytes.len())
@@ -323,12 +344,15 @@ impl Matcher {
                     .take(p.bytes.len())
                     .all(|(i, &b)| p.byte_ok(i, b))
             })
-            .map(|p| p.sig)
+            .map(|p| Hit {
+                sig: p.sig,
+                end: p.bytes.len(),
+            })
     }
 
     /// Feeds the next stream bytes to the `stream-start` comparison.
     #[inline]
-    pub fn feed_stream_start(&self, st: &mut StartState, data: &[u8], apps: AppSet) -> Option<SigRef> {
+    pub fn feed_stream_start(&self, st: &mut StartState, data: &[u8], apps: AppSet) -> Option<Hit> {
         if !st.begun {
             st.begun = true;
             st.offset = 0;
@@ -355,7 +379,11 @@ impl Matcher {
                 st.alive &= !(1u64 << i);
             } else if end == p.bytes.len() {
                 st.alive &= !(1u64 << i);
-                hit = hit.or(Some(p.sig));
+                let h = Hit {
+                    sig: p.sig,
+                    end: p.bytes.len() - off,
+                };
+                hit = Hit::first(hit, Some(h));
             }
         }
         st.offset = (off + data.len()).min(self.max_start_len) as u16;

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::flow::{DirState, FlowDecision, FlowState, MAX_CARRY, Side};
 use crate::packet::{PacketView, TcpInfo};
 use crate::policy::{AppSet, Policy, Proto};
-use matcher::{Matcher, MatcherError, SigRef, StartState};
+use matcher::{Hit, Matcher, MatcherError, StartState};
 pub use verdict::{Decision, FlowMark, Reason, Verdict};
 
 /// Tunables of inspection.
@@ -142,8 +142,8 @@ impl Engine {
                 self.inspect_segment(dir, tcp, p.payload, apps)
             }
         };
-        if let Some(sig) = hit {
-            let r = Reason::Signature(sig);
+        if let Some(hit) = hit {
+            let r = Reason::Signature(hit.sig);
             flow.decision = FlowDecision::Blocked(r);
             return Decision::drop(r).marked(FlowMark::Blocked);
         }
@@ -206,20 +206,22 @@ impl Engine {
     }
 
     /// A UDP datagram is a message on its own: no state crosses datagrams.
-    fn inspect_datagram(&self, data: &[u8], apps: AppSet) -> Option<SigRef> {
+    fn inspect_datagram(&self, data: &[u8], apps: AppSet) -> Option<Hit> {
         if data.is_empty() {
             return None;
         }
         let m = &self.matcher;
         let mut start = StartState::default();
-        m.find_segment_start(data, apps)
-            .or_else(|| m.feed_stream_start(&mut start, data, apps))
-            .or_else(|| self.scan_with_context(b"\n", data, apps))
+        let anchored = Hit::first(
+            m.find_segment_start(data, apps),
+            m.feed_stream_start(&mut start, data, apps),
+        );
+        Hit::first(anchored, self.scan_with_context(b"\n", data, apps))
     }
 
     /// Stream literals in `data`, including those that begin in `context`.
     #[inline]
-    fn scan_with_context(&self, context: &[u8], data: &[u8], apps: AppSet) -> Option<SigRef> {
+    fn scan_with_context(&self, context: &[u8], data: &[u8], apps: AppSet) -> Option<Hit> {
         let carry = self.matcher.carry();
         if !context.is_empty() && carry > 0 {
             let mut junction = [0u8; 2 * MAX_CARRY];
@@ -227,21 +229,19 @@ impl Engine {
             let d = &data[..data.len().min(carry)];
             junction[..c.len()].copy_from_slice(c);
             junction[c.len()..c.len() + d.len()].copy_from_slice(d);
-            if let Some(r) = self.matcher.find_stream(&junction[..c.len() + d.len()], apps) {
-                return Some(r);
+            if let Some(h) = self.matcher.find_stream(&junction[..c.len() + d.len()], apps) {
+                // A match that straddles the boundary ends early in `data`.
+                return Some(Hit {
+                    sig: h.sig,
+                    end: h.end.saturating_sub(c.len()),
+                });
             }
         }
         self.matcher.find_stream(data, apps)
     }
 
     /// One TCP segment: sequence bookkeeping, then in-order inspection.
-    fn inspect_segment(
-        &self,
-        dir: &mut DirState,
-        tcp: TcpInfo,
-        payload: &[u8],
-        apps: AppSet,
-    ) -> Option<SigRef> {
+    fn inspect_segment(&self, dir: &mut DirState, tcp: TcpInfo, payload: &[u8], apps: AppSet) -> Option<Hit> {
         let data_seq = tcp.seq.wrapping_add(u32::from(tcp.syn));
         if tcp.syn {
             dir.next_seq = Some(data_seq);
@@ -256,12 +256,12 @@ impl Engine {
             payload
         } else if diff < 0 {
             // Retransmission or overlap: bytes before `next` were inspected
-            // already. A copy that differs could smuggle a signature past the
-            // stream, so the old part is scanned on its own too.
+            // already. A copy whose bytes differ could smuggle a signature past
+            // the stream, so the whole segment is also scanned on its own.
             let overlap = (diff.unsigned_abs() as usize).min(payload.len());
             if let Some(r) = m
                 .find_segment_start(payload, apps)
-                .or_else(|| m.find_stream(&payload[..overlap], apps))
+                .or_else(|| m.find_stream(payload, apps))
             {
                 return Some(r);
             }
@@ -287,20 +287,20 @@ impl Engine {
         }
         dir.next_seq = Some(next.wrapping_add(fresh.len() as u32));
         dir.payload_packets += 1;
-        let hit = (if diff == 0 {
+        // Every scope is checked; the hit that ends first in the stream is the reason.
+        let mut hit = if diff == 0 {
             m.find_segment_start(fresh, apps)
         } else {
             None
-        })
-        .or_else(|| m.feed_stream_start(&mut dir.start, fresh, apps))
-        .or_else(|| self.scan_with_context(&dir.tail[..dir.tail_len as usize], fresh, apps))
-        .or_else(|| {
-            if m.wants_http() && !dir.http.is_off() {
-                dir.http.feed(m, fresh, apps).map(|(r, _)| r)
-            } else {
-                None
-            }
-        });
+        };
+        hit = Hit::first(hit, m.feed_stream_start(&mut dir.start, fresh, apps));
+        hit = Hit::first(
+            hit,
+            self.scan_with_context(&dir.tail[..dir.tail_len as usize], fresh, apps),
+        );
+        if m.wants_http() && !dir.http.is_off() {
+            hit = Hit::first(hit, dir.http.feed(m, fresh, apps).map(|(h, _)| h));
+        }
         dir.bytes += fresh.len() as u64;
         self.update_tail(dir, fresh);
         hit
@@ -348,6 +348,7 @@ impl Engine {
                 Some((a, g)) => format!("signature {}/{} in {}", a.name, g.id, g.scope),
                 None => "signature ?".to_string(),
             },
+            Reason::Inspecting => "no match".to_string(),
             other => other.kind().to_string(),
         }
     }
@@ -370,3 +371,6 @@ impl Engine {
         flow.side_of(p)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,238 @@
+//! Synthetic traffic: real TCP/UDP packets for the scenarios appwall exists
+//! for, built in memory.
+//!
+//! No real capture of MSN tunnelled through HTTP exists, so this module
+//! builds one (together with native MSNP on 1863 and on an odd port, and
+//! benign web and DNS traffic) for `appwall sample`, the tests and the
+//! benchmarks. Every packet is a well-formed raw IPv4/IPv6 packet, exactly
+//! what NFQUEUE hands to the live filter.
+
+use std::net::IpAddr;
+
+use etherparse::PacketBuilder;
+
+/// One direction's bytes in a connection script: (from client?, payload).
+pub type Exchange<'a> = (bool, &'a [u8]);
+
+/// Builds the packets of one TCP connection: handshake, the payloads cut
+/// into segments of at most `mss` bytes, and FIN/ACK teardown.
+pub struct TcpFlowBuilder {
+    client: (IpAddr, u16),
+    server: (IpAddr, u16),
+    /// Largest payload per segment.
+    pub mss: usize,
+    /// Send the three-way handshake first.
+    pub handshake: bool,
+}
+
+impl TcpFlowBuilder {
+    /// A connection from `client` to `server`, 1460-byte segments, with handshake.
+    pub fn new(client: (IpAddr, u16), server: (IpAddr, u16)) -> TcpFlowBuilder {
+        TcpFlowBuilder {
+            client,
+            server,
+            mss: 1460,
+            handshake: true,
+        }
+    }
+
+    /// The raw IP packets of the whole conversation.
+    pub fn packets(&self, script: &[Exchange<'_>]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let (mut cseq, mut sseq) = (1_000u32, 5_000u32);
+        if self.handshake {
+            out.push(self.segment(true, cseq, 0, Flags::Syn, b""));
+            out.push(self.segment(false, sseq, cseq + 1, Flags::SynAck, b""));
+            cseq += 1;
+            sseq += 1;
+            out.push(self.segment(true, cseq, sseq, Flags::Ack, b""));
+        }
+        for &(from_client, data) in script {
+            for chunk in data.chunks(self.mss.max(1)) {
+                if from_client {
+                    out.push(self.segment(true, cseq, sseq, Flags::Ack, chunk));
+                    cseq = cseq.wrapping_add(chunk.len() as u32);
+                } else {
+                    out.push(self.segment(false, sseq, cseq, Flags::Ack, chunk));
+                    sseq = sseq.wrapping_add(chunk.len() as u32);
+                }
+            }
+        }
+        out.push(self.segment(true, cseq, sseq, Flags::Fin, b""));
+        out.push(self.segment(false, sseq, cseq + 1, Flags::Fin, b""));
+        out
+    }
+
+    fn segment(&self, from_client: bool, seq: u32, ack: u32, flags: Flags, payload: &[u8]) -> Vec<u8> {
+        let (src, dst) = if from_client {
+            (self.client, self.server)
+        } else {
+            (self.server, self.client)
+        };
+        tcp_packet(src, dst, seq, ack, flags, payload)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Flags {
+    Syn,
+    SynAck,
+    Ack,
+    Fin,
+}
+
+fn tcp_packet(
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    seq: u32,
+    ack: u32,
+    flags: Flags,
+    payload: &[u8],
+) -> Vec<u8> {
+    let ip = match (src.0, dst.0) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
+        // Mixed families cannot share a packet; fall back to IPv4 zeros.
+        _ => PacketBuilder::ipv4([0; 4], [0; 4], 64),
+    };
+    let mut b = ip.tcp(src.1, dst.1, seq, 64_240);
+    b = match flags {
+        Flags::Syn => b.syn(),
+        Flags::SynAck => b.syn().ack(ack),
+        Flags::Ack => b.ack(ack).psh(),
+        Flags::Fin => b.fin().ack(ack),
+    };
+    let mut out = Vec::with_capacity(60 + payload.len());
+    // Writing into a Vec cannot fail for these sizes.
+    let _ = b.write(&mut out, payload);
+    out
+}
+
+/// One UDP datagram as a raw IP packet.
+pub fn udp_packet(src: (IpAddr, u16), dst: (IpAddr, u16), payload: &[u8]) -> Vec<u8> {
+    let ip = match (src.0, dst.0) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
+        _ => PacketBuilder::ipv4([0; 4], [0; 4], 64),
+    };
+    let mut out = Vec::new();
+    let _ = ip.udp(src.1, dst.1).write(&mut out, payload);
+    out
+}
+
+/// The MSN HTTP-gateway opening request (as Messenger sends it through a proxy).
+pub const MSN_GATEWAY_OPEN: &[u8] = b"POST http://gateway.messenger.hotmail.com/gateway/gateway.dll?Action=open&Server=NS&IP=messenger.hotmail.com HTTP/1.1\r\n\
+Accept: */*\r\n\
+Content-Type: application/x-msn-messenger\r\n\
+Proxy-Connection: Keep-Alive\r\n\
+User-Agent: MSMSGS\r\n\
+Host: gateway.messenger.hotmail.com\r\n\
+Content-Length: 19\r\n\
+\r\n\
+VER 1 MSNP8 CVR0\r\n";
+
+/// The gateway's reply.
+pub const MSN_GATEWAY_REPLY: &[u8] = b"HTTP/1.1 200 OK\r\n\
+X-MSN-Messenger: SessionID=1234567890.12345; GW-IP=198.51.100.80\r\n\
+Content-Type: application/x-msn-messenger\r\n\
+Content-Length: 17\r\n\
+\r\n\
+VER 1 MSNP8 CVR0\r\n";
+
+/// A native MSNP login as a client sends it.
+pub const MSNP_LOGIN: &[u8] = b"VER 1 MSNP8 CVR0\r\n";
+/// The notification server's answer.
+pub const MSNP_LOGIN_REPLY: &[u8] = b"VER 1 MSNP8 CVR0\r\n";
+/// An ordinary web request whose URL contains "msn".
+pub const BENIGN_GET: &[u8] = b"GET /news/msn-money/index.html?ref=msnbc HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: Mozilla/5.0\r\nAccept: */*\r\n\r\n";
+/// Its reply.
+pub const BENIGN_REPLY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 44\r\n\r\n<html><body>msn gateway.dll notes</body></html>";
+
+/// A labelled scenario of the sample capture.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// What it is.
+    pub name: &'static str,
+    /// Expected verdict with `rules/hosts.example`: true = blocked.
+    pub blocked: bool,
+    /// Raw IP packets in order.
+    pub packets: Vec<Vec<u8>>,
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("static address")
+}
+
+/// The scenarios of the sample capture. Client 192.0.2.10 and 2001:db8::10
+/// are listed in `rules/hosts.example`; 192.0.2.99 is not.
+pub fn scenarios() -> Vec<Scenario> {
+    let c = ip("192.0.2.10");
+    let unlisted = ip("192.0.2.99");
+    let web = ip("198.51.100.80");
+    let ns = ip("198.51.100.81");
+    let c6 = ip("2001:db8::10");
+    let web6 = ip("2001:db8:1::80");
+    let gateway = [(true, MSN_GATEWAY_OPEN), (false, MSN_GATEWAY_REPLY)];
+    let mut split = TcpFlowBuilder::new((c, 40004), (web, 80));
+    split.mss = 7; // "gateway.dll" cut across segments.
+    vec![
+        Scenario {
+            name: "MSN tunnelled in HTTP to port 80 (gateway.dll)",
+            blocked: true,
+            packets: TcpFlowBuilder::new((c, 40001), (web, 80)).packets(&gateway),
+        },
+        Scenario {
+            name: "ordinary web request with msn in the URL",
+            blocked: false,
+            packets: TcpFlowBuilder::new((c, 40002), (web, 80))
+                .packets(&[(true, BENIGN_GET), (false, BENIGN_REPLY)]),
+        },
+        Scenario {
+            name: "native MSNP to port 1863",
+            blocked: true,
+            packets: TcpFlowBuilder::new((c, 40003), (ns, 1863))
+                .packets(&[(true, MSNP_LOGIN), (false, MSNP_LOGIN_REPLY)]),
+        },
+        Scenario {
+            name: "MSN gateway request cut into 7-byte segments",
+            blocked: true,
+            packets: split.packets(&gateway),
+        },
+        Scenario {
+            name: "native MSNP on odd port 8080",
+            blocked: true,
+            packets: TcpFlowBuilder::new((c, 40005), (ns, 8080))
+                .packets(&[(true, MSNP_LOGIN), (false, MSNP_LOGIN_REPLY)]),
+        },
+        Scenario {
+            name: "MSN gateway from a host that is not listed",
+            blocked: false,
+            packets: TcpFlowBuilder::new((unlisted, 40006), (web, 80)).packets(&gateway),
+        },
+        Scenario {
+            name: "MSN gateway from an IPv6 client",
+            blocked: true,
+            packets: TcpFlowBuilder::new((c6, 40007), (web6, 80)).packets(&gateway),
+        },
+        Scenario {
+            name: "DNS query",
+            blocked: false,
+            packets: vec![udp_packet(
+                (c, 40008),
+                (ip("198.51.100.53"), 53),
+                b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03www\x07example\x03com\x00\x00\x01\x00\x01",
+            )],
+        },
+    ]
+}
+
+/// All scenario packets with timestamps 1 ms apart, ready for a capture file.
+pub fn sample_frames() -> Vec<(u64, Vec<u8>)> {
+    let base = 1_767_225_600_000_000_000u64; // 2026-01-01T00:00:00Z
+    scenarios()
+        .into_iter()
+        .flat_map(|s| s.packets)
+        .enumerate()
+        .map(|(i, p)| (base + i as u64 * 1_000_000, p))
+        .collect()
+}

@@ -1,0 +1,252 @@
+//! The binary's command line: check, rules (golden), scan, sample.
+
+use std::path::Path;
+
+use crate::util::{run, temp_file};
+
+fn example() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("rules/hosts.example")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn check_accepts_the_example_and_summarises() {
+    let (code, out, err) = run(&["check", "--hosts", &example()]);
+    assert_eq!(code, 0, "{err}");
+    assert_out!(out.contains("hosts: 5 (4 IPv4, 1 IPv6 entries"), out);
+    assert_out!(out.contains("msn"), out);
+    assert_out!(out.contains("iptables-restore: "), out);
+    assert_out!(out.contains("ip6tables-restore: "), out);
+    assert_out!(out.trim_end().ends_with("ok"), out);
+}
+
+#[test]
+fn check_reports_every_error_with_path_and_line() {
+    let (_d, hosts) = temp_file(
+        "hosts",
+        b"192.0.2.1\n192.0.2.300\n\n192.0.2.2 -j ACCEPT\n192.0.2.3 skype\n192.0.2.4:99999\n",
+    );
+    let h = hosts.display().to_string();
+    let (code, out, err) = run(&["check", "--hosts", &h]);
+    assert_eq!(code, 2, "{out}{err}");
+    for line in [2, 4, 6] {
+        assert_out!(err.contains(&format!("{h}:{line}: ")), err);
+    }
+    assert_out!(!err.contains(&format!("{h}:1:")), err);
+    // Unknown apps are found in a second pass once the syntax is right.
+    let (_d2, hosts) = temp_file("hosts", b"192.0.2.1 msn\n192.0.2.3 skype\n");
+    let h = hosts.display().to_string();
+    let (code, _, err) = run(&["check", "--hosts", &h]);
+    assert_eq!(code, 2);
+    assert_out!(err.contains(&format!("{h}:2: unknown app \"skype\"")), err);
+    // A missing file.
+    let (code, _, err) = run(&["check", "--hosts", "/nonexistent/hosts"]);
+    assert_eq!(code, 2);
+    assert_out!(err.contains("/nonexistent/hosts: cannot read"), err);
+}
+
+#[test]
+fn check_reports_rule_file_errors_with_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "name = \"bad\"\ndescription = \"x\"\n[[signature]]\nid = \"a\"\nscope = \"everywhere\"\ntext = \"x\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("typo.toml"),
+        "name = \"typo\"\ndescripton = \"x\"\n",
+    )
+    .unwrap();
+    let (_d, hosts) = temp_file("hosts", b"192.0.2.1\n");
+    let (code, _, err) = run(&[
+        "check",
+        "--hosts",
+        hosts.to_str().unwrap(),
+        "--rules",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert_out!(err.contains("bad.toml:3: unknown scope \"everywhere\""), err);
+    assert_out!(err.contains("typo.toml:2: unknown field `descripton`"), err);
+}
+
+/// Compares with tests/golden/NAME, or rewrites it when UPDATE_GOLDEN is set.
+fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing golden file {}; run with UPDATE_GOLDEN=1", path.display()));
+    assert!(
+        expected == actual,
+        "output differs from {} (UPDATE_GOLDEN=1 rewrites it):\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+#[test]
+fn rules_output_is_golden() {
+    let ex = example();
+    let cases: &[(&str, &[&str])] = &[
+        ("example.ipv4.rules", &["--family", "ipv4"]),
+        ("example.ipv6.rules", &["--family", "ipv6"]),
+        (
+            "example.commands.sh",
+            &["--family", "ipv4", "--format", "commands"],
+        ),
+        (
+            "example.reject-reset-balance.ipv4.rules",
+            &[
+                "--family",
+                "ipv4",
+                "--port-action",
+                "reject",
+                "--reset",
+                "--queues",
+                "2",
+                "--queue",
+                "3",
+                "--fail-closed",
+            ],
+        ),
+        (
+            "example.ipset.ipv4.rules",
+            &["--family", "ipv4", "--ipset-threshold", "0"],
+        ),
+        (
+            "example.ipset.ipv4.ipset",
+            &["--family", "ipv4", "--ipset-threshold", "0", "--format", "ipset"],
+        ),
+    ];
+    for (name, extra) in cases {
+        let mut args = vec!["rules", "--hosts", &ex];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 0, "{name}: {err}");
+        golden(name, &out);
+    }
+}
+
+#[test]
+fn rules_merge_overlaps_and_use_ipsets_for_large_lists() {
+    let mut text = String::new();
+    for i in 0..40 {
+        text.push_str(&format!("198.51.100.{i} msn\n"));
+    }
+    text.push_str("198.51.100.0/24 msn\n"); // covers all of the above
+    let (_d, hosts) = temp_file("hosts", text.as_bytes());
+    let (code, out, err) = run(&["rules", "--hosts", hosts.to_str().unwrap(), "--family", "ipv4"]);
+    assert_eq!(code, 0, "{err}");
+    // Aggregated to one network: no ipset needed, one rule per direction.
+    assert_out!(
+        out.contains("-A APPWALL -s 198.51.100.0/24 -j APPWALL_INSPECT"),
+        out
+    );
+    assert_out!(!out.contains("198.51.100.7/32"), out);
+
+    let mut text = String::new();
+    for i in 0..40 {
+        text.push_str(&format!("203.0.113.{} msn\n", i * 2));
+    }
+    let (_d, hosts) = temp_file("hosts", text.as_bytes());
+    let (code, out, _) = run(&["rules", "--hosts", hosts.to_str().unwrap(), "--family", "ipv4"]);
+    assert_eq!(code, 0);
+    assert_out!(
+        out.contains("-m set --match-set appwall4-inspect src -j APPWALL_INSPECT"),
+        out
+    );
+    assert_out!(
+        out.contains("--match-set appwall4-app-msn src -p tcp -m multiport --dports 1863"),
+        out
+    );
+    let (_, sets, _) = run(&[
+        "rules",
+        "--hosts",
+        hosts.to_str().unwrap(),
+        "--family",
+        "ipv4",
+        "--format",
+        "ipset",
+    ]);
+    assert_out!(
+        sets.contains("create appwall4-inspect hash:net family inet -exist"),
+        sets
+    );
+    assert_eq!(
+        sets.lines()
+            .filter(|l| l.starts_with("add appwall4-inspect "))
+            .count(),
+        40
+    );
+}
+
+#[test]
+fn sample_capture_scans_as_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("sample.pcap");
+    let (code, out, err) = run(&["sample", pcap.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let expected: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.trim_start().split_once(' ').map(|(v, _)| v))
+        .filter(|v| *v == "block" || *v == "allow")
+        .collect();
+    let (code, out, err) = run(&["scan", "--json", "--hosts", &example(), pcap.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let got: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let verdicts: Vec<&str> = got.iter().map(|v| v["verdict"].as_str().unwrap()).collect();
+    assert_eq!(verdicts, expected);
+    // The tunnelled request is caught by its request target, not by the port.
+    assert_eq!(got[0]["app"], "msn");
+    assert_eq!(got[0]["signature"], "gateway-dll");
+    assert_eq!(got[0]["dport"], 80);
+    assert_eq!(got[2]["reason"], "port tcp/1863 of app msn");
+    assert_eq!(got[3]["signature"], "gateway-dll", "7-byte segments: {}", got[3]);
+    assert_eq!(got[5]["reason"], "not-listed");
+    // Table output names the flows too.
+    let (code, table, _) = run(&["scan", "--hosts", &example(), pcap.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert_out!(table.contains("8 flows: 5 blocked, 3 allowed"), table);
+}
+
+#[test]
+fn damaged_captures_are_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("sample.pcap");
+    assert_eq!(run(&["sample", pcap.to_str().unwrap()]).0, 0);
+    let bytes = std::fs::read(&pcap).unwrap();
+    let cut = dir.path().join("cut.pcap");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let (code, out, err) = run(&["scan", cut.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_out!(err.contains("cut.pcap: packet") && err.contains("cut short"), err);
+    assert_out!(out.contains("flows"), out);
+    let junk = dir.path().join("junk.pcap");
+    std::fs::write(&junk, b"this is not a capture file at all").unwrap();
+    let (code, _, err) = run(&["scan", junk.to_str().unwrap(), pcap.to_str().unwrap()]);
+    assert_eq!(code, 2, "an unreadable capture fails the run");
+    assert_out!(err.contains("junk.pcap: not a pcap or pcapng file"), err);
+    let (code, _, err) = run(&["scan", "/nonexistent.pcap"]);
+    assert_eq!(code, 2);
+    assert_out!(err.contains("/nonexistent.pcap: cannot open"), err);
+}
+
+#[test]
+fn bad_command_lines_are_usage_errors() {
+    let (code, _, err) = run(&["rules"]);
+    assert_eq!(code, 1);
+    assert_out!(err.contains("--hosts FILE is required"), err);
+    let (code, _, err) = run(&["scan"]);
+    assert_eq!(code, 2);
+    assert_out!(err.contains("CAPTURE"), err);
+    let (code, _, _) = run(&["rules", "--hosts", "x", "--queues", "0"]);
+    assert_eq!(code, 2);
+}
