@@ -25,8 +25,18 @@ pub enum Command {
     Rules(RulesArgs),
     /// Judge every packet of pcap/pcapng captures offline with the live filter's engine.
     Scan(ScanArgs),
+    /// Run the live filter: install the rules, judge queued packets, remove the rules on exit.
+    Run(RunArgs),
+    /// Remove everything `appwall run` installed (after a crash, say).
+    Uninstall(UninstallArgs),
+    /// Build a throw-away lab of network namespaces and show what `appwall run` blocks (root).
+    Demo(DemoArgs),
+    /// Measure verdict throughput without root: replay captures (or a synthetic mix) in memory through the engine.
+    Bench(BenchArgs),
     /// Write a synthetic sample capture (MSN over HTTP, MSNP, benign web and DNS) to scan.
     Sample(SampleArgs),
+    /// Translate a squid.conf's deny rules (and the ACLs they use) into an appwall rule file.
+    ImportSquid(ImportSquidArgs),
 }
 
 /// Where the policy comes from.
@@ -35,9 +45,12 @@ pub struct PolicyArgs {
     /// Hosts file: one address, network or IP:PORT per line, optional app list (`192.0.2.0/24 msn,yahoo`).
     #[arg(long, value_name = "FILE")]
     pub hosts: Option<PathBuf>,
-    /// Rule library directory (one TOML file per app). Default: the library built into appwall.
+    /// Rule directory (one TOML file per app), added to the built-in library; an app of the same name replaces the built-in one. Repeatable.
     #[arg(long, value_name = "DIR")]
-    pub rules: Option<PathBuf>,
+    pub rules: Vec<PathBuf>,
+    /// Use only the --rules directories, not the library built into appwall.
+    #[arg(long)]
+    pub no_builtin_rules: bool,
     /// Apps for hosts lines that name none (comma-separated). Default: every app marked default in the library.
     #[arg(long, value_name = "APPS", value_delimiter = ',')]
     pub default_apps: Option<Vec<String>>,
@@ -49,8 +62,8 @@ pub struct EngineArgs {
     /// A connection is clean (no longer inspected) once one direction has carried this many payload bytes with no match.
     #[arg(long, value_name = "BYTES", default_value_t = 8192)]
     pub depth_bytes: u64,
-    /// ...or once this many payload packets (both directions) passed with no match.
-    #[arg(long, value_name = "PACKETS", default_value_t = 16)]
+    /// ...or, when not 0, once this many payload segments (both directions) passed with no match. Off by default: a sender that cuts its bytes into tiny segments would reach it early.
+    #[arg(long, value_name = "PACKETS", default_value_t = 0)]
     pub depth_packets: u32,
     /// Most connections tracked at once; the least recently active is evicted beyond it.
     #[arg(long, value_name = "N", default_value_t = 262_144)]
@@ -168,4 +181,116 @@ pub struct SampleArgs {
     /// Where to write the pcap file.
     #[arg(value_name = "OUT.pcap")]
     pub out: PathBuf,
+}
+
+/// Built-in traffic for `appwall bench` without captures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MixArg {
+    /// Benign web (HTML pages, TLS-like downloads, DNS) with one connection in sixteen being MSN.
+    Mixed,
+    /// Benign web only.
+    Web,
+    /// MSN only: HTTP gateway, MSNP on 1863 and on other ports.
+    Msn,
+    /// Small packets: interactive sessions of 30-120 byte segments.
+    Small,
+    /// Full-size packets: 1460-byte segments of text and binary.
+    Full,
+}
+
+/// `appwall bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Policy sources (without --hosts every address is listed with every app of the library, or with --default-apps).
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Inspection tunables.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Threads for the multi-thread rows, each with its own connection table (as each queue has). Default: the number of cores.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+    /// Timed rounds per row; the table shows min/median/max over them.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub rounds: u32,
+    /// Seconds of replay per round (a warm-up of up to 0.2 s comes first).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.5)]
+    pub seconds: f64,
+    /// Also measure with no inspection depth: every packet inspected in full (the worst case).
+    #[arg(long)]
+    pub no_depth: bool,
+    /// Synthetic traffic to use when no capture is given.
+    #[arg(long, value_enum, default_value_t = MixArg::Mixed)]
+    pub mix: MixArg,
+    /// Concurrent connections in the synthetic traffic.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub connections: u32,
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// pcap or pcapng files, loaded into memory once and replayed many times.
+    #[arg(value_name = "CAPTURE")]
+    pub captures: Vec<PathBuf>,
+}
+
+/// `appwall run`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Policy sources (--hosts is required).
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Inspection tunables.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Kernel options.
+    #[command(flatten)]
+    pub kernel: KernelArgs,
+    /// Most packets waiting in each kernel queue; beyond it the kernel accepts (fail-open) or drops (--fail-closed).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub queue_maxlen: u32,
+    /// Netlink socket receive buffer per queue, bytes (set with SO_RCVBUFFORCE).
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    pub rcvbuf: usize,
+    /// JSON status file, rewritten every --stats-interval and at exit.
+    #[arg(long, value_name = "FILE", default_value = "/run/appwall/status.json")]
+    pub status_file: Option<std::path::PathBuf>,
+    /// JSON-lines event log, one line per blocked connection ("-" for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<std::path::PathBuf>,
+    /// Seconds between status file writes and summary log lines.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub stats_interval: u64,
+}
+
+/// `appwall uninstall`.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// Remove even when an appwall instance is running in this network namespace.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `appwall demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Show the filter's own log lines.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Run the lab without the filter, to see that everything passes then.
+    #[arg(long)]
+    pub no_filter: bool,
+}
+
+/// `appwall import-squid`.
+#[derive(Debug, Args)]
+pub struct ImportSquidArgs {
+    /// The Squid configuration file (ACL files it names are read too).
+    #[arg(value_name = "squid.conf")]
+    pub conf: PathBuf,
+    /// Write the rule file here instead of standard output (e.g. rules/site.toml; the app is named after the file).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// App name when writing to standard output.
+    #[arg(long, value_name = "NAME", default_value = "squid")]
+    pub name: String,
 }

@@ -94,6 +94,24 @@ pub struct DirState {
     pub payload_packets: u32,
     /// FIN seen in this direction.
     pub fin: bool,
+    /// Segments held because they arrived ahead of a gap (rare; boxed so the
+    /// common case costs one pointer).
+    pub reorder: Option<Box<Reorder>>,
+    /// Times the stream skipped a gap because the reorder buffer was full.
+    pub resyncs: u32,
+    /// Start of a TLS ClientHello being collected (only when host rules exist).
+    pub hello: Option<Box<Vec<u8>>>,
+    /// The stream start was looked at for a ClientHello.
+    pub hello_done: bool,
+}
+
+/// Segments that arrived ahead of a gap, waiting for it to fill.
+#[derive(Debug, Clone, Default)]
+pub struct Reorder {
+    /// (sequence number, payload) in arrival order.
+    pub segments: Vec<(u32, Vec<u8>)>,
+    /// Payload bytes held.
+    pub bytes: usize,
 }
 
 impl Default for DirState {
@@ -110,6 +128,10 @@ impl Default for DirState {
             bytes: 0,
             payload_packets: 0,
             fin: false,
+            reorder: None,
+            resyncs: 0,
+            hello: None,
+            hello_done: false,
         }
     }
 }
@@ -162,6 +184,8 @@ pub struct FlowState {
     pub last_seen: u64,
     /// RST seen.
     pub reset: bool,
+    /// A packet came back from the other side (the connection is two-way).
+    pub replied: bool,
 }
 
 impl FlowState {
@@ -182,6 +206,7 @@ impl FlowState {
             packets: 0,
             last_seen: now,
             reset: false,
+            replied: false,
         }
     }
 
@@ -202,12 +227,28 @@ impl FlowState {
 }
 
 const NIL: u32 = u32::MAX;
+/// Connections that have not heard back from the other side (a SYN flood
+/// lives here), least recently active at the tail.
+const NEW: usize = 0;
+/// Connections with packets in both directions, least recently active at the tail.
+const OPEN: usize = 1;
+/// Closed connections (RST, or FIN both ways), oldest at the tail.
+const CLOSED: usize = 2;
+/// Eviction order when the table is full.
+const EVICT_ORDER: [usize; 3] = [CLOSED, NEW, OPEN];
 
 struct Slot {
     key: FlowKey,
     state: FlowState,
     prev: u32,
     next: u32,
+    list: u8,
+}
+
+#[derive(Clone, Copy)]
+struct Ends {
+    head: u32,
+    tail: u32,
 }
 
 /// Counters of the table's own activity.
@@ -219,38 +260,77 @@ pub struct TableStats {
     pub evicted_full: u64,
     /// Connections removed after the idle timeout.
     pub expired_idle: u64,
+    /// Closed connections removed after the close timeout.
+    pub expired_closed: u64,
 }
 
 /// A bounded connection table with least-recently-active eviction.
+///
+/// Connections live on one of three lists: new (nothing heard back yet),
+/// open (packets both ways) and closed (RST, or FIN both ways). New ones
+/// leave after `new_timeout` of silence, open ones after `idle_timeout`,
+/// closed ones after the short `close_timeout`. When the table is full, a new
+/// connection evicts the oldest closed one, else the least recently active
+/// new one, and only then an open one: a flood of SYNs churns through the new
+/// list and leaves established connections (and their verdicts) alone.
+/// Expiry is amortised: each new connection checks the cold end of every
+/// list, so there is no sweeper thread and no pause.
 pub struct FlowTable {
     index: HashMap<FlowKey, u32>,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    /// Most recently active.
-    head: u32,
-    /// Least recently active.
-    tail: u32,
+    lists: [Ends; 3],
     capacity: usize,
     idle_timeout: u64,
+    new_timeout: u64,
+    close_timeout: u64,
     next_id: u64,
     stats: TableStats,
 }
 
 impl FlowTable {
     /// A table of at most `capacity` connections; idle ones leave after
-    /// `idle_timeout_ns` of the caller's clock.
+    /// `idle_timeout_ns` of the caller's clock, closed ones after 10 s.
     pub fn new(capacity: usize, idle_timeout_ns: u64) -> FlowTable {
         let capacity = capacity.max(1);
         FlowTable {
             index: HashMap::with_capacity(capacity.min(1 << 16)),
             slots: Vec::with_capacity(capacity.min(1 << 16)),
             free: Vec::new(),
-            head: NIL,
-            tail: NIL,
+            lists: [Ends { head: NIL, tail: NIL }; 3],
             capacity,
             idle_timeout: idle_timeout_ns,
+            new_timeout: 120_000_000_000u64.min(idle_timeout_ns),
+            close_timeout: 10_000_000_000u64.min(idle_timeout_ns),
             next_id: 1,
             stats: TableStats::default(),
+        }
+    }
+
+    /// Sets how long a closed connection is remembered (late retransmissions
+    /// and the last ACK still find it), in the caller's clock.
+    pub fn with_close_timeout(mut self, ns: u64) -> FlowTable {
+        self.close_timeout = ns;
+        self
+    }
+
+    fn timeout_of(&self, s: &FlowState) -> u64 {
+        if s.is_closed() {
+            self.close_timeout
+        } else if s.replied {
+            self.idle_timeout
+        } else {
+            self.new_timeout
+        }
+    }
+
+    fn list_of(s: &FlowState) -> usize {
+        if s.is_closed() {
+            CLOSED
+        } else if s.replied {
+            OPEN
+        } else {
+            NEW
         }
     }
 
@@ -275,14 +355,16 @@ impl FlowTable {
     }
 
     /// The state of `p`'s connection, created if new; `now` in nanoseconds.
+    /// Also keeps the connection's lifecycle: FIN and RST flags are recorded
+    /// here, before the engine sees the packet.
     pub fn get_or_insert(&mut self, p: &PacketView<'_>, now: u64) -> &mut FlowState {
         let key = FlowKey::of(p);
+        let fresh_syn = p.tcp.is_some_and(|t| t.syn && !t.ack);
         let idx = match self.index.get(&key) {
             Some(&i) => {
-                let fresh_syn = p.tcp.is_some_and(|t| t.syn && !t.ack);
                 let s = &self.slots[i as usize].state;
-                let expired = now.saturating_sub(s.last_seen) > self.idle_timeout;
-                if expired || (fresh_syn && s.is_closed()) {
+                let stale = now.saturating_sub(s.last_seen) > self.timeout_of(s);
+                if stale || (fresh_syn && s.is_closed()) {
                     // Port reuse or a stale entry: a new connection instance.
                     let id = self.take_id();
                     self.slots[i as usize].state = FlowState::new(id, p, now);
@@ -293,17 +375,21 @@ impl FlowTable {
             None => {
                 self.expire_some(now);
                 if self.index.len() >= self.capacity {
-                    let victim = self.tail;
+                    let victim = EVICT_ORDER
+                        .iter()
+                        .map(|&l| self.lists[l].tail)
+                        .find(|&t| t != NIL)
+                        .unwrap_or(NIL);
                     self.remove_slot(victim);
                     self.stats.evicted_full += 1;
                 }
                 let id = self.take_id();
-                let state = FlowState::new(id, p, now);
                 let slot = Slot {
                     key,
-                    state,
+                    state: FlowState::new(id, p, now),
                     prev: NIL,
                     next: NIL,
+                    list: NEW as u8,
                 };
                 let i = match self.free.pop() {
                     Some(i) => {
@@ -320,22 +406,37 @@ impl FlowTable {
                 i
             }
         };
-        self.push_front(idx);
         let s = &mut self.slots[idx as usize].state;
         s.last_seen = now;
-        s
+        let side = s.side_of(p) as usize;
+        s.replied |= side == Side::Reply as usize;
+        if let Some(t) = p.tcp {
+            s.reset |= t.rst;
+            s.dirs[side].fin |= t.fin;
+        }
+        let list = FlowTable::list_of(s);
+        self.push_front(idx, list);
+        &mut self.slots[idx as usize].state
     }
 
-    /// Removes `p`'s connection (after a RST, say).
+    /// Removes `p`'s connection.
     pub fn remove(&mut self, p: &PacketView<'_>) {
         if let Some(&i) = self.index.get(&FlowKey::of(p)) {
             self.remove_slot(i);
         }
     }
 
+    /// Forgets every connection (after a policy reload that must not mix).
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.lists = [Ends { head: NIL, tail: NIL }; 3];
+    }
+
     /// Visits every connection held.
     pub fn for_each(&self, mut f: impl FnMut(&FlowState)) {
-        for (_, &i) in self.index.iter() {
+        for &i in self.index.values() {
             f(&self.slots[i as usize].state);
         }
     }
@@ -346,18 +447,26 @@ impl FlowTable {
         id
     }
 
-    /// Drops up to two idle connections from the cold end (amortised expiry).
+    /// Drops up to two expired connections from the cold end of each list.
     fn expire_some(&mut self, now: u64) {
-        for _ in 0..2 {
-            let t = self.tail;
-            if t == NIL {
-                return;
+        let limits = [
+            (CLOSED, self.close_timeout),
+            (NEW, self.new_timeout),
+            (OPEN, self.idle_timeout),
+        ];
+        for (list, limit) in limits {
+            for _ in 0..2 {
+                let t = self.lists[list].tail;
+                if t == NIL || now.saturating_sub(self.slots[t as usize].state.last_seen) <= limit {
+                    break;
+                }
+                self.remove_slot(t);
+                if list == CLOSED {
+                    self.stats.expired_closed += 1;
+                } else {
+                    self.stats.expired_idle += 1;
+                }
             }
-            if now.saturating_sub(self.slots[t as usize].state.last_seen) <= self.idle_timeout {
-                return;
-            }
-            self.remove_slot(t);
-            self.stats.expired_idle += 1;
         }
     }
 
@@ -372,38 +481,39 @@ impl FlowTable {
     }
 
     fn unlink(&mut self, i: u32) {
-        let (prev, next) = {
+        let (prev, next, list) = {
             let s = &self.slots[i as usize];
-            (s.prev, s.next)
+            (s.prev, s.next, s.list as usize)
         };
         if prev != NIL {
             self.slots[prev as usize].next = next;
-        } else if self.head == i {
-            self.head = next;
+        } else if self.lists[list].head == i {
+            self.lists[list].head = next;
         }
         if next != NIL {
             self.slots[next as usize].prev = prev;
-        } else if self.tail == i {
-            self.tail = prev;
+        } else if self.lists[list].tail == i {
+            self.lists[list].tail = prev;
         }
         let s = &mut self.slots[i as usize];
         s.prev = NIL;
         s.next = NIL;
     }
 
-    fn push_front(&mut self, i: u32) {
-        let old = self.head;
+    fn push_front(&mut self, i: u32, list: usize) {
+        let old = self.lists[list].head;
         {
             let s = &mut self.slots[i as usize];
             s.prev = NIL;
             s.next = old;
+            s.list = list as u8;
         }
         if old != NIL {
             self.slots[old as usize].prev = i;
         }
-        self.head = i;
-        if self.tail == NIL {
-            self.tail = i;
+        self.lists[list].head = i;
+        if self.lists[list].tail == NIL {
+            self.lists[list].tail = i;
         }
     }
 }
@@ -437,6 +547,63 @@ mod tests {
         }
         assert_eq!(t.get_or_insert(&pa, 20).id, id);
         assert!(t.stats().evicted_full >= 8);
+    }
+
+    #[test]
+    fn closed_connections_leave_early_and_are_evicted_first() {
+        let mut t = FlowTable::new(3, 1_000_000).with_close_timeout(10);
+        let open = tcp4([192, 0, 2, 1], 1000, [198, 51, 100, 1], 80, 0, b"");
+        let back = tcp4([198, 51, 100, 1], 80, [192, 0, 2, 1], 1000, 0, b"");
+        let open_id = t.get_or_insert(&PacketView::from_ip(&open).unwrap(), 0).id;
+        assert!(t.get_or_insert(&PacketView::from_ip(&back).unwrap(), 0).replied);
+        // A connection reset by its peer.
+        let mut rst = tcp4([198, 51, 100, 1], 80, [192, 0, 2, 1], 1001, 0, b"");
+        rst[33] |= 0x04; // RST flag in the TCP header (IPv4 header is 20 bytes)
+        let v = PacketView::from_ip(&rst).unwrap();
+        assert!(v.tcp.unwrap().rst);
+        assert!(t.get_or_insert(&v, 1).is_closed());
+        // Two more flows: the closed one is evicted first, the open one stays.
+        for port in [2000u16, 2001] {
+            let b = tcp4([192, 0, 2, 1], port, [198, 51, 100, 1], 80, 0, b"");
+            t.get_or_insert(&PacketView::from_ip(&b).unwrap(), 2);
+        }
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.stats().evicted_full, 1);
+        assert_eq!(
+            t.get_or_insert(&PacketView::from_ip(&open).unwrap(), 3).id,
+            open_id
+        );
+        // Close timeout: a closed flow is gone after 10 ns, an open one is not.
+        let mut t = FlowTable::new(100, 1_000_000).with_close_timeout(10);
+        t.get_or_insert(&v, 0);
+        t.get_or_insert(&PacketView::from_ip(&open).unwrap(), 0);
+        let b = tcp4([192, 0, 2, 1], 3000, [198, 51, 100, 1], 80, 0, b"");
+        t.get_or_insert(&PacketView::from_ip(&b).unwrap(), 50);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.stats().expired_closed, 1);
+    }
+
+    #[test]
+    fn syn_flood_evicts_new_connections_before_established_ones() {
+        let mut t = FlowTable::new(100, u64::MAX);
+        let a = tcp4([192, 0, 2, 1], 1000, [198, 51, 100, 1], 80, 0, b"");
+        let b = tcp4([198, 51, 100, 1], 80, [192, 0, 2, 1], 1000, 0, b"");
+        let id = t.get_or_insert(&PacketView::from_ip(&a).unwrap(), 0).id;
+        t.get_or_insert(&PacketView::from_ip(&b).unwrap(), 0);
+        // 10x the capacity of SYNs, never touching the established flow.
+        for i in 0..1000u32 {
+            let syn = tcp4(
+                [203, 0, 113, (i >> 8) as u8],
+                1024 + (i & 0xff) as u16,
+                [198, 51, 100, 1],
+                80,
+                0,
+                b"",
+            );
+            t.get_or_insert(&PacketView::from_ip(&syn).unwrap(), 1 + i as u64);
+            assert!(t.len() <= 100);
+        }
+        assert_eq!(t.get_or_insert(&PacketView::from_ip(&a).unwrap(), 5000).id, id);
     }
 
     #[test]

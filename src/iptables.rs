@@ -333,7 +333,7 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &RuleOptions) 
             ),
         );
     }
-    if !filter_rules.is_empty() {
+    if opts.port_action == PortAction::Reject {
         let unreach = match family {
             Family::V4 => "icmp-port-unreachable",
             Family::V6 => "icmp6-port-unreachable",

@@ -23,6 +23,8 @@ pub struct TcpFlowBuilder {
     pub mss: usize,
     /// Send the three-way handshake first.
     pub handshake: bool,
+    /// Segment sizes used in turn instead of `mss` (empty: always `mss`).
+    pub cuts: Vec<usize>,
 }
 
 impl TcpFlowBuilder {
@@ -33,6 +35,7 @@ impl TcpFlowBuilder {
             server,
             mss: 1460,
             handshake: true,
+            cuts: Vec::new(),
         }
     }
 
@@ -47,8 +50,21 @@ impl TcpFlowBuilder {
             sseq += 1;
             out.push(self.segment(true, cseq, sseq, Flags::Ack, b""));
         }
+        let mut turn = 0;
         for &(from_client, data) in script {
-            for chunk in data.chunks(self.mss.max(1)) {
+            let mut chunks = Vec::new();
+            let mut rest = data;
+            while !rest.is_empty() {
+                let size = match self.cuts.get(turn % self.cuts.len().max(1)) {
+                    Some(&c) if !self.cuts.is_empty() => c.max(1),
+                    _ => self.mss.max(1),
+                };
+                turn += 1;
+                let (a, b) = rest.split_at(size.min(rest.len()));
+                chunks.push(a);
+                rest = b;
+            }
+            for chunk in chunks {
                 if from_client {
                     out.push(self.segment(true, cseq, sseq, Flags::Ack, chunk));
                     cseq = cseq.wrapping_add(chunk.len() as u32);
@@ -235,4 +251,127 @@ pub fn sample_frames() -> Vec<(u64, Vec<u8>)> {
         .enumerate()
         .map(|(i, p)| (base + i as u64 * 1_000_000, p))
         .collect()
+}
+
+/// A conversation of the test corpus: what it is, the app that must block it
+/// (`None`: must pass), the server port, and the bytes each side sends.
+pub struct CorpusStream {
+    /// What it is.
+    pub name: &'static str,
+    /// The app that must block it, or `None` for benign traffic.
+    pub app: Option<&'static str>,
+    /// Server port (chosen so that no port rule applies: payload decides).
+    pub port: u16,
+    /// (from the client?, bytes) in order.
+    pub script: Vec<(bool, &'static [u8])>,
+}
+
+/// Chat and benign conversations for segmentation tests: each must get the
+/// same verdict however its bytes are cut into segments.
+pub fn corpus() -> Vec<CorpusStream> {
+    vec![
+        CorpusStream {
+            name: "MSN HTTP gateway open",
+            app: Some("msn"),
+            port: 80,
+            script: vec![(true, MSN_GATEWAY_OPEN), (false, MSN_GATEWAY_REPLY)],
+        },
+        CorpusStream {
+            name: "MSN gateway poll, origin form, percent-encoded",
+            app: Some("msn"),
+            port: 80,
+            script: vec![(
+                true,
+                b"POST /gateway/gateway%2Edll?Action=poll&SessionID=1234.5678 HTTP/1.1\r\nHost: 198.51.100.80\r\nContent-Length: 0\r\n\r\n",
+            )],
+        },
+        CorpusStream {
+            name: "MSN gateway reply header only",
+            app: Some("msn"),
+            port: 80,
+            script: vec![
+                (true, b"POST /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+                (false, b"HTTP/1.1 200 OK\r\nX-MSN-Messenger: SessionID=1; GW-IP=198.51.100.80\r\nContent-Length: 0\r\n\r\n"),
+            ],
+        },
+        CorpusStream {
+            name: "MSNP switchboard mid-session",
+            app: Some("msn"),
+            port: 443,
+            script: vec![(
+                true,
+                b"MSG 95 U 96\r\nMIME-Version: 1.0\r\nContent-Type: text/x-msmsgscontrol\r\nTypingUser: a@example.com\r\n\r\n\r\n",
+            )],
+        },
+        CorpusStream {
+            name: "MSNP login without CVR0",
+            app: Some("msn"),
+            port: 8080,
+            script: vec![(true, b"VER 1 MSNP12\r\n"), (false, b"VER 1 MSNP12\r\n")],
+        },
+        CorpusStream {
+            name: "IRC registration",
+            app: Some("irc"),
+            port: 8000,
+            script: vec![(true, b"USER bob 0 * :Bob\r\nNICK bob\r\nJOIN #chat\r\n")],
+        },
+        CorpusStream {
+            name: "XMPP stream header",
+            app: Some("xmpp"),
+            port: 443,
+            script: vec![(
+                true,
+                b"<?xml version='1.0'?><stream:stream to='example.com' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
+            )],
+        },
+        CorpusStream {
+            name: "OSCAR sign-on on 443",
+            app: Some("aim"),
+            port: 443,
+            script: vec![(false, b"\x2a\x01\x19\x8a\x00\x04\x00\x00\x00\x01"), (true, b"\x2a\x01\x00\x01\x01\x35\x00\x00\x00\x01\x00\x06")],
+        },
+        CorpusStream {
+            name: "YMSG login",
+            app: Some("yahoo"),
+            port: 443,
+            script: vec![(true, b"YMSG\x00\x10\x00\x00\x00\x0c\x00\x57\x00\x00\x00\x00\x00\x00\x00\x001\xc0\x80bob\xc0\x80")],
+        },
+        CorpusStream {
+            name: "BitTorrent handshake",
+            app: Some("bittorrent"),
+            port: 51413,
+            script: vec![(true, b"\x13BitTorrent protocol\x00\x00\x00\x00\x00\x10\x00\x05")],
+        },
+        CorpusStream {
+            name: "web page with msn in URLs",
+            app: None,
+            port: 80,
+            script: vec![(true, BENIGN_GET), (false, BENIGN_REPLY)],
+        },
+        CorpusStream {
+            name: "form POST that mentions the gateway in its body",
+            app: None,
+            port: 80,
+            script: vec![(
+                true,
+                b"POST /notes HTTP/1.1\r\nHost: wiki.example\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 62\r\n\r\ntext=Block+POST+/gateway/gateway.dll+and+x-msn-messenger+now",
+            )],
+        },
+        CorpusStream {
+            name: "SMTP session",
+            app: None,
+            port: 25,
+            script: vec![
+                (false, b"220 mail.example ESMTP\r\n"),
+                (true, b"EHLO client.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"),
+                (true, b"Subject: chat\r\n\r\nplease use the msn gateway for VERy important messages\r\n.\r\n"),
+            ],
+        },
+        CorpusStream {
+            name: "TLS client hello",
+            app: None,
+            port: 443,
+            script: vec![(true, b"\x16\x03\x01\x00\x2f\x01\x00\x00\x2b\x03\x03gateway.messenger.hotmail.com\x00\x00")],
+        },
+    ]
 }

@@ -32,9 +32,10 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, AppError> {
     )?;
     writeln!(
         out,
-        "apps: {} with {} signatures (compiled in {:.1} ms)",
+        "apps: {} with {} signatures and {} rules (compiled in {:.1} ms)",
         lib.apps().len(),
         lib.signature_count(),
+        lib.rule_count(),
         compile.as_secs_f64() * 1e3
     )?;
     for (i, app) in lib.apps().iter().enumerate() {
@@ -46,9 +47,10 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, AppError> {
         let ports: Vec<String> = app.ports.iter().map(|p| p.to_string()).collect();
         writeln!(
             out,
-            "  {:<11} {:>3} signatures  ports {:<22} hosts {:>6}{}",
+            "  {:<11} {:>3} signatures {:>3} rules  ports {:<22} hosts {:>6}{}",
             app.name,
             app.signatures.len(),
+            app.rules.len(),
             if ports.is_empty() {
                 "-".to_string()
             } else {

@@ -1,10 +1,15 @@
 //! Thin front ends, one per subcommand: they load the policy, call the
 //! library, and print. No verdict logic lives here.
 
+pub mod bench;
 pub mod check;
+pub mod demo;
+pub mod import_squid;
 pub mod rules;
+pub mod run;
 pub mod sample;
 pub mod scan;
+pub mod uninstall;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -65,7 +70,12 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
         Command::Check(a) => check::run(&a),
         Command::Rules(a) => rules::run(&a),
         Command::Scan(a) => scan::run(&a),
+        Command::Run(a) => run::run(&a),
+        Command::Uninstall(a) => uninstall::run(&a),
+        Command::Demo(a) => demo::run(&a),
+        Command::Bench(a) => bench::run(&a),
         Command::Sample(a) => sample::run(&a),
+        Command::ImportSquid(a) => import_squid::run(&a),
     };
     match result {
         Ok(code) => code,
@@ -83,10 +93,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
 /// Loads the rule library and hosts file named by `args`. Without `--hosts`,
 /// `everyone` decides: every host listed (scan) or an error (rules, run).
 pub fn load_policy(args: &PolicyArgs, everyone: bool) -> Result<Policy, AppError> {
-    let library = match &args.rules {
-        Some(dir) => RuleLibrary::load_dir(dir),
-        None => RuleLibrary::embedded(),
-    };
+    let library = load_library(args);
     // Report library and hosts errors together.
     let hosts = args.hosts.as_ref().map(|p| HostsFile::load(p));
     let (library, hosts) = match (library, hosts) {
@@ -104,6 +111,34 @@ pub fn load_policy(args: &PolicyArgs, everyone: bool) -> Result<Policy, AppError
         None if everyone => Ok(Policy::everyone(library)),
         None => Err(AppError::Other("--hosts FILE is required".into())),
     }
+}
+
+/// The rule library: the built-in one (unless `--no-builtin-rules`) with
+/// every `--rules` directory laid over it, later directories winning.
+pub fn load_library(args: &PolicyArgs) -> Result<RuleLibrary, ConfigErrors> {
+    let mut lib = if args.no_builtin_rules {
+        if args.rules.is_empty() {
+            return Err(ConfigErrors::one(crate::policy::ConfigError::file(
+                std::path::Path::new("--no-builtin-rules"),
+                "needs at least one --rules DIR",
+            )));
+        }
+        RuleLibrary::default()
+    } else {
+        RuleLibrary::embedded()?
+    };
+    let mut errors = Vec::new();
+    for dir in &args.rules {
+        match RuleLibrary::load_dir(dir) {
+            Ok(over) => match lib.overlay(over) {
+                Ok(l) => lib = l,
+                Err(e) => return Err(e),
+            },
+            Err(e) => errors.extend_from_slice(e.errors()),
+        }
+    }
+    ConfigErrors::check(errors)?;
+    Ok(lib)
 }
 
 /// Engine tunables from the command line.

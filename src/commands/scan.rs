@@ -183,7 +183,7 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode, AppError> {
                     verdict: if f.blocked.is_some() { "block" } else { "allow" },
                     app: f.blocked.as_ref().and_then(|r| engine.reason_app(r)),
                     reason: engine.reason_text(&reason),
-                    signature: engine.reason_signature(&reason).map(|s| s.id.as_str()),
+                    signature: engine.reason_id(&reason),
                     blocked_at_packet: f.blocked_at,
                 };
                 serde_json::to_writer(&mut out, &j).map_err(|e| AppError::Other(e.to_string()))?;

@@ -14,7 +14,8 @@
 //! switched off for good, as is a reply body delimited only by connection
 //! close.
 
-use super::matcher::{FieldState, HeaderId, Hit, Matcher, SigRef};
+use super::matcher::{FieldState, HeaderId, Matcher, SigRef};
+use super::rules::{Message, RuleRef};
 use crate::policy::AppSet;
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -32,7 +33,51 @@ pub const fn name_hash(name: &[u8]) -> u64 {
 }
 
 const CONTENT_LENGTH: u64 = name_hash(b"content-length");
+const HOST: u64 = name_hash(b"host");
+/// Caps on what a message rule may see of one head (bytes).
+const MAX_METHOD: usize = 24;
+const MAX_TARGET: usize = 4096;
+const MAX_HOST: usize = 256;
+const MAX_HEADER: usize = 2048;
 const TRANSFER_ENCODING: u64 = name_hash(b"transfer-encoding");
+
+/// What the HTTP walker found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpHit {
+    /// A scoped signature.
+    Sig(SigRef, HttpWhere),
+    /// A message rule, judged when the head was complete.
+    Rule(RuleRef),
+}
+
+/// The fields of the current head that message rules look at (bounded).
+#[derive(Debug, Clone, Default)]
+pub struct Fields {
+    method: Vec<u8>,
+    target: Vec<u8>,
+    host: Vec<u8>,
+    headers: Vec<Vec<u8>>,
+    present: u64,
+    scratch: Vec<u8>,
+}
+
+impl Fields {
+    fn clear(&mut self) {
+        self.method.clear();
+        self.target.clear();
+        self.host.clear();
+        for h in &mut self.headers {
+            h.clear();
+        }
+        self.present = 0;
+    }
+}
+
+fn push_capped(v: &mut Vec<u8>, b: u8, cap: usize) {
+    if v.len() < cap {
+        v.push(b);
+    }
+}
 
 /// Where in an HTTP message a signature matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +130,7 @@ enum Phase {
 }
 
 /// Per-direction HTTP parse state (about 48 bytes).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct HttpState {
     phase: Phase,
     /// Bytes in the current token or line (bounded checks).
@@ -106,6 +151,12 @@ pub struct HttpState {
     in_te: bool,
     status: u16,
     body: u64,
+    /// Rule header slot of the current header, if rules want it.
+    slot: Option<u8>,
+    in_host: bool,
+    /// Fields for message rules; allocated on the first message when the
+    /// policy has rules, reused for every later one.
+    fields: Option<Box<Fields>>,
 }
 
 impl HttpState {
@@ -114,8 +165,9 @@ impl HttpState {
         self.phase == Phase::Off
     }
 
-    /// Feeds in-order bytes; returns the first enabled signature hit.
-    pub fn feed(&mut self, m: &Matcher, data: &[u8], apps: AppSet) -> Option<(Hit, HttpWhere)> {
+    /// Feeds in-order bytes of a connection to `port`; returns the first hit
+    /// for an app in `apps` and the offset just past the byte that made it.
+    pub fn feed(&mut self, m: &Matcher, data: &[u8], apps: AppSet, port: u16) -> Option<(HttpHit, usize)> {
         let mut i = 0;
         while i < data.len() {
             match self.phase {
@@ -138,21 +190,26 @@ impl HttpState {
             }
             let b = data[i];
             i += 1;
-            if let Some((sig, at)) = self.step(m, b, apps) {
-                return Some((Hit { sig, end: i }, at));
+            if let Some(hit) = self.step(m, b, apps, port) {
+                return Some((hit, i));
             }
         }
         None
     }
 
     fn reset_message(&mut self) {
+        let mut fields = self.fields.take();
+        if let Some(f) = fields.as_mut() {
+            f.clear();
+        }
         *self = HttpState {
             phase: Phase::Start,
+            fields,
             ..HttpState::default()
         };
     }
 
-    fn step(&mut self, m: &Matcher, b: u8, apps: AppSet) -> Option<(SigRef, HttpWhere)> {
+    fn step(&mut self, m: &Matcher, b: u8, apps: AppSet, port: u16) -> Option<HttpHit> {
         match self.phase {
             Phase::Start => {
                 if b == b'\r' || b == b'\n' {
@@ -164,6 +221,11 @@ impl HttpState {
                     self.phase = Phase::Method;
                     self.count = 1;
                     self.token = u32::from(b);
+                    if m.rules().any() && apps & m.rules().apps() != 0 {
+                        let f = self.fields.get_or_insert_with(Box::default);
+                        f.headers.resize(m.rules().header_slots(), Vec::new());
+                        f.method.push(b);
+                    }
                 } else {
                     self.phase = Phase::Off;
                 }
@@ -182,6 +244,9 @@ impl HttpState {
                         self.token = (self.token << 8) | u32::from(b);
                     }
                     self.count += 1;
+                    if let Some(f) = self.fields.as_mut() {
+                        push_capped(&mut f.method, b, MAX_METHOD);
+                    }
                 } else {
                     self.phase = Phase::Off;
                 }
@@ -200,7 +265,9 @@ impl HttpState {
                     }
                     return None;
                 }
-                return self.target_byte(m, b, apps).map(|r| (r, HttpWhere::Target));
+                return self
+                    .target_byte(m, b, apps)
+                    .map(|r| HttpHit::Sig(r, HttpWhere::Target));
             }
             Phase::LineRest => {
                 if b == b'\n' {
@@ -235,8 +302,8 @@ impl HttpState {
             }
             Phase::LineStart => match b {
                 b'\r' => self.phase = Phase::HeadEnd,
-                b'\n' => self.end_head(),
-                b' ' | b'\t' if self.header != 0 => {
+                b'\n' => return self.end_head(m, apps, port),
+                b' ' | b'\t' if self.header != 0 || self.slot.is_some() || self.in_host => {
                     // Obsolete line folding: the value goes on.
                     self.phase = Phase::Value;
                 }
@@ -244,13 +311,15 @@ impl HttpState {
                     self.phase = Phase::Name;
                     self.name = (FNV_OFFSET ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME);
                     self.header = 0;
+                    self.slot = None;
+                    self.in_host = false;
                     self.in_cl = false;
                     self.in_te = false;
                 }
             },
             Phase::HeadEnd => {
                 if b == b'\n' {
-                    self.end_head();
+                    return self.end_head(m, apps, port);
                 } else {
                     self.phase = Phase::Off;
                 }
@@ -262,7 +331,7 @@ impl HttpState {
                     if self.header != 0
                         && let Some(r) = m.header_present(self.header, apps)
                     {
-                        return Some((r, HttpWhere::Header));
+                        return Some(HttpHit::Sig(r, HttpWhere::Header));
                     }
                 } else if b == b'\n' {
                     // A header line without a colon: tolerate, as servers do.
@@ -317,6 +386,18 @@ impl HttpState {
         self.in_cl = self.name == CONTENT_LENGTH;
         self.in_te = self.name == TRANSFER_ENCODING;
         self.header = m.header_id(self.name);
+        if let Some(f) = self.fields.as_mut() {
+            self.in_host = self.name == HOST && !self.is_reply;
+            self.slot = m.rules().header_slot(self.name).map(|s| s as u8);
+            if let Some(s) = self.slot {
+                let v = &mut f.headers[s as usize];
+                if f.present & (1u64 << s) != 0 && v.len() + 2 <= MAX_HEADER {
+                    // Repeated header: values joined as one list.
+                    v.extend_from_slice(b", ");
+                }
+                f.present |= 1u64 << s;
+            }
+        }
         self.field = if self.header != 0 {
             Some(m.header_start())
         } else {
@@ -328,11 +409,21 @@ impl HttpState {
         self.te_window = 0;
     }
 
-    fn value_byte(&mut self, m: &Matcher, b: u8, apps: AppSet) -> Option<(SigRef, HttpWhere)> {
+    fn value_byte(&mut self, m: &Matcher, b: u8, apps: AppSet) -> Option<HttpHit> {
         if b == b'\n' {
             self.phase = Phase::LineStart;
             self.begin_line();
             return None;
+        }
+        if let Some(f) = self.fields.as_mut()
+            && b != b'\r'
+        {
+            if let Some(s) = self.slot {
+                push_capped(&mut f.headers[s as usize], b, MAX_HEADER);
+            }
+            if self.in_host {
+                push_capped(&mut f.host, b.to_ascii_lowercase(), MAX_HOST);
+            }
         }
         if self.in_cl && b.is_ascii_digit() {
             let v = self.content_length.unwrap_or(0);
@@ -349,45 +440,70 @@ impl HttpState {
             && let Some(st) = self.field.as_mut()
             && let Some(r) = m.step_header(st, b, self.header, apps)
         {
-            return Some((r, HttpWhere::Header));
+            return Some(HttpHit::Sig(r, HttpWhere::Header));
         }
         None
     }
 
     fn target_byte(&mut self, m: &Matcher, b: u8, apps: AppSet) -> Option<SigRef> {
-        let st = self.field.as_mut()?;
-        match (self.pct, b) {
+        let mut out = [0u8; 3];
+        let n = match (self.pct, b) {
             (0, b'%') => {
                 self.pct = 1;
-                None
+                return None;
             }
-            (0, _) => m.step_target(st, b, apps),
+            (0, _) => {
+                out[0] = b;
+                1
+            }
             (1, _) if b.is_ascii_hexdigit() => {
                 self.pct = 2;
                 self.pct_hi = b;
-                None
+                return None;
             }
             (2, _) if b.is_ascii_hexdigit() => {
                 self.pct = 0;
-                let v = (hex(self.pct_hi) << 4) | hex(b);
-                m.step_target(st, v, apps)
+                out[0] = (hex(self.pct_hi) << 4) | hex(b);
+                1
             }
             (1, _) => {
+                // Not an escape: kept literally, as a server would.
                 self.pct = 0;
-                m.step_target(st, b'%', apps)
-                    .or_else(|| m.step_target(st, b, apps))
+                out[..2].copy_from_slice(&[b'%', b]);
+                2
             }
             _ => {
-                let hi = self.pct_hi;
                 self.pct = 0;
-                m.step_target(st, b'%', apps)
-                    .or_else(|| m.step_target(st, hi, apps))
-                    .or_else(|| m.step_target(st, b, apps))
+                out.copy_from_slice(&[b'%', self.pct_hi, b]);
+                3
+            }
+        };
+        let mut hit = None;
+        for &v in &out[..n] {
+            if let Some(f) = self.fields.as_mut() {
+                push_capped(&mut f.target, v, MAX_TARGET);
+            }
+            if let Some(st) = self.field.as_mut()
+                && hit.is_none()
+            {
+                hit = m.step_target(st, v, apps);
             }
         }
+        hit
     }
 
-    fn end_head(&mut self) {
+    fn end_head(&mut self, m: &Matcher, apps: AppSet, port: u16) -> Option<HttpHit> {
+        let reply = self.is_reply;
+        let hit = self
+            .fields
+            .as_mut()
+            .and_then(|f| eval_fields(m, f, reply, apps, port))
+            .map(HttpHit::Rule);
+        self.end_head_body();
+        hit
+    }
+
+    fn end_head_body(&mut self) {
         let no_body = self.is_reply && (self.status < 200 || self.status == 204 || self.status == 304);
         if no_body {
             self.reset_message();
@@ -419,6 +535,110 @@ impl HttpState {
             self.phase = Phase::ChunkData;
         }
     }
+}
+
+/// The host part of `host[:port]` or `[v6]:port`, lower-cased into `out`.
+fn host_part<'a>(authority: &[u8], out: &'a mut [u8; MAX_HOST]) -> &'a [u8] {
+    let a = match authority.iter().rposition(|&c| c == b'@') {
+        Some(i) => &authority[i + 1..],
+        None => authority,
+    };
+    let h = if let Some(rest) = a.strip_prefix(b"[") {
+        &rest[..rest.iter().position(|&c| c == b']').unwrap_or(rest.len())]
+    } else if a.iter().filter(|&&c| c == b':').count() == 1 {
+        &a[..a.iter().position(|&c| c == b':').unwrap_or(a.len())]
+    } else {
+        a
+    };
+    let n = h.len().min(MAX_HOST);
+    for (o, c) in out.iter_mut().zip(&h[..n]) {
+        *o = c.to_ascii_lowercase();
+    }
+    &out[..n]
+}
+
+/// The port of `host:port` / `[v6]:port`, if there is one.
+fn authority_port(authority: &[u8]) -> Option<u16> {
+    let a = match authority.iter().rposition(|&c| c == b']') {
+        Some(i) => &authority[i + 1..],
+        None if authority.iter().filter(|&&c| c == b':').count() == 1 => authority,
+        None => return None,
+    };
+    let p = &a[a.iter().position(|&c| c == b':')? + 1..];
+    std::str::from_utf8(p).ok()?.parse().ok()
+}
+
+/// Judges the collected head against the message rules.
+fn eval_fields(m: &Matcher, f: &mut Fields, reply: bool, apps: AppSet, port: u16) -> Option<RuleRef> {
+    let mut heads: [Option<&[u8]>; 64] = [None; 64];
+    for (i, h) in f.headers.iter().enumerate().take(64) {
+        if f.present & (1u64 << i) != 0 {
+            heads[i] = Some(h);
+        }
+    }
+    let headers = &heads[..f.headers.len().min(64)];
+    if reply {
+        let msg = Message {
+            headers,
+            port,
+            reply: true,
+            ..Message::default()
+        };
+        return m.rules().eval(&msg, apps);
+    }
+    let target = f.target.as_slice();
+    let mut host_buf = [0u8; MAX_HOST];
+    let starts = |p: &[u8]| target.len() >= p.len() && target[..p.len()].eq_ignore_ascii_case(p);
+    let scheme_len = if starts(b"http://") {
+        Some(7)
+    } else if starts(b"https://") {
+        Some(8)
+    } else {
+        None
+    };
+    let (url, path, host): (&[u8], Option<&[u8]>, &[u8]);
+    // Squid's `port` is the URL's port; the connection's only when the
+    // request names none.
+    let url_port;
+    f.scratch.clear();
+    if f.method == b"CONNECT" {
+        url = target;
+        path = None;
+        host = host_part(target, &mut host_buf);
+        url_port = authority_port(target);
+    } else if let Some(n) = scheme_len {
+        url = target;
+        let rest = &target[n..];
+        let slash = rest
+            .iter()
+            .position(|&c| c == b'/' || c == b'?')
+            .unwrap_or(rest.len());
+        path = Some(if slash < rest.len() { &rest[slash..] } else { b"/" });
+        host = if f.host.is_empty() {
+            host_part(&rest[..slash], &mut host_buf)
+        } else {
+            host_part(&f.host, &mut host_buf)
+        };
+        url_port = authority_port(&rest[..slash]).or(Some(if n == 8 { 443 } else { 80 }));
+    } else {
+        f.scratch.extend_from_slice(b"http://");
+        f.scratch.extend_from_slice(&f.host);
+        f.scratch.extend_from_slice(target);
+        url = &f.scratch;
+        path = Some(target);
+        host = host_part(&f.host, &mut host_buf);
+        url_port = authority_port(&f.host);
+    }
+    let msg = Message {
+        method: Some(&f.method),
+        url: Some(url),
+        path,
+        host: (!host.is_empty()).then_some(host),
+        headers,
+        port: url_port.unwrap_or(port),
+        reply: false,
+    };
+    m.rules().eval(&msg, apps)
 }
 
 fn hex(b: u8) -> u8 {

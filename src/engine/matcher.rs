@@ -19,6 +19,8 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, Input, MatchKind, Sta
 use crate::policy::rules::MAX_STREAM_SIG_LEN;
 use crate::policy::{AppSet, Policy, Scope};
 
+use super::rules::{MessageRules, RuleError};
+
 pub use aho_corasick::automaton::StateID;
 
 /// A signature by position in the library: `apps()[app].signatures[sig]`.
@@ -62,6 +64,12 @@ impl SigRef {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot compile signatures: {0}")]
 pub struct MatcherError(String);
+
+impl From<RuleError> for MatcherError {
+    fn from(e: RuleError) -> Self {
+        MatcherError(e.to_string())
+    }
+}
 
 /// One automaton over stream bytes with its pattern-to-signature table.
 #[derive(Debug)]
@@ -204,8 +212,10 @@ pub struct Matcher {
     header_hashes: Vec<u64>,
     /// Header-presence signatures: (header id, signature).
     presence: Vec<(HeaderId, SigRef)>,
-    /// Apps with at least one signature (others are port-only).
+    /// Apps with at least one signature or rule (others are port-only).
     inspected_apps: AppSet,
+    /// Message rules (AND of conditions per HTTP head or TLS hello).
+    rules: MessageRules,
 }
 
 impl Matcher {
@@ -280,6 +290,8 @@ impl Matcher {
             .unwrap_or(1)
             .saturating_sub(1);
         debug_assert!(carry < MAX_STREAM_SIG_LEN + 1);
+        let rules = MessageRules::build(policy)?;
+        inspected_apps |= rules.apps();
         let [scs, sci] = stream;
         let [tcs, tci] = target;
         let [hcs, hci] = header;
@@ -301,6 +313,7 @@ impl Matcher {
             headers,
             presence,
             inspected_apps,
+            rules,
         })
     }
 
@@ -315,9 +328,15 @@ impl Matcher {
         self.carry
     }
 
-    /// True when any HTTP-scoped signature exists (else the parser is skipped).
+    /// The compiled message rules.
+    pub fn rules(&self) -> &MessageRules {
+        &self.rules
+    }
+
+    /// True when any HTTP-scoped signature or rule exists (else the parser is skipped).
     pub fn wants_http(&self) -> bool {
-        self.target_cs.is_some()
+        self.rules.any()
+            || self.target_cs.is_some()
             || self.target_ci.is_some()
             || self.header_cs.is_some()
             || self.header_ci.is_some()

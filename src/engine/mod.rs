@@ -14,14 +14,18 @@
 
 pub mod http;
 pub mod matcher;
+pub mod rules;
+pub mod stream;
+pub mod tls;
 pub mod verdict;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::flow::{DirState, FlowDecision, FlowState, MAX_CARRY, Side};
-use crate::packet::{PacketView, TcpInfo};
+use crate::flow::{FlowDecision, FlowState};
+use crate::packet::PacketView;
 use crate::policy::{AppSet, Policy, Proto};
 use matcher::{Hit, Matcher, MatcherError, StartState};
+use stream::Found;
 pub use verdict::{Decision, FlowMark, Reason, Verdict};
 
 /// Tunables of inspection.
@@ -30,10 +34,15 @@ pub struct EngineConfig {
     /// A connection is clean once one direction has passed this many
     /// inspected payload bytes with no match.
     pub depth_bytes: u64,
-    /// ...or once this many payload-carrying packets (both directions) passed.
+    /// ...or, when non-zero, once this many payload segments (both
+    /// directions) were inspected. Off by default: counting packets lets a
+    /// sender that cuts its bytes into tiny segments reach "clean" early.
     pub depth_packets: u32,
-    /// Out-of-order segments in a row before the stream position resyncs.
-    pub max_ahead: u32,
+    /// Bytes per direction held for segments that arrive ahead of a gap.
+    pub reorder_bytes: usize,
+    /// Block a connection whose retransmitted bytes differ from the bytes
+    /// already inspected (an evasion attempt; see README).
+    pub block_conflicts: bool,
     /// Apply the fast-path port rules (off: judge by payload alone, as
     /// `scan --signatures-only` does to measure signature coverage).
     pub port_rules: bool,
@@ -43,8 +52,9 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             depth_bytes: 8192,
-            depth_packets: 16,
-            max_ahead: 8,
+            depth_packets: 0,
+            reorder_bytes: 16 * 1024,
+            block_conflicts: true,
             port_rules: true,
         }
     }
@@ -101,14 +111,6 @@ impl Engine {
     pub fn judge(&self, p: &PacketView<'_>, flow: &mut FlowState) -> Decision {
         flow.packets += 1;
         let side = flow.side_of(p);
-        if let Some(t) = p.tcp {
-            if t.rst {
-                flow.reset = true;
-            }
-            if t.fin {
-                flow.dirs[side as usize].fin = true;
-            }
-        }
         match flow.decision {
             FlowDecision::Blocked(r) => return Decision::drop(r),
             FlowDecision::Clean => return Decision::accept(Reason::Clean),
@@ -133,23 +135,29 @@ impl Engine {
                 return d;
             }
         }
-        let hit = match p.proto {
-            Proto::Udp => self.inspect_datagram(p.payload, flow.apps),
+        let found = match p.proto {
+            Proto::Udp => self.inspect_datagram(p.payload, flow.apps).map(Found::Sig),
             Proto::Tcp => {
                 let tcp = p.tcp.unwrap_or_default();
                 let apps = flow.apps;
                 let dir = &mut flow.dirs[side as usize];
-                self.inspect_segment(dir, tcp, p.payload, apps)
+                let port = flow.orig_dport;
+                stream::inspect_segment(&self.matcher, &self.config, dir, tcp, p.payload, apps, port)
             }
         };
-        if let Some(hit) = hit {
-            let r = Reason::Signature(hit.sig);
+        if let Some(found) = found {
+            let r = match found {
+                Found::Sig(hit) => Reason::Signature(hit.sig),
+                Found::Rule(r) => Reason::Rule(r),
+                Found::Conflict => Reason::Evasion,
+            };
             flow.decision = FlowDecision::Blocked(r);
             return Decision::drop(r).marked(FlowMark::Blocked);
         }
         let d = &flow.dirs;
+        let packets = d[0].payload_packets + d[1].payload_packets;
         let deep = d[0].bytes.max(d[1].bytes) >= self.config.depth_bytes
-            || d[0].payload_packets + d[1].payload_packets >= self.config.depth_packets;
+            || (self.config.depth_packets > 0 && packets >= self.config.depth_packets);
         if deep {
             flow.decision = FlowDecision::Clean;
             return Decision::accept(Reason::Clean).marked(FlowMark::Clean);
@@ -216,108 +224,7 @@ impl Engine {
             m.find_segment_start(data, apps),
             m.feed_stream_start(&mut start, data, apps),
         );
-        Hit::first(anchored, self.scan_with_context(b"\n", data, apps))
-    }
-
-    /// Stream literals in `data`, including those that begin in `context`.
-    #[inline]
-    fn scan_with_context(&self, context: &[u8], data: &[u8], apps: AppSet) -> Option<Hit> {
-        let carry = self.matcher.carry();
-        if !context.is_empty() && carry > 0 {
-            let mut junction = [0u8; 2 * MAX_CARRY];
-            let c = &context[context.len().saturating_sub(carry)..];
-            let d = &data[..data.len().min(carry)];
-            junction[..c.len()].copy_from_slice(c);
-            junction[c.len()..c.len() + d.len()].copy_from_slice(d);
-            if let Some(h) = self.matcher.find_stream(&junction[..c.len() + d.len()], apps) {
-                // A match that straddles the boundary ends early in `data`.
-                return Some(Hit {
-                    sig: h.sig,
-                    end: h.end.saturating_sub(c.len()),
-                });
-            }
-        }
-        self.matcher.find_stream(data, apps)
-    }
-
-    /// One TCP segment: sequence bookkeeping, then in-order inspection.
-    fn inspect_segment(&self, dir: &mut DirState, tcp: TcpInfo, payload: &[u8], apps: AppSet) -> Option<Hit> {
-        let data_seq = tcp.seq.wrapping_add(u32::from(tcp.syn));
-        if tcp.syn {
-            dir.next_seq = Some(data_seq);
-        }
-        if payload.is_empty() {
-            return None;
-        }
-        let m = &self.matcher;
-        let next = *dir.next_seq.get_or_insert(data_seq);
-        let diff = data_seq.wrapping_sub(next) as i32;
-        let fresh: &[u8] = if diff == 0 {
-            payload
-        } else if diff < 0 {
-            // Retransmission or overlap: bytes before `next` were inspected
-            // already. A copy whose bytes differ could smuggle a signature past
-            // the stream, so the whole segment is also scanned on its own.
-            let overlap = (diff.unsigned_abs() as usize).min(payload.len());
-            if let Some(r) = m
-                .find_segment_start(payload, apps)
-                .or_else(|| m.find_stream(payload, apps))
-            {
-                return Some(r);
-            }
-            &payload[overlap..]
-        } else {
-            // Ahead of a gap: judge it alone so the gap cannot hide a
-            // signature inside it; resync after too many in a row.
-            dir.payload_packets += 1;
-            if let Some(r) = m
-                .find_segment_start(payload, apps)
-                .or_else(|| self.scan_with_context(b"", payload, apps))
-            {
-                return Some(r);
-            }
-            if dir.payload_packets > self.config.max_ahead && dir.bytes == 0 {
-                dir.next_seq = Some(data_seq.wrapping_add(payload.len() as u32));
-                dir.tail_len = 0;
-            }
-            return None;
-        };
-        if fresh.is_empty() {
-            return None;
-        }
-        dir.next_seq = Some(next.wrapping_add(fresh.len() as u32));
-        dir.payload_packets += 1;
-        // Every scope is checked; the hit that ends first in the stream is the reason.
-        let mut hit = if diff == 0 {
-            m.find_segment_start(fresh, apps)
-        } else {
-            None
-        };
-        hit = Hit::first(hit, m.feed_stream_start(&mut dir.start, fresh, apps));
-        hit = Hit::first(
-            hit,
-            self.scan_with_context(&dir.tail[..dir.tail_len as usize], fresh, apps),
-        );
-        if m.wants_http() && !dir.http.is_off() {
-            hit = Hit::first(hit, dir.http.feed(m, fresh, apps).map(|(h, _)| h));
-        }
-        dir.bytes += fresh.len() as u64;
-        self.update_tail(dir, fresh);
-        hit
-    }
-
-    fn update_tail(&self, dir: &mut DirState, fresh: &[u8]) {
-        let carry = self.matcher.carry();
-        if fresh.len() >= carry {
-            dir.tail[..carry].copy_from_slice(&fresh[fresh.len() - carry..]);
-            dir.tail_len = carry as u8;
-        } else {
-            let old = dir.tail_len as usize;
-            let keep = (carry - fresh.len()).min(old);
-            dir.tail.copy_within(old - keep..old, 0);
-            dir.tail[keep..keep + fresh.len()].copy_from_slice(fresh);
-            dir.tail_len = (keep + fresh.len()) as u8;
-        }
+        Hit::first(anchored, stream::scan_with_context(m, b"\n", data, apps))
     }
 
     /// The app a reason names, if any.
@@ -326,6 +233,7 @@ impl Engine {
         match r {
             Reason::Port { app: Some(i), .. } => apps.get(*i as usize).map(|a| a.name.as_str()),
             Reason::Signature(s) => apps.get(s.app as usize).map(|a| a.name.as_str()),
+            Reason::Rule(r) => apps.get(r.app as usize).map(|a| a.name.as_str()),
             _ => None,
         }
     }
@@ -348,8 +256,30 @@ impl Engine {
                 Some((a, g)) => format!("signature {}/{} in {}", a.name, g.id, g.scope),
                 None => "signature ?".to_string(),
             },
+            Reason::Evasion => "evasion: retransmitted bytes differ from the inspected ones".to_string(),
             Reason::Inspecting => "no match".to_string(),
+            Reason::Rule(r) => match apps
+                .get(r.app as usize)
+                .and_then(|a| a.rules.get(r.rule as usize).map(|x| (a, x)))
+            {
+                Some((a, x)) if x.why.is_empty() => format!("rule {}/{}", a.name, x.id),
+                Some((a, x)) => format!("rule {}/{} ({})", a.name, x.id, x.why),
+                None => "rule ?".to_string(),
+            },
             other => other.kind().to_string(),
+        }
+    }
+
+    /// The id of the signature or rule a reason names, if any.
+    pub fn reason_id(&self, r: &Reason) -> Option<&str> {
+        let apps = self.policy.library().apps();
+        match r {
+            Reason::Signature(_) => self.reason_signature(r).map(|s| s.id.as_str()),
+            Reason::Rule(x) => apps
+                .get(x.app as usize)
+                .and_then(|a| a.rules.get(x.rule as usize))
+                .map(|x| x.id.as_str()),
+            _ => None,
         }
     }
 
@@ -364,11 +294,6 @@ impl Engine {
                 .and_then(|a| a.signatures.get(s.sig as usize)),
             _ => None,
         }
-    }
-
-    /// The side convention, re-exported for callers that print flows.
-    pub fn side_of(flow: &FlowState, p: &PacketView<'_>) -> Side {
-        flow.side_of(p)
     }
 }
 

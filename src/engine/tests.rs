@@ -276,9 +276,21 @@ fn retransmission_overlap_and_gaps() {
         judge_packets(&e, &[seg(1, b"hello "), seg(1, b"hello "), seg(7, b"world")]),
         None
     );
-    // A retransmission with different bytes hiding a signature is caught.
+    // A retransmission whose bytes differ from what was inspected is an
+    // evasion attempt; with that check off, the copy is still scanned whole.
     assert_eq!(
         judge_packets(&e, &[seg(1, b"hello there "), seg(1, b"x-msmsgscontrol")]).as_deref(),
+        Some("evasion")
+    );
+    let lenient = engine_with(
+        "192.0.2.10 chat\n",
+        EngineConfig {
+            block_conflicts: false,
+            ..EngineConfig::default()
+        },
+    );
+    assert_eq!(
+        judge_packets(&lenient, &[seg(1, b"hello there "), seg(1, b"x-msmsgscontrol")]).as_deref(),
         Some("lit")
     );
     // Partial overlap: new bytes after the overlap continue the stream.
@@ -290,6 +302,35 @@ fn retransmission_overlap_and_gaps() {
     assert_eq!(
         judge_packets(&e, &[seg(1, b"abc"), seg(100, b"x-msmsgscontrol")]).as_deref(),
         Some("lit")
+    );
+    // A signature cut at a gap: held until the gap fills, then found in order.
+    assert_eq!(
+        judge_packets(&e, &[seg(1, b"x-ms"), seg(9, b"control"), seg(5, b"msgs")]).as_deref(),
+        Some("lit")
+    );
+    // Many reordered segments, delivered backwards after the first.
+    let text = b"abcdefghij USER a\r\nNICK bob\r\n more text";
+    let mut pkts = vec![seg(1, &text[..1])];
+    for i in (1..text.len()).rev() {
+        pkts.push(seg(1 + i as u32, &text[i..i + 1]));
+    }
+    assert_eq!(judge_packets(&e, &pkts).as_deref(), Some("nick"));
+    // Benign reordered bytes stay benign and the stream still progresses.
+    let text = b"GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut pkts = vec![seg(1, &text[..3])];
+    for i in (3..text.len()).rev() {
+        pkts.push(seg(1 + i as u32, &text[i..i + 1]));
+    }
+    assert_eq!(judge_packets(&e, &pkts), None);
+    // A keep-alive probe (one garbage byte at next-1) is no conflict.
+    assert_eq!(
+        judge_packets(&e, &[seg(1, b"hello\n"), seg(6, b"\0"), seg(7, b"more")]),
+        None
+    );
+    // Identical bytes in a partial overlap are no conflict.
+    assert_eq!(
+        judge_packets(&e, &[seg(1, b"hello "), seg(3, b"llo world")]),
+        None
     );
     // Mid-stream pickup (no SYN) works: first segment is a line start.
     assert_eq!(
@@ -324,4 +365,167 @@ fn reload_restarts_match_state() {
     // no mix of the two policies' automaton states.
     let d = new.judge(&vb, table.get_or_insert(&vb, 1));
     assert_eq!(d.verdict, Verdict::Accept);
+}
+
+/// Judges a corpus stream against the shipped library, all hosts listed.
+fn judge_corpus(e: &Engine, c: &sample::CorpusStream, cuts: Vec<usize>) -> Option<String> {
+    let mut b = TcpFlowBuilder::new((ip("192.0.2.10"), 40000), (ip("198.51.100.1"), c.port));
+    b.cuts = cuts;
+    let mut table = FlowTable::new(16, u64::MAX);
+    for (i, p) in b.packets(&c.script).iter().enumerate() {
+        let v = PacketView::from_ip(p).unwrap();
+        let d = e.judge(&v, table.get_or_insert(&v, i as u64));
+        if d.verdict == Verdict::Drop {
+            return e.reason_app(&d.reason).map(str::to_string);
+        }
+    }
+    None
+}
+
+fn shipped_engine() -> Engine {
+    let mut lib_policy = Policy::everyone(RuleLibrary::embedded().unwrap());
+    // Everyone listed with every app (mysql too).
+    let hosts = HostsFile::parse(Path::new("all"), "0.0.0.0/0 all\n::/0 all\n").unwrap();
+    lib_policy = Policy::new(RuleLibrary::embedded().unwrap(), &hosts, None).unwrap_or(lib_policy);
+    Engine::new(lib_policy, EngineConfig::default()).unwrap()
+}
+
+#[test]
+fn corpus_in_one_segment() {
+    let e = shipped_engine();
+    for c in sample::corpus() {
+        assert_eq!(judge_corpus(&e, &c, vec![]).as_deref(), c.app, "{}", c.name);
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Any segmentation of every corpus stream gets the verdict of the whole stream.
+    #[test]
+    fn any_segmentation_same_verdict(cuts in proptest::collection::vec(1usize..24, 1..12)) {
+        let e = shipped_engine();
+        for c in sample::corpus() {
+            let got = judge_corpus(&e, &c, cuts.clone());
+            proptest::prop_assert_eq!(got.as_deref(), c.app, "{} cut as {:?}", c.name, cuts);
+        }
+    }
+}
+
+#[test]
+fn one_byte_segments() {
+    let e = shipped_engine();
+    for c in sample::corpus() {
+        assert_eq!(judge_corpus(&e, &c, vec![1]).as_deref(), c.app, "{}", c.name);
+    }
+}
+
+const RULES: &str = r#"
+name = "site"
+description = "message rules"
+
+[[rule]]
+id = "url"
+why = "squid.conf:1"
+[[rule.match]]
+field = "url"
+regex = ["^http://[^/]*example\\.net/.*gateway\\.dll"]
+nocase = true
+
+[[rule]]
+id = "path"
+[[rule.match]]
+field = "path"
+regex = ["^/chat/"]
+
+[[rule]]
+id = "dom"
+[[rule.match]]
+field = "host"
+domains = [".messenger.test", "exact.test"]
+
+[[rule]]
+id = "connect-not-443"
+[[rule.match]]
+field = "method"
+values = ["CONNECT"]
+[[rule.match]]
+field = "port"
+ports = ["443"]
+negate = true
+
+[[rule]]
+id = "ua"
+[[rule.match]]
+field = "header"
+header = "User-Agent"
+regex = ["^skype"]
+nocase = true
+
+[[rule]]
+id = "reply-mime"
+reply = true
+[[rule.match]]
+field = "header"
+header = "Content-Type"
+regex = ["^application/x-msn-messenger"]
+"#;
+
+fn rules_engine() -> Engine {
+    let lib = RuleLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), RULES.to_string())]).unwrap();
+    let hosts = HostsFile::parse(Path::new("hosts"), "192.0.2.10\n").unwrap();
+    Engine::new(Policy::new(lib, &hosts, None).unwrap(), EngineConfig::default()).unwrap()
+}
+
+fn rule_of(e: &Engine, script: &[(bool, &[u8])], port: u16, cuts: Vec<usize>) -> Option<String> {
+    let mut b = TcpFlowBuilder::new((ip("192.0.2.10"), 40000), (ip("198.51.100.1"), port));
+    b.cuts = cuts;
+    let mut table = FlowTable::new(16, u64::MAX);
+    for (i, p) in b.packets(script).iter().enumerate() {
+        let v = PacketView::from_ip(p).unwrap();
+        let d = e.judge(&v, table.get_or_insert(&v, i as u64));
+        if d.verdict == Verdict::Drop {
+            return e.reason_id(&d.reason).map(str::to_string);
+        }
+    }
+    None
+}
+
+#[test]
+fn message_rules_table() {
+    let e = rules_engine();
+    let c = true;
+    let hello = crate::engine::tls::tests::client_hello("gw.messenger.test");
+    let other_hello = crate::engine::tls::tests::client_hello("www.example.org");
+    let table: Vec<(&str, Script, u16, Option<&str>)> = vec![
+        ("url from origin form + Host", vec![(c, b"GET /x/gateway.dll HTTP/1.1\r\nHost: www.EXAMPLE.net\r\n\r\n")], 80, Some("url")),
+        ("url absolute form", vec![(c, b"GET http://a.example.net/gateway.dll HTTP/1.1\r\n\r\n")], 80, Some("url")),
+        ("url regex needs the host", vec![(c, b"GET /x/gateway.dll HTTP/1.1\r\nHost: other.org\r\n\r\n")], 80, None),
+        ("path", vec![(c, b"GET /chat/room HTTP/1.1\r\nHost: a\r\n\r\n")], 80, Some("path")),
+        ("path of absolute form", vec![(c, b"GET http://h.org/chat/x HTTP/1.1\r\n\r\n")], 80, Some("path")),
+        ("path does not match mid-path", vec![(c, b"GET /x/chat/ HTTP/1.1\r\n\r\n")], 80, None),
+        ("host header subdomain", vec![(c, b"GET / HTTP/1.1\r\nHost: GW.Messenger.Test:8080\r\n\r\n")], 80, Some("dom")),
+        ("host header exact", vec![(c, b"GET / HTTP/1.1\r\nHost: exact.test\r\n\r\n")], 80, Some("dom")),
+        ("host exact does not cover subdomains", vec![(c, b"GET / HTTP/1.1\r\nHost: a.exact.test\r\n\r\n")], 80, None),
+        ("CONNECT target host", vec![(c, b"CONNECT gw.messenger.test:443 HTTP/1.1\r\n\r\n")], 3128, Some("dom")),
+        ("CONNECT to a port other than 443", vec![(c, b"CONNECT chat.example.org:5222 HTTP/1.1\r\n\r\n")], 5222, Some("connect-not-443")),
+        ("CONNECT to 443 is allowed", vec![(c, b"CONNECT chat.example.org:443 HTTP/1.1\r\n\r\n")], 443, None),
+        ("TLS server name", vec![(c, &hello)], 443, Some("dom")),
+        ("other TLS server name", vec![(c, &other_hello)], 443, None),
+        ("user agent regex, case-insensitive", vec![(c, b"GET / HTTP/1.1\r\nUser-Agent: Skype/8.1\r\n\r\n")], 80, Some("ua")),
+        ("reply rule", vec![(c, b"POST /a HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), (false, b"HTTP/1.1 200 OK\r\nContent-Type: application/x-msn-messenger\r\nContent-Length: 0\r\n\r\n")], 80, Some("reply-mime")),
+        ("request header is not a reply header", vec![(c, b"POST /a HTTP/1.1\r\nContent-Type: application/x-msn-messenger\r\nContent-Length: 0\r\n\r\n")], 80, None),
+        ("benign", vec![(c, b"GET /index.html HTTP/1.1\r\nHost: www.example.org\r\nUser-Agent: Mozilla/5.0 skype\r\n\r\n")], 80, None),
+    ];
+    for (name, script, port, want) in table {
+        let whole = rule_of(&e, &script, port, vec![]);
+        assert_eq!(whole.as_deref(), want, "{name}");
+        for cut in [1, 2, 3, 7] {
+            assert_eq!(
+                rule_of(&e, &script, port, vec![cut]),
+                whole,
+                "{name} cut every {cut} bytes"
+            );
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Verdicts and the reasons behind them.
 
 use crate::engine::matcher::SigRef;
+use crate::engine::rules::RuleRef;
 use crate::policy::PortSpec;
 
 /// What to do with one packet.
@@ -26,6 +27,11 @@ pub enum Reason {
     },
     /// A payload signature matched.
     Signature(SigRef),
+    /// A message rule held for an HTTP head or TLS hello.
+    Rule(RuleRef),
+    /// Retransmitted bytes differed from the bytes already inspected: the
+    /// sender tries to show the filter one stream and the receiver another.
+    Evasion,
     /// Still inspecting, nothing found so far.
     #[default]
     Inspecting,
@@ -45,6 +51,8 @@ impl Reason {
         match self {
             Reason::Port { .. } => "port",
             Reason::Signature(_) => "signature",
+            Reason::Evasion => "evasion",
+            Reason::Rule(_) => "rule",
             Reason::Inspecting => "inspecting",
             Reason::Clean => "clean",
             Reason::NotListed => "not-listed",

@@ -18,7 +18,7 @@ use ipnet::IpNet;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use hosts::{AppChoice, HostsFile, PortSpec, Proto};
-pub use rules::{App, RuleLibrary, Scope, Signature};
+pub use rules::{App, Condition, Field, MessageRule, RuleLibrary, Scope, Signature, Test};
 pub use table::{AppSet, HostRule, HostTable};
 
 /// One listed network with everything that applies to it (lines merged).

@@ -108,6 +108,8 @@ pub struct App {
     pub ports: Vec<PortSpec>,
     /// Payload signatures judged in userspace.
     pub signatures: Vec<Signature>,
+    /// HTTP/TLS message rules (AND of conditions), e.g. imported from Squid.
+    pub rules: Vec<MessageRule>,
     /// The file it came from.
     pub source: PathBuf,
 }
@@ -129,6 +131,101 @@ struct AppToml {
     ports: PortsToml,
     #[serde(default)]
     signature: Vec<Spanned<SigToml>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RuleToml>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleToml {
+    id: String,
+    why: Option<String>,
+    #[serde(default)]
+    reply: bool,
+    #[serde(rename = "match", default)]
+    matches: Vec<CondToml>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CondToml {
+    field: String,
+    header: Option<String>,
+    regex: Option<Vec<String>>,
+    text: Option<Vec<String>>,
+    domains: Option<Vec<String>>,
+    values: Option<Vec<String>>,
+    ports: Option<Vec<String>>,
+    #[serde(default)]
+    nocase: bool,
+    #[serde(default)]
+    negate: bool,
+}
+
+/// The part of an HTTP message (or TLS hello) a rule condition looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// The full URL: `http://host/path?query` rebuilt from an origin-form
+    /// request and its Host header, an absolute-form target as sent, or
+    /// `host:port` for CONNECT (Squid's `url_regex`).
+    Url,
+    /// Path and query (Squid's `urlpath_regex`); absent for CONNECT.
+    Path,
+    /// The destination host name: Host header, absolute-form or CONNECT
+    /// target, or the TLS ClientHello's server name (Squid's `dstdomain`).
+    Host,
+    /// The request method.
+    Method,
+    /// A header's value (request headers; reply headers in reply rules).
+    Header(String),
+    /// The URL's port (CONNECT target, absolute URL, Host header), else the
+    /// connection's destination port (Squid's `port`).
+    Port,
+}
+
+/// How a condition tests its field; any listed value matching makes it true.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Test {
+    /// Regular expressions (Rust `regex` syntax, bytes mode).
+    Regex(Vec<String>),
+    /// Literal substrings.
+    Text(Vec<String>),
+    /// Domains: `example.com` is that name only, `.example.com` also every
+    /// subdomain (Squid's `dstdomain`); always case-insensitive.
+    Domains(Vec<String>),
+    /// Whole-value equality (methods: `CONNECT`).
+    Values(Vec<String>),
+    /// Port ranges.
+    Ports(Vec<PortSpec>),
+}
+
+/// One condition of a message rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// What it looks at.
+    pub field: Field,
+    /// How.
+    pub test: Test,
+    /// ASCII case-insensitive (regex and text).
+    pub nocase: bool,
+    /// True when the condition must *not* hold (Squid's `!acl`).
+    pub negate: bool,
+}
+
+/// A rule that blocks a connection when all its conditions hold for one
+/// HTTP request (or reply, or TLS ClientHello).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRule {
+    /// Short id, unique within the app.
+    pub id: String,
+    /// Where it came from / the fact it rests on.
+    pub why: String,
+    /// Judged on replies (Squid's `http_reply_access`) instead of requests.
+    pub reply: bool,
+    /// All must hold.
+    pub conditions: Vec<Condition>,
+    /// Line of the rule in its file.
+    pub line: usize,
 }
 
 fn yes() -> bool {
@@ -222,6 +319,26 @@ impl RuleLibrary {
         Ok(RuleLibrary { apps })
     }
 
+    /// This library with `over`'s apps added; an app of the same name in
+    /// `over` replaces this one's.
+    pub fn overlay(self, over: RuleLibrary) -> Result<RuleLibrary, ConfigErrors> {
+        let mut apps: Vec<App> = self
+            .apps
+            .into_iter()
+            .filter(|a| !over.apps.iter().any(|o| o.name == a.name))
+            .collect();
+        apps.extend(over.apps);
+        if apps.len() > MAX_APPS {
+            let src = apps.last().map(|a| a.source.clone()).unwrap_or_default();
+            return Err(ConfigErrors::one(ConfigError::file(
+                &src,
+                format!("more than {MAX_APPS} apps in one library"),
+            )));
+        }
+        apps.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(RuleLibrary { apps })
+    }
+
     /// All apps, in name order; an app's index is its id in app sets.
     pub fn apps(&self) -> &[App] {
         &self.apps
@@ -235,6 +352,11 @@ impl RuleLibrary {
     /// Total number of signatures.
     pub fn signature_count(&self) -> usize {
         self.apps.iter().map(|a| a.signatures.len()).sum()
+    }
+
+    /// Total number of message rules.
+    pub fn rule_count(&self) -> usize {
+        self.apps.iter().map(|a| a.rules.len()).sum()
     }
 }
 
@@ -293,7 +415,23 @@ fn parse_app(path: &Path, text: &str) -> Result<App, Vec<ConfigError>> {
             Err(msg) => errors.push(ConfigError::at(path, line, msg)),
         }
     }
-    if ports.is_empty() && signatures.is_empty() {
+    let mut rules = Vec::new();
+    for r in raw.rule {
+        let line = line_of(text, r.span().start);
+        let r = r.into_inner();
+        if !ids.insert(r.id.clone()) {
+            errors.push(ConfigError::at(
+                path,
+                line,
+                format!("rule id {:?} is used twice", r.id),
+            ));
+        }
+        match parse_rule(r, line) {
+            Ok(rule) => rules.push(rule),
+            Err(msg) => errors.push(ConfigError::at(path, line, msg)),
+        }
+    }
+    if ports.is_empty() && signatures.is_empty() && rules.is_empty() {
         errors.push(ConfigError::at(
             path,
             name_line,
@@ -309,6 +447,7 @@ fn parse_app(path: &Path, text: &str) -> Result<App, Vec<ConfigError>> {
         default_enabled: raw.default,
         ports,
         signatures,
+        rules,
         source: path.to_path_buf(),
     })
 }
@@ -384,6 +523,135 @@ fn parse_signature(s: SigToml, line: usize) -> Result<Signature, String> {
         nocase: s.nocase,
         why: s.why.unwrap_or_default(),
         line,
+    })
+}
+
+fn parse_rule(r: RuleToml, line: usize) -> Result<MessageRule, String> {
+    let id_ok = !r.id.is_empty()
+        && r.id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
+    if !id_ok {
+        return Err(format!("rule id {:?} must be letters, digits, '-' or '_'", r.id));
+    }
+    if r.matches.is_empty() {
+        return Err(format!("rule {:?} has no [[rule.match]] conditions", r.id));
+    }
+    if r.matches.iter().all(|c| c.negate) {
+        return Err(format!(
+            "rule {:?} has only negated conditions: it would block almost everything",
+            r.id
+        ));
+    }
+    let mut conditions = Vec::new();
+    for c in r.matches {
+        conditions.push(parse_condition(c, r.reply).map_err(|e| format!("rule {:?}: {e}", r.id))?);
+    }
+    Ok(MessageRule {
+        id: r.id,
+        why: r.why.unwrap_or_default(),
+        reply: r.reply,
+        conditions,
+        line,
+    })
+}
+
+fn parse_condition(c: CondToml, reply: bool) -> Result<Condition, String> {
+    let field = match (c.field.as_str(), &c.header) {
+        ("url", None) => Field::Url,
+        ("path", None) => Field::Path,
+        ("host", None) => Field::Host,
+        ("method", None) => Field::Method,
+        ("port", None) => Field::Port,
+        ("header", Some(h)) => {
+            let ok =
+                !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            if !ok {
+                return Err(format!("{h:?} is not an HTTP header name"));
+            }
+            Field::Header(h.to_ascii_lowercase())
+        }
+        ("header", None) => return Err("field \"header\" needs header = \"Name\"".into()),
+        (f, Some(_)) => {
+            return Err(format!(
+                "header = ... only goes with field = \"header\", not {f:?}"
+            ));
+        }
+        (f, None) => {
+            return Err(format!(
+                "unknown field {f:?} (url, path, host, method, header, port)"
+            ));
+        }
+    };
+    if reply && !matches!(field, Field::Header(_) | Field::Port) {
+        return Err("reply rules can test reply headers and the port only".into());
+    }
+    let given = [
+        c.regex.is_some(),
+        c.text.is_some(),
+        c.domains.is_some(),
+        c.values.is_some(),
+        c.ports.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err("give exactly one of regex, text, domains, values, ports".into());
+    }
+    let nonempty = |v: Vec<String>, what: &str| -> Result<Vec<String>, String> {
+        if v.is_empty() || v.iter().any(|s| s.is_empty()) {
+            Err(format!("{what} must be a non-empty list of non-empty strings"))
+        } else {
+            Ok(v)
+        }
+    };
+    let test = if let Some(v) = c.regex {
+        let v = nonempty(v, "regex")?;
+        for re in &v {
+            regex::bytes::RegexBuilder::new(re)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| format!("bad regex {re:?}: {}", e.to_string().lines().last().unwrap_or("")))?;
+        }
+        Test::Regex(v)
+    } else if let Some(v) = c.text {
+        Test::Text(nonempty(v, "text")?)
+    } else if let Some(v) = c.domains {
+        if field != Field::Host {
+            return Err("domains = [...] goes with field = \"host\"".into());
+        }
+        let v = nonempty(v, "domains")?;
+        for d in &v {
+            let name = d.strip_prefix('.').unwrap_or(d);
+            let ok = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+            if !ok {
+                return Err(format!("{d:?} is not a domain name"));
+            }
+        }
+        Test::Domains(v.into_iter().map(|d| d.to_ascii_lowercase()).collect())
+    } else if let Some(v) = c.values {
+        Test::Values(nonempty(v, "values")?)
+    } else {
+        if field != Field::Port {
+            return Err("ports = [...] goes with field = \"port\"".into());
+        }
+        let v = nonempty(c.ports.unwrap_or_default(), "ports")?;
+        let mut ports = Vec::new();
+        for p in &v {
+            ports.push(PortSpec::parse_range(Proto::Tcp, p)?);
+        }
+        Test::Ports(ports)
+    };
+    if field == Field::Port && !matches!(test, Test::Ports(_)) {
+        return Err("field \"port\" takes ports = [...]".into());
+    }
+    Ok(Condition {
+        field,
+        test,
+        nocase: c.nocase,
+        negate: c.negate,
     })
 }
 

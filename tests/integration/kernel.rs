@@ -80,6 +80,7 @@ fn kernel_accepts_generated_rules_in_every_variant() {
     let variants: &[&[&str]] = &[
         &[],
         &["--port-action", "reject", "--reset"],
+        &["--reset"],
         &["--queues", "2", "--fail-closed"],
     ];
     for extra in variants {

@@ -3,6 +3,10 @@
 #[macro_use]
 mod util;
 
+mod bench;
 mod captures;
 mod cli;
+mod fuzz_regressions;
 mod kernel;
+mod live;
+mod squid;

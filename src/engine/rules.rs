@@ -1,0 +1,346 @@
+//! Message rules: AND-combinations of conditions on one HTTP request, HTTP
+//! reply or TLS ClientHello (what Squid ACL lines express).
+//!
+//! The HTTP walker collects the fields rules look at (method, URL, path, host,
+//! wanted headers; bounded) and calls [`MessageRules::eval`] once per message
+//! head, so a rule sees the whole head however it was segmented. Regular
+//! expressions are prefiltered: the literal prefixes every match must start
+//! with are searched first (Aho-Corasick), and the regex runs only when one is
+//! present.
+
+use std::collections::HashSet;
+
+use aho_corasick::AhoCorasick;
+use regex::bytes::{Regex, RegexBuilder};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
+
+use crate::engine::http::name_hash;
+use crate::policy::{AppSet, Field, Policy, PortSpec, Proto, Test};
+
+/// A rule by position in the library: `apps()[app].rules[rule]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RuleRef {
+    /// App index.
+    pub app: u8,
+    /// Rule index within the app.
+    pub rule: u16,
+}
+
+/// Errors compiling rules (regexes were validated when the library loaded,
+/// so this means a size limit was hit).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot compile rule {app}/{rule}: {message}")]
+pub struct RuleError {
+    app: String,
+    rule: String,
+    message: String,
+}
+
+/// The fields of one message head, as collected by the HTTP walker or the
+/// TLS ClientHello parser. `None` means the message has no such field.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Message<'a> {
+    /// Request method.
+    pub method: Option<&'a [u8]>,
+    /// Full URL.
+    pub url: Option<&'a [u8]>,
+    /// Path and query.
+    pub path: Option<&'a [u8]>,
+    /// Host name, lower case, without port.
+    pub host: Option<&'a [u8]>,
+    /// Values of the wanted headers by slot; `None` when absent.
+    pub headers: &'a [Option<&'a [u8]>],
+    /// Destination port of the connection.
+    pub port: u16,
+    /// True for a reply head.
+    pub reply: bool,
+}
+
+#[derive(Debug)]
+struct DomainSet {
+    exact: HashSet<Vec<u8>>,
+    suffix: HashSet<Vec<u8>>,
+}
+
+impl DomainSet {
+    fn new(domains: &[String]) -> DomainSet {
+        let mut exact = HashSet::new();
+        let mut suffix = HashSet::new();
+        for d in domains {
+            match d.strip_prefix('.') {
+                Some(s) => suffix.insert(s.as_bytes().to_vec()),
+                None => exact.insert(d.as_bytes().to_vec()),
+            };
+        }
+        DomainSet { exact, suffix }
+    }
+
+    fn contains(&self, host: &[u8]) -> bool {
+        let host = host.strip_suffix(b".").unwrap_or(host);
+        if self.exact.contains(host) || self.suffix.contains(host) {
+            return true;
+        }
+        host.iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'.')
+            .any(|(i, _)| self.suffix.contains(&host[i + 1..]))
+    }
+}
+
+#[derive(Debug)]
+enum CTest {
+    Regex(Vec<(Regex, Option<AhoCorasick>)>),
+    Text(AhoCorasick),
+    Domains(DomainSet),
+    Values(Vec<Vec<u8>>),
+    Ports(Vec<PortSpec>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CField {
+    Url,
+    Path,
+    Host,
+    Method,
+    Header(usize),
+    Port,
+}
+
+#[derive(Debug)]
+struct CCond {
+    field: CField,
+    negate: bool,
+    test: CTest,
+}
+
+#[derive(Debug)]
+struct CRule {
+    r: RuleRef,
+    reply: bool,
+    conds: Vec<CCond>,
+}
+
+/// Every message rule of a policy, compiled.
+#[derive(Debug, Default)]
+pub struct MessageRules {
+    rules: Vec<CRule>,
+    /// Wanted header names (lower case) and their name hashes; slot = index.
+    headers: Vec<(u64, String)>,
+    needs_host: bool,
+    apps: AppSet,
+}
+
+/// Regex prefilter: the literal prefixes every match starts with, when
+/// there is a short finite set of them.
+fn prefilter(re: &str, nocase: bool) -> Option<AhoCorasick> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .unicode(false)
+        .build()
+        .parse(re)
+        .ok()?;
+    let mut ex = Extractor::new();
+    ex.kind(ExtractKind::Prefix);
+    let seq = ex.extract(&hir);
+    let lits = seq.literals()?;
+    if lits.is_empty() || lits.len() > 64 || lits.iter().any(|l| l.as_bytes().len() < 3) {
+        return None;
+    }
+    AhoCorasick::builder()
+        .ascii_case_insensitive(nocase)
+        .build(lits.iter().map(|l| l.as_bytes()))
+        .ok()
+}
+
+impl MessageRules {
+    /// Compiles the rules of every app of the policy's library.
+    pub fn build(policy: &Policy) -> Result<MessageRules, RuleError> {
+        let mut out = MessageRules::default();
+        for (ai, app) in policy.library().apps().iter().enumerate() {
+            for (ri, rule) in app.rules.iter().enumerate() {
+                let err = |m: String| RuleError {
+                    app: app.name.clone(),
+                    rule: rule.id.clone(),
+                    message: m,
+                };
+                let mut conds = Vec::new();
+                for c in &rule.conditions {
+                    let field = match &c.field {
+                        Field::Url => CField::Url,
+                        Field::Path => CField::Path,
+                        Field::Host => {
+                            out.needs_host = true;
+                            CField::Host
+                        }
+                        Field::Method => CField::Method,
+                        Field::Port => CField::Port,
+                        Field::Header(h) => {
+                            let hash = name_hash(h.as_bytes());
+                            let slot = match out.headers.iter().position(|(x, _)| *x == hash) {
+                                Some(i) => i,
+                                None => {
+                                    out.headers.push((hash, h.clone()));
+                                    out.headers.len() - 1
+                                }
+                            };
+                            if slot >= 64 {
+                                return Err(err("more than 64 distinct headers in rules".into()));
+                            }
+                            CField::Header(slot)
+                        }
+                    };
+                    let test = match &c.test {
+                        Test::Regex(v) => {
+                            let mut res = Vec::new();
+                            for re in v {
+                                let compiled = RegexBuilder::new(re)
+                                    .case_insensitive(c.nocase)
+                                    .unicode(false)
+                                    .size_limit(1 << 20)
+                                    .build()
+                                    .or_else(|_| {
+                                        RegexBuilder::new(re)
+                                            .case_insensitive(c.nocase)
+                                            .size_limit(1 << 20)
+                                            .build()
+                                    })
+                                    .map_err(|e| err(e.to_string()))?;
+                                res.push((compiled, prefilter(re, c.nocase)));
+                            }
+                            CTest::Regex(res)
+                        }
+                        Test::Text(v) => CTest::Text(
+                            AhoCorasick::builder()
+                                .ascii_case_insensitive(c.nocase)
+                                .build(v)
+                                .map_err(|e| err(e.to_string()))?,
+                        ),
+                        Test::Domains(v) => CTest::Domains(DomainSet::new(v)),
+                        Test::Values(v) => CTest::Values(v.iter().map(|s| s.as_bytes().to_vec()).collect()),
+                        Test::Ports(v) => CTest::Ports(v.clone()),
+                    };
+                    conds.push(CCond {
+                        field,
+                        negate: c.negate,
+                        test,
+                    });
+                }
+                out.apps |= 1u64 << ai;
+                out.rules.push(CRule {
+                    r: RuleRef {
+                        app: ai as u8,
+                        rule: ri as u16,
+                    },
+                    reply: rule.reply,
+                    conds,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// True when any rule exists.
+    pub fn any(&self) -> bool {
+        !self.rules.is_empty()
+    }
+
+    /// Apps that have rules.
+    pub fn apps(&self) -> AppSet {
+        self.apps
+    }
+
+    /// True when a rule looks at the host (so TLS server names are parsed).
+    pub fn needs_host(&self) -> bool {
+        self.needs_host
+    }
+
+    /// Number of header slots rules want.
+    pub fn header_slots(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// The slot of the header whose lower-cased name hashes to `hash`.
+    #[inline]
+    pub fn header_slot(&self, hash: u64) -> Option<usize> {
+        self.headers.iter().position(|(h, _)| *h == hash)
+    }
+
+    /// The first rule of an app in `apps` that holds for `msg`.
+    pub fn eval(&self, msg: &Message<'_>, apps: AppSet) -> Option<RuleRef> {
+        self.rules
+            .iter()
+            .filter(|r| r.reply == msg.reply && apps & (1u64 << r.r.app) != 0)
+            .find(|r| r.conds.iter().all(|c| c.holds(msg)))
+            .map(|r| r.r)
+    }
+}
+
+impl CCond {
+    fn holds(&self, m: &Message<'_>) -> bool {
+        let value: Option<&[u8]> = match self.field {
+            CField::Url => m.url,
+            CField::Path => m.path,
+            CField::Host => m.host,
+            CField::Method => m.method,
+            CField::Header(slot) => m.headers.get(slot).copied().flatten(),
+            CField::Port => None,
+        };
+        let hit = match (&self.test, self.field) {
+            (CTest::Ports(p), CField::Port) => p.iter().any(|p| p.contains(Proto::Tcp, m.port)),
+            (_, CField::Port) => false,
+            (test, _) => match value {
+                // A field the message does not have never matches.
+                None => false,
+                Some(v) => match test {
+                    CTest::Regex(res) => res
+                        .iter()
+                        .any(|(re, pre)| pre.as_ref().is_none_or(|p| p.is_match(v)) && re.is_match(v)),
+                    CTest::Text(ac) => ac.is_match(v),
+                    CTest::Domains(d) => d.contains(v),
+                    CTest::Values(vals) => vals.iter().any(|x| x.as_slice() == v),
+                    CTest::Ports(_) => false,
+                },
+            },
+        };
+        hit != self.negate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_follow_squid_dstdomain() {
+        let d = DomainSet::new(&["messenger.msn.com".into(), ".hotmail.com".into()]);
+        for (host, want) in [
+            ("messenger.msn.com", true),
+            ("x.messenger.msn.com", false),
+            ("hotmail.com", true),
+            ("gateway.messenger.hotmail.com", true),
+            ("nothotmail.com", false),
+            ("hotmail.com.", true),
+            ("msn.com", false),
+        ] {
+            assert_eq!(d.contains(host.as_bytes()), want, "{host}");
+        }
+    }
+
+    #[test]
+    fn regex_prefilters_are_sound() {
+        for (re, hay, nocase) in [
+            ("gateway\\.dll", "/gateway/gateway.dll?x", false),
+            ("^http://.*\\.msn\\.com/", "http://a.msn.com/", false),
+            ("(msn|yahoo)messenger", "x yahoomessenger", false),
+            ("GATEWAY\\.DLL", "/gateway/gateway.dll", true),
+        ] {
+            let rx = RegexBuilder::new(re).case_insensitive(nocase).build().unwrap();
+            assert!(rx.is_match(hay.as_bytes()));
+            if let Some(p) = prefilter(re, nocase) {
+                assert!(p.is_match(hay), "prefilter of {re} rejects a match");
+            }
+        }
+        assert!(prefilter("gateway\\.dll", false).is_some());
+        assert!(prefilter(".*", false).is_none());
+    }
+}

@@ -1,0 +1,765 @@
+//! NFQUEUE workers: receive queued packets, judge them with the engine,
+//! return a verdict (and a connection mark for the kernel fast path).
+//!
+//! Guarantees:
+//! - every packet received gets exactly one verdict, on every path: a
+//!   packet that cannot be parsed is accepted, a judging panic is caught and
+//!   answered with the fail-mode verdict, and a verdict the kernel refuses is
+//!   counted (an nfq `Message` dropped without a verdict would stay stuck in
+//!   the kernel);
+//! - verdicts leave in the order packets arrived on each queue (one worker
+//!   per queue, judged and answered in turn), which keeps the kernel's
+//!   queue walk short;
+//! - a connection's fate is handed to the kernel once: the settling packet
+//!   gets `NF_REPEAT` with appwall's mark bits OR-ed into its nfmark; the
+//!   mangle chain built by [`crate::iptables`] saves that mark to conntrack
+//!   and drops or returns, so the rest of the connection never leaves the
+//!   kernel;
+//! - no lock and no allocation per packet: the engine is read through an
+//!   `arc_swap` cache, counters are this worker's own relaxed atomics.
+//!
+//! The loop is written against [`PacketSource`] so it can be driven with
+//! synthetic packets in tests; [`NfqSource`] is the kernel-backed one.
+
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use arc_swap::cache::Cache;
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::engine::{Engine, FlowMark, Verdict};
+use crate::flow::FlowTable;
+use crate::iptables::MarkBits;
+use crate::packet::PacketView;
+use crate::stats::{self, BlockEvent, Level, WorkerStats, bump};
+
+/// The engine in force, swapped whole on reload.
+pub type EngineHandle = Arc<ArcSwap<Engine>>;
+
+/// What the worker tells the kernel about one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueVerdict {
+    /// `NF_ACCEPT`.
+    Accept,
+    /// `NF_DROP`.
+    Drop,
+    /// `NF_REPEAT` with this nfmark: the mangle chain saves it to the
+    /// connection and acts on it.
+    Repeat(u32),
+}
+
+/// One receive attempt.
+#[derive(Debug)]
+pub enum Received<P> {
+    /// A packet waiting for its verdict.
+    Packet(P),
+    /// Nothing arrived within the poll interval.
+    Idle,
+    /// The socket buffer overflowed (ENOBUFS): packets were lost before
+    /// reaching userspace; keep going.
+    Overrun,
+}
+
+/// Where queued packets come from and where their verdicts go.
+pub trait PacketSource {
+    /// A packet waiting for its verdict; must be passed back to [`PacketSource::verdict`].
+    type Packet;
+    /// Waits up to the poll interval for the next packet.
+    fn recv(&mut self) -> Result<Received<Self::Packet>, QueueError>;
+    /// Layer-3 bytes of a packet.
+    fn payload(p: &Self::Packet) -> &[u8];
+    /// The packet's current nfmark.
+    fn mark(p: &Self::Packet) -> u32;
+    /// True for a GSO super-packet.
+    fn is_gso(p: &Self::Packet) -> bool;
+    /// True when the copy range cut the packet short.
+    fn is_truncated(p: &Self::Packet) -> bool;
+    /// Returns the packet to the kernel with a verdict.
+    fn verdict(&mut self, p: Self::Packet, v: QueueVerdict) -> Result<(), QueueError>;
+    /// From now on `recv` must not wait: the worker drains what is left.
+    fn start_draining(&mut self) {}
+}
+
+/// Errors of the queue layer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The netlink socket could not be opened.
+    #[error("cannot open the netfilter queue socket: {0} (appwall run needs root or CAP_NET_ADMIN)")]
+    Open(#[source] io::Error),
+    /// Another process owns the queue.
+    #[error(
+        "NFQUEUE queue {queue} is already bound by another process (netlink port id {portid}); \
+         only one appwall may own a queue: stop the other instance or choose another --queue"
+    )]
+    Busy {
+        /// Queue number.
+        queue: u16,
+        /// The owner's netlink port id (usually its pid).
+        portid: u32,
+    },
+    /// A queue setting was refused.
+    #[error("queue {queue}: cannot {what}: {source}")]
+    Config {
+        /// Queue number.
+        queue: u16,
+        /// The setting.
+        what: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+    /// Receiving failed for good.
+    #[error("queue {queue}: receive failed: {source}")]
+    Recv {
+        /// Queue number.
+        queue: u16,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel did not take a verdict.
+    #[error("queue {queue}: verdict not sent: {source}")]
+    Verdict {
+        /// Queue number.
+        queue: u16,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Settings of one worker.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerConfig {
+    /// Queue number (for counters and events).
+    pub queue: u16,
+    /// Connection-mark bits, as in the installed rules.
+    pub marks: MarkBits,
+    /// Verdict for a packet whose judging failed: drop when fail-closed.
+    pub fail_closed: bool,
+    /// Connection table capacity.
+    pub max_flows: usize,
+    /// Idle timeout of a connection, nanoseconds.
+    pub flow_timeout_ns: u64,
+}
+
+/// One queue's worker: owns its source and connection table (the kernel
+/// keeps a connection on one queue, so the table needs no lock).
+pub struct Worker<S: PacketSource> {
+    source: S,
+    engine: Cache<EngineHandle, Arc<Engine>>,
+    table: FlowTable,
+    stats: Arc<WorkerStats>,
+    events: Option<Sender<BlockEvent>>,
+    cfg: WorkerConfig,
+    epoch: Instant,
+    draining: bool,
+}
+
+impl<S: PacketSource> Worker<S> {
+    /// A worker reading `source`, judging with the engine in `engine`.
+    pub fn new(
+        source: S,
+        engine: EngineHandle,
+        stats: Arc<WorkerStats>,
+        events: Option<Sender<BlockEvent>>,
+        cfg: WorkerConfig,
+    ) -> Worker<S> {
+        Worker {
+            source,
+            engine: Cache::new(engine),
+            table: FlowTable::new(cfg.max_flows, cfg.flow_timeout_ns),
+            stats,
+            events,
+            cfg,
+            epoch: Instant::now(),
+            draining: false,
+        }
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> &Arc<WorkerStats> {
+        &self.stats
+    }
+
+    /// The source (tests inspect the verdicts a mock collected).
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// Judges one packet's bytes. Never fails: unparsable bytes are accepted.
+    pub fn decide(&mut self, bytes: &[u8], mark: u32) -> QueueVerdict {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let engine = self.engine.load();
+        let Ok(p) = PacketView::from_ip(bytes) else {
+            self.stats
+                .count(bytes.len(), Verdict::Accept, &crate::engine::Reason::Unparsable);
+            return QueueVerdict::Accept;
+        };
+        let flow = self.table.get_or_insert(&p, now);
+        let d = engine.judge(&p, flow);
+        self.stats.count(bytes.len(), d.verdict, &d.reason);
+        let m = self.cfg.marks;
+        let v = match (d.mark, d.verdict) {
+            (Some(FlowMark::Blocked), _) => {
+                bump(&self.stats.marked_blocked);
+                bump(&self.stats.blocked_by_app[stats::app_index(&d.reason)]);
+                if let Some(tx) = &self.events {
+                    let ev = BlockEvent {
+                        time: SystemTime::now(),
+                        queue: self.cfg.queue,
+                        proto: flow.proto,
+                        src: flow.orig_src,
+                        sport: flow.orig_sport,
+                        dst: flow.orig_dst,
+                        dport: flow.orig_dport,
+                        reason: d.reason,
+                        engine: Arc::clone(engine),
+                    };
+                    if let Err(TrySendError::Full(_)) = tx.try_send(ev) {
+                        bump(&self.stats.events_dropped);
+                    }
+                }
+                if self.draining {
+                    QueueVerdict::Drop
+                } else {
+                    QueueVerdict::Repeat((mark & !m.mask) | m.blocked)
+                }
+            }
+            (Some(FlowMark::Clean), _) => {
+                bump(&self.stats.marked_clean);
+                if self.draining {
+                    QueueVerdict::Accept
+                } else {
+                    QueueVerdict::Repeat((mark & !m.mask) | m.clean)
+                }
+            }
+            (None, Verdict::Accept) => QueueVerdict::Accept,
+            (None, Verdict::Drop) => QueueVerdict::Drop,
+        };
+        self.stats.flows.store(self.table.len() as u64, Relaxed);
+        v
+    }
+
+    /// Judges and answers one packet.
+    pub fn handle(&mut self, p: S::Packet) {
+        if S::is_gso(&p) {
+            bump(&self.stats.gso);
+        }
+        if S::is_truncated(&p) {
+            bump(&self.stats.truncated);
+        }
+        let bytes = S::payload(&p);
+        let mark = S::mark(&p);
+        let v = match catch_unwind(AssertUnwindSafe(|| self.decide(bytes, mark))) {
+            Ok(v) => v,
+            Err(_) => {
+                // The table may be half-updated: start afresh, answer the packet.
+                bump(&self.stats.panics);
+                self.table = FlowTable::new(self.cfg.max_flows, self.cfg.flow_timeout_ns);
+                if self.cfg.fail_closed {
+                    QueueVerdict::Drop
+                } else {
+                    QueueVerdict::Accept
+                }
+            }
+        };
+        if let Err(e) = self.source.verdict(p, v) {
+            bump(&self.stats.verdict_errors);
+            let n = self.stats.verdict_errors.load(Relaxed);
+            if n.is_power_of_two() {
+                stats::log(Level::Warning, format_args!("{e} ({n} so far)"));
+            }
+        }
+    }
+
+    /// Runs until `stop` is set, then answers whatever is still queued.
+    /// Returns an error only when the source fails for good.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<(), QueueError> {
+        let mut failures = 0u32;
+        while !stop.load(Relaxed) {
+            match self.source.recv() {
+                Ok(Received::Packet(p)) => {
+                    failures = 0;
+                    self.handle(p);
+                }
+                Ok(Received::Idle) => failures = 0,
+                Ok(Received::Overrun) => {
+                    bump(&self.stats.overruns);
+                    let n = self.stats.overruns.load(Relaxed);
+                    if n.is_power_of_two() {
+                        stats::log(
+                            Level::Warning,
+                            format_args!(
+                                "queue {}: socket buffer overrun ({n} so far): raise --rcvbuf or --queues",
+                                self.cfg.queue
+                            ),
+                        );
+                    }
+                }
+                Err(e) => {
+                    bump(&self.stats.recv_errors);
+                    failures += 1;
+                    if failures >= 100 {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        self.drain();
+        Ok(())
+    }
+
+    /// Answers what is left without waiting; the rules are gone by now, so
+    /// decisions are plain accept/drop.
+    pub fn drain(&mut self) {
+        self.draining = true;
+        self.source.start_draining();
+        for _ in 0..1_000_000 {
+            match self.source.recv() {
+                Ok(Received::Packet(p)) => self.handle(p),
+                Ok(Received::Overrun) => bump(&self.stats.overruns),
+                Ok(Received::Idle) | Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Kernel-side settings of a queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueOptions {
+    /// Accept (true) or drop packets the kernel cannot queue because the queue is full.
+    pub fail_open: bool,
+    /// Most packets waiting in the kernel queue.
+    pub max_len: u32,
+    /// Socket receive buffer in bytes (SO_RCVBUFFORCE).
+    pub rcvbuf: usize,
+    /// How long `recv` waits before returning `Idle` (to notice a stop).
+    pub poll: Duration,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            fail_open: true,
+            max_len: 4096,
+            rcvbuf: 8 << 20,
+            poll: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A queue bound through the nfq crate: the production [`PacketSource`].
+pub struct NfqSource {
+    queue: nfq::Queue,
+    num: u16,
+    /// The socket's fd, found by [`find_new_netlink_fd`] (nfq does not expose it).
+    fd: Option<RawFd>,
+    /// The socket's inode, to read its drop counter in `/proc/net/netlink`.
+    pub inode: Option<u64>,
+    /// Receive buffer the kernel granted, bytes.
+    pub rcvbuf: Option<usize>,
+}
+
+static OPEN_LOCK: Mutex<()> = Mutex::new(());
+
+impl NfqSource {
+    /// Opens a netlink socket and binds queue `num`: fail-open flag, GSO
+    /// packets (up to 64 KiB), queue length, enlarged receive buffer, and
+    /// ENOBUFS reporting so overruns are counted instead of hidden.
+    pub fn open(num: u16, opts: &QueueOptions) -> Result<NfqSource, QueueError> {
+        let cfg = |what: &'static str| {
+            move |source| QueueError::Config {
+                queue: num,
+                what,
+                source,
+            }
+        };
+        let (mut queue, fd) = {
+            let _guard = OPEN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            let before: HashSet<u64> = socket_fds().into_iter().map(|(_, ino)| ino).collect();
+            let queue = nfq::Queue::open().map_err(QueueError::Open)?;
+            (queue, find_new_netlink_fd(&before))
+        };
+        if let Err(e) = queue.bind(num) {
+            let owner = stats::kernel_queues().into_iter().find(|k| k.queue == num);
+            return Err(match owner {
+                Some(k) => QueueError::Busy {
+                    queue: num,
+                    portid: k.portid,
+                },
+                None => cfg("bind")(e),
+            });
+        }
+        queue
+            .set_fail_open(num, opts.fail_open)
+            .map_err(cfg("set the fail-open flag"))?;
+        queue
+            .set_recv_gso(num, true)
+            .map_err(cfg("ask for GSO packets"))?;
+        queue
+            .set_queue_max_len(num, opts.max_len)
+            .map_err(cfg("set the queue length"))?;
+        queue
+            .set_recv_enobufs(true)
+            .map_err(cfg("enable overrun reports"))?;
+        let mut src = NfqSource {
+            queue,
+            num,
+            fd: fd.map(|(fd, _)| fd),
+            inode: fd.map(|(_, ino)| ino),
+            rcvbuf: None,
+        };
+        match src.fd {
+            Some(fd) => {
+                src.rcvbuf = Some(
+                    set_socket_options(fd, opts.rcvbuf, opts.poll).map_err(cfg("size the socket buffer"))?,
+                )
+            }
+            None => {
+                // Without the fd there is no receive timeout, and a worker
+                // could not notice a stop: refuse rather than hang.
+                return Err(cfg("find its netlink socket")(io::Error::other(
+                    "not listed in /proc/self/fd and /proc/net/netlink",
+                )));
+            }
+        }
+        Ok(src)
+    }
+
+    /// The queue number.
+    pub fn queue_num(&self) -> u16 {
+        self.num
+    }
+}
+
+impl Drop for NfqSource {
+    fn drop(&mut self) {
+        // Closing the socket unbinds too; this just says it explicitly.
+        let _ = self.queue.unbind(self.num);
+    }
+}
+
+impl PacketSource for NfqSource {
+    type Packet = nfq::Message;
+
+    fn recv(&mut self) -> Result<Received<nfq::Message>, QueueError> {
+        match self.queue.recv() {
+            Ok(m) => Ok(Received::Packet(m)),
+            Err(e) => match e.raw_os_error() {
+                Some(libc_errno::EAGAIN | libc_errno::EINTR) => Ok(Received::Idle),
+                Some(libc_errno::ENOBUFS) => Ok(Received::Overrun),
+                _ if e.kind() == io::ErrorKind::WouldBlock => Ok(Received::Idle),
+                _ => Err(QueueError::Recv {
+                    queue: self.num,
+                    source: e,
+                }),
+            },
+        }
+    }
+
+    fn payload(p: &nfq::Message) -> &[u8] {
+        p.get_payload()
+    }
+
+    fn mark(p: &nfq::Message) -> u32 {
+        p.get_nfmark()
+    }
+
+    fn is_gso(p: &nfq::Message) -> bool {
+        p.is_seg_offloaded()
+    }
+
+    fn is_truncated(p: &nfq::Message) -> bool {
+        p.get_original_len() > p.get_payload().len()
+    }
+
+    fn verdict(&mut self, mut p: nfq::Message, v: QueueVerdict) -> Result<(), QueueError> {
+        match v {
+            QueueVerdict::Accept => p.set_verdict(nfq::Verdict::Accept),
+            QueueVerdict::Drop => p.set_verdict(nfq::Verdict::Drop),
+            QueueVerdict::Repeat(mark) => {
+                p.set_nfmark(mark);
+                p.set_verdict(nfq::Verdict::Repeat);
+            }
+        }
+        self.queue.verdict(p).map_err(|source| QueueError::Verdict {
+            queue: self.num,
+            source,
+        })
+    }
+
+    fn start_draining(&mut self) {
+        self.queue.set_nonblocking(true);
+    }
+}
+
+/// errno values used above (nix re-exports them as an enum; plain numbers
+/// compare directly with `raw_os_error`).
+mod libc_errno {
+    pub const EAGAIN: i32 = nix::errno::Errno::EAGAIN as i32;
+    pub const EINTR: i32 = nix::errno::Errno::EINTR as i32;
+    pub const ENOBUFS: i32 = nix::errno::Errno::ENOBUFS as i32;
+}
+
+/// (fd, socket inode) of every socket this process holds.
+fn socket_fds() -> Vec<(RawFd, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let fd: RawFd = e.file_name().to_str()?.parse().ok()?;
+        let link = std::fs::read_link(e.path()).ok()?;
+        let ino = link
+            .to_str()?
+            .strip_prefix("socket:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()?;
+        Some((fd, ino))
+    })
+    .collect()
+}
+
+/// Inodes of this namespace's NETLINK_NETFILTER sockets, from `/proc/net/netlink`.
+fn netfilter_netlink_inodes() -> HashSet<u64> {
+    std::fs::read_to_string("/proc/net/netlink")
+        .map(|t| {
+            t.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    (f.len() >= 10 && f[1] == "12").then(|| f[9].parse().ok())?
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The netfilter netlink socket that appeared since `before` (socket
+/// inodes, not fd numbers, which get reused): the nfq crate keeps its fd
+/// private, and setting the receive buffer needs it. `None` unless exactly
+/// one candidate is found.
+fn find_new_netlink_fd(before: &HashSet<u64>) -> Option<(RawFd, u64)> {
+    let inodes = netfilter_netlink_inodes();
+    let mut found = socket_fds()
+        .into_iter()
+        .filter(|(_, ino)| !before.contains(ino) && inodes.contains(ino));
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
+}
+
+/// Sets SO_RCVBUFFORCE (falling back to SO_RCVBUF) and the receive timeout;
+/// returns the buffer size the kernel reports.
+#[allow(unsafe_code)]
+fn set_socket_options(fd: RawFd, rcvbuf: usize, poll: Duration) -> io::Result<usize> {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    // SAFETY: `fd` is the nfq Queue's socket, found by inode right after it
+    // was opened; the Queue lives in the same NfqSource and outlives this call.
+    let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
+    if setsockopt(&bfd, sockopt::RcvBufForce, &rcvbuf).is_err() {
+        setsockopt(&bfd, sockopt::RcvBuf, &rcvbuf)?;
+    }
+    let tv = nix::sys::time::TimeVal::new(poll.as_secs() as i64, poll.subsec_micros() as i64);
+    setsockopt(&bfd, sockopt::ReceiveTimeout, &tv)?;
+    Ok(getsockopt(&bfd, sockopt::RcvBuf)?)
+}
+
+/// Netlink socket drop counter of an inode (`/proc/net/netlink`, column Drops).
+pub fn socket_drops(inode: u64) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netlink").ok()?;
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 10 && f[9].parse() == Ok(inode)).then(|| f[8].parse().ok())?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::packet::tests::tcp4;
+    use crate::policy::{HostsFile, Policy, RuleLibrary};
+    use std::collections::VecDeque;
+    use std::path::Path;
+
+    /// Synthetic packets in, verdicts recorded.
+    #[derive(Default)]
+    struct Mock {
+        input: VecDeque<(Vec<u8>, u32)>,
+        verdicts: Vec<QueueVerdict>,
+        fail_verdicts: bool,
+    }
+
+    impl PacketSource for Mock {
+        type Packet = (Vec<u8>, u32);
+        fn recv(&mut self) -> Result<Received<Self::Packet>, QueueError> {
+            Ok(self.input.pop_front().map_or(Received::Idle, Received::Packet))
+        }
+        fn payload(p: &Self::Packet) -> &[u8] {
+            &p.0
+        }
+        fn mark(p: &Self::Packet) -> u32 {
+            p.1
+        }
+        fn is_gso(p: &Self::Packet) -> bool {
+            p.0.len() > 1500
+        }
+        fn is_truncated(_: &Self::Packet) -> bool {
+            false
+        }
+        fn verdict(&mut self, _: Self::Packet, v: QueueVerdict) -> Result<(), QueueError> {
+            self.verdicts.push(v);
+            if self.fail_verdicts {
+                return Err(QueueError::Verdict {
+                    queue: 0,
+                    source: io::Error::other("test"),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    fn engine(hosts: &str) -> EngineHandle {
+        let lib = RuleLibrary::embedded().unwrap();
+        let h = HostsFile::parse(Path::new("hosts"), hosts).unwrap();
+        let p = Policy::new(lib, &h, None).unwrap();
+        Arc::new(ArcSwap::from_pointee(
+            Engine::new(p, EngineConfig::default()).unwrap(),
+        ))
+    }
+
+    fn worker(mock: Mock, e: EngineHandle, tx: Option<Sender<BlockEvent>>) -> Worker<Mock> {
+        let cfg = WorkerConfig {
+            queue: 3,
+            marks: MarkBits::default(),
+            fail_closed: false,
+            max_flows: 1000,
+            flow_timeout_ns: 60_000_000_000,
+        };
+        Worker::new(mock, e, Arc::new(WorkerStats::new(3)), tx, cfg)
+    }
+
+    const C: [u8; 4] = [192, 0, 2, 10];
+    const S: [u8; 4] = [198, 51, 100, 10];
+
+    #[test]
+    fn signature_on_odd_port_is_marked_once_with_one_event() {
+        let m = MarkBits::default();
+        let mut mock = Mock::default();
+        mock.input.push_back((tcp4(C, 40000, S, 443, 1, b""), 0x5));
+        mock.input
+            .push_back((tcp4(C, 40000, S, 443, 1, b"VER 1 MSNP8 CVR0\r\n"), 0x5));
+        // Queued again before the kernel rule took over: plain drop, no new event.
+        mock.input
+            .push_back((tcp4(C, 40000, S, 443, 19, b"CVR 2 0x0409\r\n"), 0x5));
+        let (tx, rx) = crossbeam_channel::bounded(8);
+        let mut w = worker(mock, engine("192.0.2.10 msn\n"), Some(tx));
+        while let Ok(Received::Packet(p)) = w.source.recv() {
+            w.handle(p);
+        }
+        assert_eq!(
+            w.source().verdicts,
+            vec![
+                QueueVerdict::Accept,
+                QueueVerdict::Repeat(0x5 | m.blocked),
+                QueueVerdict::Drop
+            ]
+        );
+        let ev: Vec<BlockEvent> = rx.try_iter().collect();
+        assert_eq!(ev.len(), 1, "one event per connection");
+        let json = ev[0].to_json();
+        assert!(json.contains("\"app\":\"msn\""), "{json}");
+        assert!(json.contains("\"signature\":\"msnp-ver\""), "{json}");
+        assert!(json.contains("\"dport\":443"), "{json}");
+        assert_eq!(w.stats().marked_blocked.load(Relaxed), 1);
+        assert_eq!(w.stats().packets.load(Relaxed), 3);
+    }
+
+    #[test]
+    fn draining_never_repeats_without_rules() {
+        let mut mock = Mock::default();
+        mock.input
+            .push_back((tcp4(C, 40001, S, 443, 1, b"VER 1 MSNP8 CVR0\r\n"), 0));
+        let mut w = worker(mock, engine("192.0.2.10 msn\n"), None);
+        w.drain();
+        assert_eq!(w.source().verdicts, vec![QueueVerdict::Drop]);
+    }
+
+    #[test]
+    fn port_rule_clean_mark_and_unlisted_hosts() {
+        let m = MarkBits::default();
+        let mut w = worker(Mock::default(), engine("192.0.2.10 msn\n"), None);
+        // Port 1863 from a listed host: blocked on the SYN, old mark bits kept.
+        let v = w.decide(&tcp4(C, 40002, S, 1863, 1, b""), 0xff30_0001);
+        assert_eq!(v, QueueVerdict::Repeat(0xff00_0001 | m.blocked));
+        // Not listed: plain accept, never a mark.
+        let v = w.decide(&tcp4([203, 0, 113, 5], 40003, S, 443, 1, b"VER 1 MSNP8\r\n"), 0);
+        assert_eq!(v, QueueVerdict::Accept);
+        // Clean after the inspection depth.
+        let mut seq = 1u32;
+        let body = [b'a'; 1400];
+        let mut last = QueueVerdict::Accept;
+        for _ in 0..20 {
+            last = w.decide(&tcp4(C, 40004, S, 80, seq, &body), 0);
+            if last != QueueVerdict::Accept {
+                break;
+            }
+            seq += body.len() as u32;
+        }
+        assert_eq!(last, QueueVerdict::Repeat(m.clean));
+        // Garbage is accepted and counted.
+        assert_eq!(w.decide(b"\x45garbage", 0), QueueVerdict::Accept);
+        assert_eq!(w.stats().outcomes[0][6].load(Relaxed), 1);
+    }
+
+    #[test]
+    fn every_packet_gets_a_verdict_even_when_sending_fails() {
+        let mut mock = Mock {
+            fail_verdicts: true,
+            ..Mock::default()
+        };
+        for i in 0..10u16 {
+            mock.input
+                .push_back((tcp4(C, 41000 + i, S, 80, 1, b"GET / HTTP/1.1\r\n\r\n"), 0));
+        }
+        mock.input.push_back((vec![0u8; 3], 0));
+        let mut w = worker(mock, engine("192.0.2.10 msn\n"), None);
+        w.drain();
+        assert_eq!(w.source().verdicts.len(), 11);
+        assert_eq!(w.stats().verdict_errors.load(Relaxed), 11);
+    }
+
+    #[test]
+    fn reload_swaps_the_engine_between_packets() {
+        let handle = engine("192.0.2.99 msn\n");
+        let mut w = worker(Mock::default(), Arc::clone(&handle), None);
+        let syn = tcp4(C, 42000, S, 1863, 1, b"");
+        assert_eq!(w.decide(&syn, 0), QueueVerdict::Accept, "not listed yet");
+        handle.store(engine("192.0.2.10 msn\n").load_full());
+        let syn2 = tcp4(C, 42001, S, 1863, 1, b"");
+        assert!(
+            matches!(w.decide(&syn2, 0), QueueVerdict::Repeat(_)),
+            "new policy for new connections"
+        );
+    }
+
+    #[test]
+    fn run_returns_after_stop_and_answers_the_rest() {
+        let mut mock = Mock::default();
+        mock.input.push_back((tcp4(C, 43000, S, 80, 1, b""), 0));
+        let w = worker(mock, engine("192.0.2.10 msn\n"), None);
+        let stop = AtomicBool::new(true);
+        let stats = Arc::clone(w.stats());
+        w.run(&stop).unwrap();
+        assert_eq!(stats.packets.load(Relaxed), 1);
+    }
+}

@@ -1,0 +1,121 @@
+//! `appwall import-squid` end to end: a squid.conf becomes a rule file, and
+//! generated traffic scanned through it is judged as Squid would.
+
+use std::net::IpAddr;
+
+use appwall::capture::write_pcap;
+use appwall::sample::TcpFlowBuilder;
+use serde_json::Value;
+
+use crate::util::run;
+
+const SQUID_CONF: &str = "\
+# Block Messenger for everyone behind the proxy
+acl msn url_regex -i gateway.dll
+acl msnd dstdomain messenger.msn.com gateway.messenger.hotmail.com
+acl msn1 req_mime_type ^application/x-msn-messenger$
+acl Skype_UA browser ^skype
+acl SSL_ports port 443
+acl CONNECT method CONNECT
+acl auth proxy_auth REQUIRED
+http_access deny msnd
+http_access deny msn
+http_access deny msn1
+http_access deny Skype_UA
+http_access deny CONNECT !SSL_ports
+http_access allow auth
+";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn imported_rules_judge_traffic_like_squid() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("squid.conf");
+    std::fs::write(&conf, SQUID_CONF).unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let out = rules.join("site.toml");
+    let (code, _, err) = run(&[
+        "import-squid",
+        conf.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_out!(err.contains("translated 5 deny line(s)"), err);
+    assert_out!(
+        err.contains("squid.conf:14: not translated: `http_access allow auth`"),
+        err
+    );
+    let toml = std::fs::read_to_string(&out).unwrap();
+    assert_out!(
+        toml.contains("why = \"squid.conf:9: http_access deny msnd\""),
+        toml
+    );
+
+    // Traffic: (client port, server port, request, expected verdict by Squid's rules)
+    let cases: Vec<(u16, &[u8], bool)> = vec![
+        (80, b"POST /gateway/gateway.dll?Action=open HTTP/1.1\r\nHost: 198.51.100.80\r\n\r\n", true),
+        (80, b"GET / HTTP/1.1\r\nHost: gateway.messenger.hotmail.com\r\n\r\n", true),
+        (80, b"POST /x HTTP/1.1\r\nHost: a.example\r\nContent-Type: application/x-msn-messenger\r\nContent-Length: 0\r\n\r\n", true),
+        (80, b"GET / HTTP/1.1\r\nHost: a.example\r\nUser-Agent: skype/8.0\r\n\r\n", true),
+        (80, b"GET / HTTP/1.1\r\nHost: a.example\r\nUser-Agent: Skype/8.0\r\n\r\n", false), // case-sensitive without -i
+        (3128, b"CONNECT chat.example:5222 HTTP/1.1\r\nHost: chat.example:5222\r\n\r\n", true),
+        (3128, b"CONNECT www.example:443 HTTP/1.1\r\nHost: www.example:443\r\n\r\n", false),
+        (80, b"GET /news/msn.html HTTP/1.1\r\nHost: www.msn.com\r\nUser-Agent: Mozilla/5.0 (skype-compatible)\r\n\r\n", false),
+        (80, b"POST /x HTTP/1.1\r\nHost: a.example\r\nContent-Type: application/x-msn-messenger-like\r\nContent-Length: 0\r\n\r\n", false),
+    ];
+    let mut frames = Vec::new();
+    for (i, (port, req, _)) in cases.iter().enumerate() {
+        // Cut every request into 5-byte segments: rules see whole heads.
+        let mut b = TcpFlowBuilder::new((ip("192.0.2.10"), 41000 + i as u16), (ip("198.51.100.80"), *port));
+        b.mss = 5;
+        for p in b.packets(&[(true, req)]) {
+            frames.push((1_000_000_000 * (i as u64 + 1) + frames.len() as u64, p));
+        }
+    }
+    let pcap = dir.path().join("traffic.pcap");
+    let mut f = std::fs::File::create(&pcap).unwrap();
+    write_pcap(&mut f, &frames).unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "192.0.2.0/24 site\n").unwrap();
+    let (code, out, err) = run(&[
+        "scan",
+        "--json",
+        "--hosts",
+        hosts.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        pcap.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let flows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(flows.len(), cases.len(), "{out}");
+    for (flow, (_, req, blocked)) in flows.iter().zip(&cases) {
+        let got = flow["verdict"] == "block";
+        assert_eq!(got, *blocked, "{}\n{flow}", String::from_utf8_lossy(req));
+        if got {
+            assert_eq!(flow["app"], "site", "{flow}");
+            assert!(flow["reason"].as_str().unwrap().contains("squid.conf:"), "{flow}");
+        }
+    }
+}
+
+#[test]
+fn import_reports_unreadable_input() {
+    let (code, _, err) = run(&["import-squid", "/nonexistent/squid.conf"]);
+    assert_eq!(code, 1);
+    assert_out!(err.contains("/nonexistent/squid.conf: cannot read"), err);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("squid.conf");
+    std::fs::write(&conf, "http_port 3128\nhttp_access allow all\n").unwrap();
+    let (code, _, err) = run(&["import-squid", conf.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_out!(
+        err.contains("no http_access/http_reply_access deny line could be translated"),
+        err
+    );
+}
