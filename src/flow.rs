@@ -8,6 +8,8 @@
 //! and no allocation once the table has grown to its working size.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::net::IpAddr;
 
 use crate::engine::http::HttpState;
@@ -276,7 +278,9 @@ pub struct TableStats {
 /// Expiry is amortised: each new connection checks the cold end of every
 /// list, so there is no sweeper thread and no pause.
 pub struct FlowTable {
-    index: HashMap<FlowKey, u32>,
+    /// Keyed per table (foldhash, random seed): fast, and a flood of
+    /// crafted ports cannot aim at one bucket.
+    index: HashMap<FlowKey, u32, RandomState>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     lists: [Ends; 3],
@@ -294,7 +298,7 @@ impl FlowTable {
     pub fn new(capacity: usize, idle_timeout_ns: u64) -> FlowTable {
         let capacity = capacity.max(1);
         FlowTable {
-            index: HashMap::with_capacity(capacity.min(1 << 16)),
+            index: HashMap::with_capacity_and_hasher(capacity.min(1 << 16), RandomState::default()),
             slots: Vec::with_capacity(capacity.min(1 << 16)),
             free: Vec::new(),
             lists: [Ends { head: NIL, tail: NIL }; 3],

@@ -197,6 +197,12 @@ pub fn import(conf: &Path, name: &str) -> Result<Import, SquidError> {
     })
 }
 
+/// True when `v` is an address, or a CIDR network without host bits: what a
+/// hosts-file line takes.
+fn is_hosts_network(v: &str) -> bool {
+    v.parse::<std::net::IpAddr>().is_ok() || v.parse::<ipnet::IpNet>().is_ok_and(|n| n.trunc() == n)
+}
+
 fn port_text(p: &PortSpec) -> String {
     if p.first == p.last {
         p.first.to_string()
@@ -466,6 +472,13 @@ fn translate_deny(acls: &BTreeMap<String, Acl>, names: &[String], reply: bool) -
                 if negate {
                     return Err(format!(
                         "`!{name}`: a negated src ACL cannot become hosts-file lines"
+                    ));
+                }
+                // Each value becomes a hosts-file line: refuse what the hosts
+                // file would refuse (Squid's a-b ranges and netmask form, typos).
+                if let Some(v) = vals.iter().find(|v| !is_hosts_network(v)) {
+                    return Err(format!(
+                        "acl {name}: src value {v:?} is not an address or CIDR network the hosts file takes"
                     ));
                 }
                 dropped_src.push((name.to_string(), vals.clone()));

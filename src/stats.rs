@@ -259,9 +259,9 @@ pub struct EventRecord<'a> {
     pub dport: u16,
     /// App name, when the reason names one.
     pub app: Option<&'a str>,
-    /// "port" or "signature".
+    /// Reason kind: "port", "signature", "rule" or "evasion".
     pub kind: &'static str,
-    /// Signature id, when a signature matched.
+    /// Id of the signature or rule that matched, if any.
     pub signature: Option<&'a str>,
     /// The rule in words (`signature msn/gateway-dll in http-target`).
     pub rule: String,
@@ -281,7 +281,7 @@ impl BlockEvent {
             dport: self.dport,
             app: self.engine.reason_app(&self.reason),
             kind: self.reason.kind(),
-            signature: self.engine.reason_signature(&self.reason).map(|s| s.id.as_str()),
+            signature: self.engine.reason_id(&self.reason),
             rule: self.engine.reason_text(&self.reason),
         };
         serde_json::to_string(&rec).unwrap_or_default()

@@ -186,6 +186,22 @@ impl HttpState {
                     }
                     continue;
                 }
+                // Bytes nobody looks at: jump to the end of the line.
+                Phase::Value | Phase::ValueWs if self.uninteresting_value() => {
+                    match memchr::memchr(b'\n', &data[i..]) {
+                        Some(k) => {
+                            i += k;
+                            self.phase = Phase::Value;
+                        }
+                        None => return None,
+                    }
+                }
+                Phase::LineRest if !(self.is_reply && self.status == 0) => {
+                    match memchr::memchr(b'\n', &data[i..]) {
+                        Some(k) => i += k,
+                        None => return None,
+                    }
+                }
                 _ => {}
             }
             let b = data[i];
@@ -376,6 +392,12 @@ impl HttpState {
             Phase::Body | Phase::ChunkData | Phase::Off => {}
         }
         None
+    }
+
+    /// True when no signature, rule or framing header needs this value.
+    #[inline]
+    fn uninteresting_value(&self) -> bool {
+        self.header == 0 && self.slot.is_none() && !self.in_host && !self.in_cl && !self.in_te
     }
 
     fn begin_line(&mut self) {

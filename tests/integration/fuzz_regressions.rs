@@ -63,3 +63,34 @@ fn reorder_buffer_stays_within_its_bound() {
     }
     assert!(most <= bound, "held {most} bytes, bound {bound}");
 }
+
+/// Found by `squid_import` ("suggested hosts lines do not parse"): a `src`
+/// ACL value was copied verbatim into the suggested hosts lines, so a typo,
+/// Squid's `a-b` range or its netmask form gave lines the hosts file refuses.
+/// Such a deny line is now reported as not translated instead.
+#[test]
+fn squid_src_values_become_valid_hosts_lines_or_notes() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("squid.conf");
+    for bad in ["192./.2.0/24", "192.0.2.1-192.0.2.9", "10.0.0.0/255.0.0.0", "192.0.2.1/24", "office.example"] {
+        let text = format!("acl msn url_regex gateway.dll\nacl office src 192.0.2.0/24 {bad}\nhttp_access deny msn office\n");
+        std::fs::write(&conf, text).unwrap();
+        let imp = appwall::squid::import(&conf, "site").unwrap();
+        assert_eq!(imp.translated, 0, "{bad}");
+        assert!(imp.hosts.is_empty(), "{bad}: {:?}", imp.hosts);
+        assert!(
+            imp.notes.iter().any(|n| n.line == 3 && n.message.contains(bad)),
+            "{bad}: {:?}",
+            imp.notes
+        );
+    }
+    std::fs::write(
+        &conf,
+        "acl msn url_regex gateway.dll\nacl office src 192.0.2.0/24 2001:db8::1\nhttp_access deny msn office\n",
+    )
+    .unwrap();
+    let imp = appwall::squid::import(&conf, "site").unwrap();
+    assert_eq!(imp.translated, 1);
+    HostsFile::parse(Path::new("hosts"), &imp.hosts.join("\n")).unwrap();
+    assert_eq!(imp.hosts.len(), 2);
+}

@@ -7,6 +7,8 @@ mod bench;
 mod captures;
 mod cli;
 mod fuzz_regressions;
+mod injection;
 mod kernel;
 mod live;
+mod live_stream;
 mod squid;

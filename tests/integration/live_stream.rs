@@ -1,0 +1,197 @@
+//! Live tests for stream inspection (issue 4) and imported Squid rules
+//! (issue 6): real clients through a namespace gateway running `appwall run`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use appwall::lab::{self, Lab, Outcome};
+
+use crate::util::{is_root, prerequisite};
+
+fn lab(dir: &Path) -> Option<Lab> {
+    if !prerequisite(is_root(), "live tests need root (network namespaces, iptables)") {
+        return None;
+    }
+    let ok = ["ip", "iptables-restore", "ipset", "python3", "curl"]
+        .iter()
+        .all(|t| {
+            std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if !prerequisite(ok, "ip, iptables, ipset, python3 and curl are needed") {
+        return None;
+    }
+    let mut lab = Lab::new(dir).expect("build the lab");
+    lab.start_server().expect("start the lab server");
+    Some(lab)
+}
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_appwall"))
+}
+
+/// Sends `argv[3]` one byte per TCP segment (TCP_NODELAY, a pause between
+/// sends), then prints what came back: ANSWER, CLOSED or BLOCKED.
+const PY_DRIP: &str = r#"
+import socket, sys, time
+data = sys.argv[3].encode().decode("unicode_escape").encode("latin-1")
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=4)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for i in range(len(data)):
+        s.send(data[i:i+1])
+        time.sleep(0.003)
+    d = s.recv(4096)
+    print("ANSWER" if d else "CLOSED", len(d))
+except Exception as e:
+    print("BLOCKED", type(e).__name__)
+"#;
+
+fn drip(lab: &Lab, request: &str) -> String {
+    let o = lab
+        .exec(
+            &lab.client,
+            "python3",
+            &["-c", PY_DRIP, lab::SERVER4, "80", request],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn live_one_byte_segments_cannot_hide_the_gateway_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(lab) = lab(dir.path()) else { return };
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "192.0.2.10 msn\n").unwrap();
+    let mut f = lab.start_filter(&exe(), &hosts, &["--reset"], "drip").unwrap();
+    let msn = "POST /gateway/gateway.dll?Action=open&Server=NS&IP=messenger.hotmail.com HTTP/1.1\\r\\n\
+               Host: 198.51.100.10\\r\\nContent-Type: application/x-msn-messenger\\r\\nContent-Length: 0\\r\\n\\r\\n";
+    let benign =
+        "GET /index.html?ref=msn HTTP/1.1\\r\\nHost: 198.51.100.10\\r\\nUser-Agent: Mozilla/5.0\\r\\n\\r\\n";
+    let got = drip(&lab, benign);
+    assert!(
+        got.starts_with("ANSWER"),
+        "benign request sent byte by byte: {got}\n{}",
+        f.log_text()
+    );
+    let got = drip(&lab, msn);
+    assert!(
+        !got.starts_with("ANSWER"),
+        "tunnelled MSN sent byte by byte passed: {got}"
+    );
+    let events = f.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["signature"] == "gateway-dll" || e["signature"] == "gateway-content-type"),
+        "no event for the blocked request: {events:?}"
+    );
+    let st = f.stop(Duration::from_secs(10)).unwrap();
+    assert!(st.success(), "{}", f.log_text());
+}
+
+const SQUID: &str = "acl msnd dstdomain .messenger.hotmail.com messenger.msn.com\n\
+                     acl msn url_regex -i gateway\\.dll\n\
+                     http_access deny msnd\n\
+                     http_access deny msn\n";
+
+#[test]
+fn live_imported_squid_rules_block_what_squid_denies() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(lab) = lab(dir.path()) else { return };
+    let conf = dir.path().join("squid.conf");
+    std::fs::write(&conf, SQUID).unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let out = std::process::Command::new(exe())
+        .args(["import-squid", conf.to_str().unwrap(), "-o"])
+        .arg(rules.join("site.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hosts = dir.path().join("hosts");
+    // Only the imported app: what Squid denies, nothing else.
+    std::fs::write(&hosts, "192.0.2.10 site\n").unwrap();
+    let mut f = lab
+        .start_filter(&exe(), &hosts, &["--rules", rules.to_str().unwrap()], "squid")
+        .unwrap();
+    let curl = |args: &[&str]| {
+        let mut a = vec!["-sS", "--max-time", "4", "-o", "/dev/null", "-w", "%{http_code}"];
+        a.extend_from_slice(args);
+        let o = lab
+            .exec(&lab.client, "curl", &a, Duration::from_secs(10))
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    // Denied by dstdomain (Host header) and by url_regex.
+    assert_ne!(
+        curl(&[
+            "-H",
+            "Host: gateway.messenger.hotmail.com",
+            "http://198.51.100.10/"
+        ]),
+        "200"
+    );
+    assert_ne!(
+        curl(&["http://198.51.100.10/gateway/GATEWAY.DLL?Action=poll"]),
+        "200"
+    );
+    // Allowed: other hosts and paths.
+    assert_eq!(
+        curl(&[
+            "-H",
+            "Host: www.example.com",
+            "http://198.51.100.10/news/msn.html"
+        ]),
+        "200"
+    );
+    // dstdomain also holds on 443 without a proxy: the TLS server name.
+    let dst: SocketAddr = format!("{}:443", lab::SERVER4).parse().unwrap();
+    let hello = client_hello("chat.messenger.hotmail.com");
+    let (o, _) = lab::tcp_exchange(&lab.client, dst, &hello, hello.len(), Duration::from_secs(3));
+    assert!(!o.passed(), "ClientHello for a denied domain passed: {o:?}");
+    let hello = client_hello("www.example.com");
+    let (o, _) = lab::tcp_exchange(&lab.client, dst, &hello, hello.len(), Duration::from_secs(3));
+    assert!(
+        matches!(o, Outcome::Answered(_)),
+        "ClientHello for an allowed domain: {o:?}"
+    );
+    let reasons: Vec<String> = f
+        .events()
+        .iter()
+        .map(|e| e["rule"].to_string() + &e["signature"].to_string())
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains("squid-line-3")), "{reasons:?}");
+    let st = f.stop(Duration::from_secs(10)).unwrap();
+    assert!(st.success(), "{}", f.log_text());
+}
+
+/// A minimal TLS 1.2 ClientHello with a server name (RFC 6066).
+fn client_hello(name: &str) -> Vec<u8> {
+    let mut sni = Vec::new();
+    sni.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+    sni.push(0);
+    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni.extend_from_slice(name.as_bytes());
+    let mut ext = vec![0, 0];
+    ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&sni);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7u8; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut hs = vec![1];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut rec = vec![0x16, 3, 1];
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}
