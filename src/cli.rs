@@ -260,6 +260,15 @@ pub struct RunArgs {
     /// Seconds between status file writes and summary log lines.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub stats_interval: u64,
+    /// Run as this user (name or uid) once the instance lock is taken, keeping only CAP_NET_ADMIN (and CAP_NET_RAW for iptables); --status-file and --events must be writable by it.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Benchmarking: queue and answer every packet as usual (same rules) but accept it without judging and never mark its connection, so every packet keeps being queued. Measures the queue path alone; blocks nothing.
+    #[arg(long)]
+    pub accept_all: bool,
+    /// Benchmarking: judge every packet but never hand a connection to the kernel fast path (no connmark), so every packet of a listed host is queued and judged.
+    #[arg(long)]
+    pub no_fast_path: bool,
 }
 
 /// `appwall uninstall`.

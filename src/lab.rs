@@ -397,6 +397,19 @@ impl Lab {
         extra: &[&str],
         name: &str,
     ) -> Result<Filter, LabError> {
+        self.start_filter_env(exe, hosts, extra, name, &[])
+    }
+
+    /// [`Lab::start_filter`] with extra environment variables (fault tests
+    /// point `PATH` at stand-ins for the rule tools).
+    pub fn start_filter_env(
+        &self,
+        exe: &Path,
+        hosts: &Path,
+        extra: &[&str],
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Filter, LabError> {
         let log = self.dir.join(format!("{name}.log"));
         let status = self.dir.join(format!("{name}-status.json"));
         let events = self.dir.join(format!("{name}-events.jsonl"));
@@ -418,6 +431,7 @@ impl Lab {
             .args(["netns", "exec", &self.gateway, &exe_s])
             .args(&args)
             .env_remove("JOURNAL_STREAM")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf)

@@ -10,7 +10,8 @@
 //! - [`iptables`]: **where kernel rules are written** (pure text generation);
 //! - [`capture`]: pcap/pcapng reading for `scan` and `bench`;
 //! - [`queue`], [`install`], [`stats`]: the live filter's workers, rule
-//!   installer and counters; [`lab`]: network-namespace lab for `demo` and tests;
+//!   installer and counters; [`privilege`]: capability drop for `run`;
+//!   [`lab`]: network-namespace lab for `demo` and tests;
 //! - [`bench`]: verdict throughput measurement (replay loop, synthetic mixes);
 //! - [`squid`]: translating Squid deny rules into a rule file;
 //! - [`sample`]: synthetic traffic for the sample capture, tests and benches;
@@ -28,6 +29,7 @@ pub mod iptables;
 pub mod lab;
 pub mod packet;
 pub mod policy;
+pub mod privilege;
 pub mod queue;
 pub mod sample;
 pub mod squid;

@@ -147,6 +147,13 @@ pub struct WorkerConfig {
     pub max_flows: usize,
     /// Idle timeout of a connection, nanoseconds.
     pub flow_timeout_ns: u64,
+    /// Accept every packet without judging it and never mark a connection,
+    /// so every packet keeps being queued: measures the queue path alone.
+    pub accept_all: bool,
+    /// Judge every packet but never hand a connection to the kernel
+    /// (no `NF_REPEAT` marks): blocked packets are dropped, clean accepted,
+    /// and the rest of the connection keeps being queued.
+    pub no_fast_path: bool,
 }
 
 /// One queue's worker: owns its source and connection table (the kernel
@@ -226,7 +233,7 @@ impl<S: PacketSource> Worker<S> {
                         bump(&self.stats.events_dropped);
                     }
                 }
-                if self.draining {
+                if self.draining || self.cfg.no_fast_path {
                     QueueVerdict::Drop
                 } else {
                     QueueVerdict::Repeat((mark & !m.mask) | m.blocked)
@@ -234,7 +241,7 @@ impl<S: PacketSource> Worker<S> {
             }
             (Some(FlowMark::Clean), _) => {
                 bump(&self.stats.marked_clean);
-                if self.draining {
+                if self.draining || self.cfg.no_fast_path {
                     QueueVerdict::Accept
                 } else {
                     QueueVerdict::Repeat((mark & !m.mask) | m.clean)
@@ -256,6 +263,13 @@ impl<S: PacketSource> Worker<S> {
             bump(&self.stats.truncated);
         }
         let bytes = S::payload(&p);
+        if self.cfg.accept_all {
+            // The cost of the queue path itself: no parsing, no table, no mark.
+            bump(&self.stats.packets);
+            self.stats.bytes.fetch_add(bytes.len() as u64, Relaxed);
+            self.send(p, QueueVerdict::Accept);
+            return;
+        }
         let mark = S::mark(&p);
         let v = match catch_unwind(AssertUnwindSafe(|| self.decide(bytes, mark))) {
             Ok(v) => v,
@@ -270,6 +284,11 @@ impl<S: PacketSource> Worker<S> {
                 }
             }
         };
+        self.send(p, v);
+    }
+
+    /// Sends a verdict; a refused one is counted and logged sparsely.
+    fn send(&mut self, p: S::Packet, v: QueueVerdict) {
         if let Err(e) = self.source.verdict(p, v) {
             bump(&self.stats.verdict_errors);
             let n = self.stats.verdict_errors.load(Relaxed);
@@ -644,8 +663,17 @@ mod tests {
             fail_closed: false,
             max_flows: 1000,
             flow_timeout_ns: 60_000_000_000,
+            accept_all: false,
+            no_fast_path: false,
         };
         Worker::new(mock, e, Arc::new(WorkerStats::new(3)), tx, cfg)
+    }
+
+    fn worker_with(mock: Mock, e: EngineHandle, accept_all: bool, no_fast_path: bool) -> Worker<Mock> {
+        let mut w = worker(mock, e, None);
+        w.cfg.accept_all = accept_all;
+        w.cfg.no_fast_path = no_fast_path;
+        w
     }
 
     const C: [u8; 4] = [192, 0, 2, 10];
@@ -761,5 +789,73 @@ mod tests {
         let stats = Arc::clone(w.stats());
         w.run(&stop).unwrap();
         assert_eq!(stats.packets.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn accept_all_accepts_everything_and_never_marks() {
+        let mut mock = Mock::default();
+        // MSNP to 1863, a signature on 443, garbage and an empty packet.
+        mock.input.push_back((tcp4(C, 44000, S, 1863, 1, b""), 0x5));
+        mock.input
+            .push_back((tcp4(C, 44001, S, 443, 1, b"VER 1 MSNP8 CVR0\r\n"), 0));
+        mock.input.push_back((b"\x45garbage".to_vec(), 0));
+        mock.input.push_back((Vec::new(), 0));
+        let (tx, rx) = crossbeam_channel::bounded(8);
+        let mut w = worker(mock, engine("192.0.2.10 msn\n"), Some(tx));
+        w.cfg.accept_all = true;
+        let stop = AtomicBool::new(true);
+        let stats = Arc::clone(w.stats());
+        w.drain();
+        assert_eq!(w.source().verdicts, vec![QueueVerdict::Accept; 4]);
+        assert_eq!(rx.try_iter().count(), 0, "no events");
+        assert_eq!(stats.packets.load(Relaxed), 4);
+        assert_eq!(stats.marked_blocked.load(Relaxed), 0);
+        assert_eq!(stats.marked_clean.load(Relaxed), 0);
+        assert_eq!(stats.flows.load(Relaxed), 0, "no connection table work");
+        w.run(&stop).unwrap();
+    }
+
+    #[test]
+    fn no_fast_path_judges_but_never_repeats() {
+        let mut w = worker_with(Mock::default(), engine("192.0.2.10 msn\n"), false, true);
+        // Blocked by port and by signature: plain drops, no mark.
+        assert_eq!(
+            w.decide(&tcp4(C, 45000, S, 1863, 1, b""), 0x5),
+            QueueVerdict::Drop
+        );
+        let _ = w.decide(&tcp4(C, 45001, S, 443, 1, b""), 0);
+        assert_eq!(
+            w.decide(&tcp4(C, 45001, S, 443, 1, b"VER 1 MSNP8 CVR0\r\n"), 0),
+            QueueVerdict::Drop
+        );
+        // Past the depth: accepted, and later packets are still judged.
+        let body = [b'a'; 1400];
+        let mut seq = 1u32;
+        for _ in 0..20 {
+            assert_eq!(
+                w.decide(&tcp4(C, 45002, S, 80, seq, &body), 0),
+                QueueVerdict::Accept
+            );
+            seq += body.len() as u32;
+        }
+        let before = w.stats().packets.load(Relaxed);
+        assert_eq!(
+            w.decide(&tcp4(C, 45002, S, 80, seq, &body), 0),
+            QueueVerdict::Accept
+        );
+        assert_eq!(w.stats().packets.load(Relaxed), before + 1);
+        assert_eq!(
+            w.stats().marked_blocked.load(Relaxed),
+            2,
+            "still counted as decided"
+        );
+        assert_eq!(w.stats().marked_clean.load(Relaxed), 1);
+        // Accept-all overrides judging altogether.
+        let mut w = worker_with(Mock::default(), engine("192.0.2.10 msn\n"), true, true);
+        let mut mock = Mock::default();
+        mock.input.push_back((tcp4(C, 45003, S, 1863, 1, b""), 0));
+        w.source = mock;
+        w.drain();
+        assert_eq!(w.source().verdicts, vec![QueueVerdict::Accept]);
     }
 }

@@ -503,7 +503,8 @@ fn translate_deny(acls: &BTreeMap<String, Acl>, names: &[String], reply: bool) -
             }
             "ports" => {
                 for v in &vals {
-                    PortSpec::parse_range(Proto::Tcp, v).map_err(|e| format!("acl {name}: {e}"))?;
+                    PortSpec::parse_range(Proto::Tcp, v)
+                        .map_err(|_| format!("acl {name}: {v:?} is not a port or port range"))?;
                 }
             }
             "domains" => {

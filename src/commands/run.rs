@@ -2,8 +2,9 @@
 //!
 //! Start-up order, chosen so a failure at any step leaves nothing behind:
 //! validate the policy and build the engine; take the per-network-namespace
-//! instance lock; catch signals; bind every queue (a queue owned by someone
-//! else stops us here, before any rule changes); start one named worker per
+//! instance lock; catch signals; drop privileges (see [`crate::privilege`]:
+//! CAP_NET_ADMIN and CAP_NET_RAW stay, `--user`); bind every queue (a queue
+//! owned by someone else stops us here, before any rule changes); start one named worker per
 //! queue; install the rules (replacing a stale install in the same
 //! transaction). Shutdown runs the other way: rules out first (no new
 //! packets are queued), then the workers answer what is left and unbind.
@@ -242,7 +243,12 @@ fn event_writer(rx: crossbeam_channel::Receiver<BlockEvent>, path: Option<PathBu
 fn reload(args: &RunArgs, opts: &RuleOptions, handle: &EngineHandle) -> Result<(), AppError> {
     let policy = load_policy(&args.policy, false)?;
     let engine = build_engine(policy, engine_config(&args.engine))?;
-    install::install(&SystemRunner, &engine, opts).map_err(|e| AppError::Other(e.to_string()))?;
+    if let Err(e) = install::install(&SystemRunner, &engine, opts) {
+        // Part of it may be in (sets before rules, IPv4 before IPv6): put
+        // the running policy back so kernel and engine still agree.
+        let _ = install::install(&SystemRunner, &handle.load(), opts);
+        return Err(AppError::Other(e.to_string()));
+    }
     handle.store(Arc::new(engine));
     Ok(())
 }
@@ -259,6 +265,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
     let _lock = InstanceLock::acquire()?;
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| AppError::Other(format!("cannot catch signals: {e}")))?;
+    // Before the first thread: capabilities are per thread and inherited.
+    let dropped = crate::privilege::drop_privileges(args.user.as_deref())
+        .map_err(|e| AppError::Other(e.to_string()))?;
+    stats::log(Level::Info, format_args!("{dropped}"));
 
     let qopts = QueueOptions {
         fail_open: !k.fail_closed,
@@ -284,6 +294,21 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
         sources.push(src);
     }
 
+    if args.accept_all {
+        stats::log(
+            Level::Warning,
+            format_args!(
+                "--accept-all: every queued packet is accepted unjudged; nothing is blocked but the port rules"
+            ),
+        );
+    } else if args.no_fast_path {
+        stats::log(
+            Level::Warning,
+            format_args!(
+                "--no-fast-path: connections are never handed to the kernel; every packet is queued and judged"
+            ),
+        );
+    }
     let handle: EngineHandle = Arc::new(ArcSwap::from_pointee(engine));
     let stop = Arc::new(AtomicBool::new(false));
     let (ev_tx, ev_rx) = crossbeam_channel::bounded::<BlockEvent>(4096);
@@ -311,6 +336,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
             fail_closed: k.fail_closed,
             max_flows: args.engine.max_flows,
             flow_timeout_ns: args.engine.flow_timeout.saturating_mul(1_000_000_000),
+            accept_all: args.accept_all,
+            no_fast_path: args.no_fast_path,
         };
         let w = Worker::new(src, Arc::clone(&handle), st, Some(ev_tx.clone()), cfg);
         let stop = Arc::clone(&stop);

@@ -144,9 +144,9 @@ pub struct HttpState {
     pct: u8,
     pct_hi: u8,
     is_reply: bool,
-    content_length: Option<u64>,
+    /// A Content-Length header was seen (its value is parsed into `body`).
+    has_length: bool,
     chunked: bool,
-    te_window: u64,
     in_cl: bool,
     in_te: bool,
     status: u16,
@@ -426,9 +426,12 @@ impl HttpState {
             None
         };
         if self.in_cl {
-            self.content_length = Some(0);
+            self.has_length = true;
+            self.body = 0;
         }
-        self.te_window = 0;
+        // After the colon the name hash is spent: it becomes the window
+        // that spots `chunked` in a Transfer-Encoding value.
+        self.name = 0;
     }
 
     fn value_byte(&mut self, m: &Matcher, b: u8, apps: AppSet) -> Option<HttpHit> {
@@ -448,13 +451,11 @@ impl HttpState {
             }
         }
         if self.in_cl && b.is_ascii_digit() {
-            let v = self.content_length.unwrap_or(0);
-            self.content_length = Some(v.saturating_mul(10).saturating_add(u64::from(b - b'0')));
+            self.body = self.body.saturating_mul(10).saturating_add(u64::from(b - b'0'));
         }
         if self.in_te {
-            self.te_window =
-                ((self.te_window << 8) | u64::from(b.to_ascii_lowercase())) & 0x00ff_ffff_ffff_ffff;
-            if self.te_window == u64::from_be_bytes(*b"\0chunked") {
+            self.name = ((self.name << 8) | u64::from(b.to_ascii_lowercase())) & 0x00ff_ffff_ffff_ffff;
+            if self.name == u64::from_be_bytes(*b"\0chunked") {
                 self.chunked = true;
             }
         }
@@ -533,12 +534,11 @@ impl HttpState {
             self.phase = Phase::ChunkSize;
             self.body = 0;
             self.count = 0;
-        } else if let Some(n) = self.content_length {
-            if n == 0 {
+        } else if self.has_length {
+            if self.body == 0 {
                 self.reset_message();
             } else {
                 self.phase = Phase::Body;
-                self.body = n;
             }
         } else if self.is_reply {
             // Delimited by connection close: the rest is body.

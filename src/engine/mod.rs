@@ -136,7 +136,14 @@ impl Engine {
             }
         }
         let found = match p.proto {
-            Proto::Udp => self.inspect_datagram(p.payload, flow.apps).map(Found::Sig),
+            Proto::Udp => {
+                // Datagrams are judged alone, but count towards the depth so
+                // a long UDP conversation is handed to the kernel too.
+                let dir = &mut flow.dirs[side as usize];
+                dir.bytes += p.payload.len() as u64;
+                dir.payload_packets += u32::from(!p.payload.is_empty());
+                self.inspect_datagram(p.payload, flow.apps).map(Found::Sig)
+            }
             Proto::Tcp => {
                 let tcp = p.tcp.unwrap_or_default();
                 let apps = flow.apps;

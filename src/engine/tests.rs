@@ -348,6 +348,17 @@ fn udp_is_judged_per_datagram() {
     assert_eq!(judge_packets(&e, &[p(b"YMSG\x00")]).as_deref(), Some("seg"));
     // No state crosses datagrams.
     assert_eq!(judge_packets(&e, &[p(b"x-msmsgs"), p(b"control")]), None);
+    // A long UDP conversation reaches the depth and is handed to the kernel.
+    let shallow = engine_with(
+        "192.0.2.10 chat\n",
+        EngineConfig {
+            depth_bytes: 100,
+            ..EngineConfig::default()
+        },
+    );
+    let filler = [b'a'; 60];
+    assert_eq!(judge_packets(&shallow, &[p(&filler), p(&filler), p(b"NICK a\r\n")]), None);
+    assert_eq!(judge_packets(&shallow, &[p(&filler), p(b"NICK a\r\n")]).as_deref(), Some("nick"));
 }
 
 #[test]

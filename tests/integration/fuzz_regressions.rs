@@ -72,8 +72,16 @@ fn reorder_buffer_stays_within_its_bound() {
 fn squid_src_values_become_valid_hosts_lines_or_notes() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("squid.conf");
-    for bad in ["192./.2.0/24", "192.0.2.1-192.0.2.9", "10.0.0.0/255.0.0.0", "192.0.2.1/24", "office.example"] {
-        let text = format!("acl msn url_regex gateway.dll\nacl office src 192.0.2.0/24 {bad}\nhttp_access deny msn office\n");
+    for bad in [
+        "192./.2.0/24",
+        "192.0.2.1-192.0.2.9",
+        "10.0.0.0/255.0.0.0",
+        "192.0.2.1/24",
+        "office.example",
+    ] {
+        let text = format!(
+            "acl msn url_regex gateway.dll\nacl office src 192.0.2.0/24 {bad}\nhttp_access deny msn office\n"
+        );
         std::fs::write(&conf, text).unwrap();
         let imp = appwall::squid::import(&conf, "site").unwrap();
         assert_eq!(imp.translated, 0, "{bad}");

@@ -33,7 +33,7 @@ fn tools_present() -> bool {
 }
 
 /// A lab with the server running, or `None` when the test must be skipped.
-fn lab(dir: &Path) -> Option<Lab> {
+pub(crate) fn lab(dir: &Path) -> Option<Lab> {
     if !prerequisite(is_root(), "live tests need root (network namespaces, iptables)") {
         return None;
     }
@@ -48,7 +48,7 @@ fn lab(dir: &Path) -> Option<Lab> {
     Some(lab)
 }
 
-fn exe() -> PathBuf {
+pub(crate) fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_appwall"))
 }
 

@@ -2,36 +2,11 @@
 //! (issue 6): real clients through a namespace gateway running `appwall run`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use appwall::lab::{self, Lab, Outcome};
 
-use crate::util::{is_root, prerequisite};
-
-fn lab(dir: &Path) -> Option<Lab> {
-    if !prerequisite(is_root(), "live tests need root (network namespaces, iptables)") {
-        return None;
-    }
-    let ok = ["ip", "iptables-restore", "ipset", "python3", "curl"]
-        .iter()
-        .all(|t| {
-            std::process::Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    if !prerequisite(ok, "ip, iptables, ipset, python3 and curl are needed") {
-        return None;
-    }
-    let mut lab = Lab::new(dir).expect("build the lab");
-    lab.start_server().expect("start the lab server");
-    Some(lab)
-}
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_appwall"))
-}
+use crate::live::{exe, lab};
 
 /// Sends `argv[3]` one byte per TCP segment (TCP_NODELAY, a pause between
 /// sends), then prints what came back: ANSWER, CLOSED or BLOCKED.
@@ -152,10 +127,10 @@ fn live_imported_squid_rules_block_what_squid_denies() {
     );
     // dstdomain also holds on 443 without a proxy: the TLS server name.
     let dst: SocketAddr = format!("{}:443", lab::SERVER4).parse().unwrap();
-    let hello = client_hello("chat.messenger.hotmail.com");
+    let hello = appwall::sample::tls_client_hello("chat.messenger.hotmail.com");
     let (o, _) = lab::tcp_exchange(&lab.client, dst, &hello, hello.len(), Duration::from_secs(3));
     assert!(!o.passed(), "ClientHello for a denied domain passed: {o:?}");
-    let hello = client_hello("www.example.com");
+    let hello = appwall::sample::tls_client_hello("www.example.com");
     let (o, _) = lab::tcp_exchange(&lab.client, dst, &hello, hello.len(), Duration::from_secs(3));
     assert!(
         matches!(o, Outcome::Answered(_)),
@@ -169,29 +144,4 @@ fn live_imported_squid_rules_block_what_squid_denies() {
     assert!(reasons.iter().any(|r| r.contains("squid-line-3")), "{reasons:?}");
     let st = f.stop(Duration::from_secs(10)).unwrap();
     assert!(st.success(), "{}", f.log_text());
-}
-
-/// A minimal TLS 1.2 ClientHello with a server name (RFC 6066).
-fn client_hello(name: &str) -> Vec<u8> {
-    let mut sni = Vec::new();
-    sni.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-    sni.push(0);
-    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    sni.extend_from_slice(name.as_bytes());
-    let mut ext = vec![0, 0];
-    ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
-    ext.extend_from_slice(&sni);
-    let mut body = vec![3, 3];
-    body.extend_from_slice(&[7u8; 32]);
-    body.push(0);
-    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
-    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-    body.extend_from_slice(&ext);
-    let mut hs = vec![1];
-    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    hs.extend_from_slice(&body);
-    let mut rec = vec![0x16, 3, 1];
-    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-    rec.extend_from_slice(&hs);
-    rec
 }
