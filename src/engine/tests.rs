@@ -357,8 +357,14 @@ fn udp_is_judged_per_datagram() {
         },
     );
     let filler = [b'a'; 60];
-    assert_eq!(judge_packets(&shallow, &[p(&filler), p(&filler), p(b"NICK a\r\n")]), None);
-    assert_eq!(judge_packets(&shallow, &[p(&filler), p(b"NICK a\r\n")]).as_deref(), Some("nick"));
+    assert_eq!(
+        judge_packets(&shallow, &[p(&filler), p(&filler), p(b"NICK a\r\n")]),
+        None
+    );
+    assert_eq!(
+        judge_packets(&shallow, &[p(&filler), p(b"NICK a\r\n")]).as_deref(),
+        Some("nick")
+    );
 }
 
 #[test]

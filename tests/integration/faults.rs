@@ -1220,7 +1220,15 @@ fn flood_small_udp_past_the_queue_fails_open_and_is_counted() {
     let sink = UdpSink::start(&lab.server, 5002);
     let dst: SocketAddr = format!("{}:5002", lab::SERVER4).parse().unwrap();
     for (mode, extra) in [("fail-open", None), ("fail-closed", Some("--fail-closed"))] {
-        let mut args = vec!["--reset", "--queue-maxlen", "32"];
+        // One socket is one flow, which would be handed to the kernel after
+        // the inspection depth: an endless depth keeps every datagram queued.
+        let mut args = vec![
+            "--reset",
+            "--queue-maxlen",
+            "32",
+            "--depth-bytes",
+            "1000000000000",
+        ];
         args.extend(extra);
         let mut f = lab.start_filter(&exe(), &h, &args, mode).unwrap();
         let pid = f.pid().unwrap();
