@@ -125,6 +125,11 @@ pub struct RuleOptions {
     /// Emit the jumps from built-in chains (an installer that already has
     /// them leaves them out).
     pub jumps: bool,
+    /// Queue TCP segments that carry no payload and no SYN too (pure ACKs,
+    /// bare FINs and RSTs). Off by default: the engine learns nothing from
+    /// them, and skipping them (xt_u32) halves the verdicts of a short
+    /// connection. On for kernels without xt_u32.
+    pub queue_empty_segments: bool,
 }
 
 impl Default for RuleOptions {
@@ -138,6 +143,7 @@ impl Default for RuleOptions {
             ipset_threshold: 16,
             marks: MarkBits::default(),
             jumps: true,
+            queue_empty_segments: false,
         }
     }
 }
@@ -315,6 +321,24 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &RuleOptions) 
             format!("--queue-num {}", opts.queue)
         };
         let bypass = if opts.fail_closed { "" } else { " --queue-bypass" };
+        if !opts.queue_empty_segments {
+            // A segment without SYN whose length is exactly its headers has
+            // nothing to inspect. u32 cannot subtract, so one rule per TCP
+            // header length (20 to 44 bytes: none, timestamps, SACK); other
+            // shapes (IP options, IPv6 extension headers) are queued. The
+            // opening SYN stays queued so a reused port starts a new
+            // connection; SYN-ACKs, pure ACKs, bare FINs and RSTs are skipped.
+            for doff in 5u32..=11 {
+                let u32 = match family {
+                    Family::V4 => format!("0>>24=0x45 && 0&0xFFFF={} && 32>>28={doff}", 20 + 4 * doff),
+                    Family::V6 => format!("4>>8&0xFF=6 && 4>>16={} && 52>>28={doff}", 4 * doff),
+                };
+                p.mangle.push((
+                    CHAIN_INSPECT.to_string(),
+                    format!("-p tcp ! --tcp-flags SYN,ACK SYN -m u32 --u32 \"{u32}\" -j RETURN"),
+                ));
+            }
+        }
         for proto in ["tcp", "udp"] {
             p.mangle.push((
                 CHAIN_INSPECT.to_string(),

@@ -520,6 +520,12 @@ fn translate_deny(acls: &BTreeMap<String, Acl>, names: &[String], reply: bool) -
             }
             _ => {}
         }
+        // Header names as the rule format takes them (see policy/rules.rs).
+        if let Some(h) = &header
+            && !(!h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        {
+            return Err(format!("acl {name}: {h:?} is not an HTTP header name"));
+        }
         if field == "port" && !negate {
             for v in &vals {
                 if let Ok(p) = PortSpec::parse_range(Proto::Tcp, v) {

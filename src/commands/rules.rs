@@ -20,6 +20,7 @@ pub fn rule_options(k: &KernelArgs) -> RuleOptions {
         },
         reset: k.reset,
         ipset_threshold: k.ipset_threshold,
+        queue_empty_segments: k.queue_empty_segments,
         ..RuleOptions::default()
     }
 }

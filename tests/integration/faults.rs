@@ -1551,7 +1551,9 @@ fn flood_slow_drip_over_thousands_of_connections_has_bounded_memory() {
         started.elapsed()
     );
     assert!(flows >= CONNS, "tracked {flows}");
-    assert!(queued >= CONNS * (ROUNDS + 2), "queued {queued}");
+    // The opening SYN and every one-byte segment are queued (segments
+    // without payload are not).
+    assert!(queued >= CONNS * (ROUNDS + 1), "queued {queued}");
     // Documented bound (docs/security.md): 4 KiB per tracked connection,
     // however many one-byte segments it sends.
     assert!(per_conn < 4096, "{per_conn} bytes per connection");

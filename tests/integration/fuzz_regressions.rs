@@ -102,3 +102,32 @@ fn squid_src_values_become_valid_hosts_lines_or_notes() {
     HostsFile::parse(Path::new("hosts"), &imp.hosts.join("\n")).unwrap();
     assert_eq!(imp.hosts.len(), 2);
 }
+
+/// Found by `squid_import` ("imported rule file does not load"): a
+/// `req_header`/`rep_header` ACL's header name went into the rule file
+/// unchecked, so `Us/er-Agent` made `import-squid` fail as a whole with an
+/// error about its own output. Such a deny line is now reported as not
+/// translated, and the rest of the file still imports.
+#[test]
+fn squid_header_names_are_checked_before_the_rule_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("squid.conf");
+    std::fs::write(
+        &conf,
+        "acl s ssl::server_name .live.com\nacl h req_header Us/er-Agent -i msmsgs\n\
+         acl r rep_header X-MSN:Messenger .\nhttp_access deny s\nhttp_access deny h\nhttp_reply_access deny r\n",
+    )
+    .unwrap();
+    let imp = appwall::squid::import(&conf, "site").unwrap();
+    assert_eq!(imp.translated, 1);
+    for (line, name) in [(5, "Us/er-Agent"), (6, "X-MSN:Messenger")] {
+        assert!(
+            imp.notes
+                .iter()
+                .any(|n| n.line == line && n.message.contains(name)),
+            "{name}: {:?}",
+            imp.notes
+        );
+    }
+    RuleLibrary::from_texts(&[(Path::new("rules/site.toml").to_path_buf(), imp.toml)]).unwrap();
+}

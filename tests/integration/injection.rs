@@ -153,18 +153,32 @@ fn safe_token(t: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b','))
 }
 
-/// Rule arguments: safe tokens, plus the one quoted `"appwall KEY"` comment.
+/// The generator's fixed u32 expressions (empty-segment skip): digits,
+/// hex and the u32 operators only.
+fn u32_expr(t: &str) -> bool {
+    !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_hexdigit() || b" x>&=:@".contains(&b))
+}
+
+/// Rule arguments: safe tokens, plus quoted `"appwall KEY"` comments and
+/// `--u32 "EXPR"` expressions.
 fn check_args(line: &str, args: &str) {
     let parts: Vec<&str> = args.split('"').collect();
     assert!(parts.len() % 2 == 1, "unbalanced quotes in {line:?}");
     for (i, part) in parts.iter().enumerate() {
         if i % 2 == 1 {
+            if parts[i - 1].ends_with("--u32 ") {
+                assert!(u32_expr(part), "unexpected u32 expression in {line:?}");
+                continue;
+            }
             let key = part
                 .strip_prefix("appwall ")
                 .unwrap_or_else(|| panic!("unexpected quoted text in {line:?}"));
             assert!(safe_token(key), "unsafe comment in {line:?}");
         } else {
-            for t in part.split(' ').filter(|t| !t.is_empty()) {
+            // `!` stands alone before a negated match (`! --tcp-flags`).
+            for t in part.split(' ').filter(|t| !t.is_empty() && *t != "!") {
                 assert!(safe_token(t), "unsafe argument {t:?} in {line:?}");
             }
         }
@@ -234,6 +248,7 @@ fn option_sets() -> Vec<RuleOptions> {
             ipset_threshold: 0,
             marks: MarkBits::default(),
             jumps: false,
+            queue_empty_segments: true,
         },
     ]
 }

@@ -1,0 +1,401 @@
+#!/usr/bin/env bash
+# End-to-end throughput of appwall through a namespace gateway (issue 5).
+#
+#   client 192.0.2.10 (listed: msn) ── gateway ── server 198.51.100.10
+#
+# Scenarios (gateway rules): plain forwarding; kernel port rules only; kernel
+# string match on every packet; a minimal C accept-all NFQUEUE program
+# (benches/e2e/nfq_accept.c) behind appwall's own rules; appwall run
+# (inspection, fast path); appwall run --accept-all; appwall run
+# --no-fast-path. Traffic: iperf3 TCP bulk; UDP datagrams of 64 payload
+# bytes from one thread as fast as it can send (benches/e2e/udp.rs),
+# counted where they arrive (server interface); wrk HTTP keep-alive against
+# nginx; wrk with "Connection: close" (one connection per request).
+# Medians over --runs rounds, interleaved so that load from elsewhere
+# spreads over every scenario alike. Queued scenarios run fail-closed: in
+# fail-open mode the kernel accepts overflow uninspected and counts it
+# nowhere, which would flatter the figures.
+#
+# Only RFC 5737 addresses, only inside namespaces named aw-e2e-<pid>-*;
+# every command is bounded by `timeout`; namespaces, processes (by pid) and
+# with them all rules and queues are removed on exit, error or Ctrl-C.
+# Needs root. See docs/performance.md, "Live, through a namespace gateway".
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: benches/e2e.sh [--quick] [--runs N] [--seconds S] [--scenarios LIST]
+                      [--traffic LIST] [--out DIR] [--appwall PATH] [--queues N]
+
+  --quick           1 round of 3 s per cell (about 2 minutes)
+  --runs N          rounds (default 3); each figure is the median of N runs
+  --seconds S       seconds per run (default 4)
+  --scenarios LIST  plain,ports,string,cqueue,acceptall,appwall,nofast (default: all)
+  --traffic LIST    tcp,udp,http,conn (default: all)
+  --out DIR         results directory (default target/e2e)
+  --appwall PATH    appwall binary (default: cargo build --release, then a copy)
+  --queues N        appwall --queues (default 1)
+EOF
+}
+
+RUNS=3
+SECS=4
+SCENARIOS=plain,ports,string,cqueue,acceptall,appwall,nofast
+TRAFFIC=tcp,udp,http,conn
+OUT=
+APPWALL=
+QUEUES=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) RUNS=1; SECS=3 ;;
+        --runs) RUNS=$2; shift ;;
+        --seconds) SECS=$2; shift ;;
+        --scenarios) SCENARIOS=$2; shift ;;
+        --traffic) TRAFFIC=$2; shift ;;
+        --out) OUT=$2; shift ;;
+        --appwall) APPWALL=$2; shift ;;
+        --queues) QUEUES=$2; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "e2e: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+case "$RUNS$SECS$QUEUES" in *[!0-9]*) echo "e2e: --runs, --seconds, --queues take integers" >&2; exit 2 ;; esac
+[ "$RUNS" -ge 1 ] && [ "$RUNS" -le 20 ] && [ "$SECS" -ge 1 ] && [ "$SECS" -le 60 ] ||
+    { echo "e2e: --runs 1..20, --seconds 1..60" >&2; exit 2; }
+
+[ "$(id -u)" = 0 ] || { echo "e2e: needs root (network namespaces, iptables, NFQUEUE)" >&2; exit 1; }
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$ROOT/target/e2e}
+mkdir -p "$OUT"
+
+# --- tools -------------------------------------------------------------------
+need=()
+for t in ip iptables iptables-restore iperf3 wrk nginx jq timeout cc; do
+    command -v "$t" >/dev/null || need+=("$t")
+done
+[ -e /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || need+=(libnetfilter-queue-dev)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "e2e: missing: ${need[*]}; installing iperf3 wrk nginx-light jq gcc libnetfilter-queue-dev with apt-get" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y iperf3 wrk nginx-light jq gcc libnetfilter-queue-dev >&2 ||
+        { echo "e2e: install failed; need ${need[*]}" >&2; exit 1; }
+fi
+
+# --- state and cleanup -------------------------------------------------------
+TAG="aw-e2e-$$"
+NS_C="$TAG-c" NS_G="$TAG-g" NS_S="$TAG-s"
+WORK=$(mktemp -d "/tmp/$TAG.XXXXXX")
+CREATED_NS=()
+PIDS=()        # long-lived servers, by pid
+AW_PID=        # the running appwall (or C listener), by pid
+NS_INO=        # gateway netns inode, for appwall's lock file
+
+stop_pid() {   # SIGTERM, wait up to 5 s, then SIGKILL; by pid only
+    local p=$1 i
+    kill -0 "$p" 2>/dev/null || return 0
+    kill -TERM "$p" 2>/dev/null || true
+    for i in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? p ns
+    trap - EXIT INT TERM
+    [ -n "$AW_PID" ] && stop_pid "$AW_PID"
+    for p in "${PIDS[@]}"; do stop_pid "$p"; done
+    wait 2>/dev/null || true
+    for ns in "${CREATED_NS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+    [ -n "$NS_INO" ] && rm -f "/run/appwall/netns-$NS_INO.lock"
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo "e2e: interrupted" >&2; exit 130' INT TERM
+
+inns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# --- binaries -----------------------------------------------------------------
+if [ -z "$APPWALL" ]; then
+    echo "e2e: cargo build --release" >&2
+    (cd "$ROOT" && timeout 900 cargo build --release --quiet) >&2
+    APPWALL=$ROOT/target/release/appwall
+fi
+# Private copies: others may rebuild target/ while we measure.
+cp "$APPWALL" "$WORK/appwall"
+APPWALL=$WORK/appwall
+# The UDP sender uses std only: rustc builds it directly.
+rustc --edition 2021 -O -o "$WORK/e2e_udp" "$ROOT/benches/e2e/udp.rs"
+cc -O2 -o "$WORK/e2e_nfq_accept" "$ROOT/benches/e2e/nfq_accept.c" -lnetfilter_queue
+
+# --- lab ---------------------------------------------------------------------
+for ns in "$NS_C" "$NS_G" "$NS_S"; do
+    ip netns add "$ns"
+    CREATED_NS+=("$ns")
+    inns "$ns" ip link set lo up
+done
+ip link add c0 netns "$NS_C" type veth peer name gc netns "$NS_G"
+ip link add s0 netns "$NS_S" type veth peer name gs netns "$NS_G"
+inns "$NS_C" ip addr add 192.0.2.10/24 dev c0
+inns "$NS_G" ip addr add 192.0.2.1/24 dev gc
+inns "$NS_G" ip addr add 198.51.100.1/24 dev gs
+inns "$NS_S" ip addr add 198.51.100.10/24 dev s0
+for x in "$NS_C c0" "$NS_G gc" "$NS_G gs" "$NS_S s0"; do
+    set -- $x
+    inns "$1" ip link set "$2" up
+done
+inns "$NS_C" ip route add default via 192.0.2.1
+inns "$NS_S" ip route add default via 198.51.100.1
+inns "$NS_G" sysctl -qw net.ipv4.ip_forward=1
+# Many short connections from one client address: widen its port range.
+inns "$NS_C" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
+inns "$NS_S" sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
+# The UDP flood is counted at the server's interface and dropped before any
+# socket (no receiver to bottleneck, no ICMP replies).
+inns "$NS_S" iptables -t raw -A PREROUTING -p udp --dport 9 -j DROP
+NS_INO=$(inns "$NS_G" readlink /proc/self/ns/net | tr -dc 0-9)
+
+echo "192.0.2.10 msn" >"$WORK/hosts"
+
+# Servers: iperf3 and nginx (one process, no master: a pid is the whole server).
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx;
+    proxy_temp_path $WORK/nginx;
+    fastcgi_temp_path $WORK/nginx;
+    uwsgi_temp_path $WORK/nginx;
+    scgi_temp_path $WORK/nginx;
+    keepalive_requests 10000000;
+    keepalive_timeout 60;
+    server {
+        listen 198.51.100.10:80 reuseport backlog=4096;
+        location / { default_type text/plain; return 200 "hello from the e2e server\n"; }
+    }
+}
+EOF
+ip netns exec "$NS_S" iperf3 -s -B 198.51.100.10 -p 5201 >"$WORK/iperf3-server.log" 2>&1 &
+PIDS+=($!)
+ip netns exec "$NS_S" nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" >"$WORK/nginx.log" 2>&1 &
+PIDS+=($!)
+for i in $(seq 50); do
+    inns "$NS_S" ss -ltn 2>/dev/null | grep -q '198.51.100.10:80 ' &&
+        inns "$NS_S" ss -ltn 2>/dev/null | grep -q '198.51.100.10:5201 ' && break
+    sleep 0.1
+done
+for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || { echo "e2e: a server did not start" >&2; cat "$WORK"/*.log >&2; exit 1; }; done
+timeout 5 ip netns exec "$NS_C" bash -c 'exec 3<>/dev/tcp/198.51.100.10/80' ||
+    { echo "e2e: the lab does not forward client -> server" >&2; exit 1; }
+
+# --- scenarios ---------------------------------------------------------------
+flush_rules() {
+    inns "$NS_G" iptables -t mangle -F
+    inns "$NS_G" iptables -t mangle -X
+    inns "$NS_G" iptables -t filter -F
+    inns "$NS_G" iptables -t filter -X
+}
+
+start_appwall() {   # extra options...
+    local i
+    ip netns exec "$NS_G" "$APPWALL" run --hosts "$WORK/hosts" --queues "$QUEUES" \
+        --fail-closed --status-file "$WORK/status.json" --stats-interval 3600 "$@" \
+        >"$WORK/appwall.log" 2>&1 &
+    AW_PID=$!
+    for i in $(seq 100); do
+        kill -0 "$AW_PID" 2>/dev/null || { cat "$WORK/appwall.log" >&2; echo "e2e: appwall exited" >&2; exit 1; }
+        inns "$NS_G" iptables -t mangle -S APPWALL_INSPECT 2>/dev/null | grep -q NFQUEUE && return 0
+        sleep 0.1
+    done
+    echo "e2e: appwall did not install its rules in 10 s" >&2
+    exit 1
+}
+
+stop_appwall() {
+    [ -n "$AW_PID" ] || return 0
+    stop_pid "$AW_PID"
+    wait "$AW_PID" 2>/dev/null || true
+    AW_PID=
+}
+
+setup() {
+    case "$1" in
+        plain) ;;
+        ports)
+            # appwall's own rules without the queueing part.
+            "$APPWALL" rules --hosts "$WORK/hosts" --family ipv4 |
+                grep -v -e NFQUEUE -e '-j APPWALL_INSPECT' | inns "$NS_G" iptables-restore --noflush ;;
+        string)
+            # The kernel's own payload search, on every packet of the listed host.
+            for d in -s -d; do
+                inns "$NS_G" iptables -t mangle -A PREROUTING "$d" 192.0.2.10 \
+                    -m string --algo bm --string gateway.dll -j DROP
+            done ;;
+        cqueue)
+            "$APPWALL" rules --hosts "$WORK/hosts" --family ipv4 --fail-closed |
+                inns "$NS_G" iptables-restore --noflush
+            ip netns exec "$NS_G" "$WORK/e2e_nfq_accept" 0 >"$WORK/cqueue.log" 2>&1 &
+            AW_PID=$!
+            for i in $(seq 50); do
+                grep -q bound "$WORK/cqueue.log" && break
+                kill -0 "$AW_PID" 2>/dev/null || { cat "$WORK/cqueue.log" >&2; exit 1; }
+                sleep 0.1
+            done ;;
+        appwall) start_appwall ;;
+        acceptall) start_appwall --accept-all ;;
+        nofast) start_appwall --no-fast-path ;;
+        *) echo "e2e: unknown scenario $1" >&2; exit 2 ;;
+    esac
+}
+
+teardown() {
+    stop_appwall
+    flush_rules
+    inns "$NS_G" conntrack -F >/dev/null 2>&1 || true
+}
+
+# --- measurements ------------------------------------------------------------
+cpu_ticks() {   # busy total (all cpus, jiffies)
+    awk '/^cpu /{b=$2+$3+$4+$7+$8; t=b+$5+$6+$9; print b, t}' /proc/stat
+}
+aw_ticks() {    # utime+stime of appwall (all its threads)
+    if [ -n "$AW_PID" ] && [ -r "/proc/$AW_PID/stat" ]; then
+        sed 's/.*) //' "/proc/$AW_PID/stat" | awk '{print $12+$13}'
+    else
+        echo 0
+    fi
+}
+queue_counters() {   # queued(id_sequence) queue_dropped user_dropped, summed over queues
+    inns "$NS_G" cat /proc/net/netfilter/nfnetlink_queue 2>/dev/null |
+        awk '{q+=$6; u+=$7; s+=$8} END{print s+0, q+0, u+0}'
+}
+
+# Runs one traffic type; prints "value unit".
+traffic() {
+    local t=$1 lim=$((SECS + 20)) j
+    case "$t" in
+        tcp)
+            j=$(timeout -k 2 "$lim" ip netns exec "$NS_C" iperf3 -c 198.51.100.10 -p 5201 -t "$SECS" -J) || true
+            echo "$j" | jq -r '(.end.sum_received.bits_per_second // 0) / 1e9 | "\(.) Gbit/s"' ;;
+        udp)
+            # Datagrams that reached the server per second.
+            local r0 r1 t0 t1
+            r0=$(inns "$NS_S" cat /sys/class/net/s0/statistics/rx_packets)
+            t0=$(date +%s.%N)
+            timeout -k 2 "$lim" ip netns exec "$NS_C" "$WORK/e2e_udp" 198.51.100.10:9 "$SECS" 64 >>"$WORK/udp.log" || true
+            sleep 0.2   # let the queue drain
+            t1=$(date +%s.%N)
+            r1=$(inns "$NS_S" cat /sys/class/net/s0/statistics/rx_packets)
+            awk -v n="$((r1 - r0))" -v s="$SECS" 'BEGIN{print n/s, "pkt/s"}' ;;
+        http|conn)
+            local hdr=()
+            [ "$t" = conn ] && hdr=(-H "Connection: close")
+            j=$(timeout -k 2 "$lim" ip netns exec "$NS_C" wrk -t1 -c64 -d"${SECS}s" "${hdr[@]}" http://198.51.100.10/ 2>&1) || true
+            echo "$j" >>"$WORK/wrk.log"
+            echo "$j" | awk '/^Requests\/sec:/{r=$2} END{print (r==""?0:r), "req/s"}' ;;
+        *) echo "e2e: unknown traffic $t" >&2; exit 2 ;;
+    esac
+}
+
+RAW="$OUT/raw-$(date +%Y%m%d-%H%M%S).tsv"
+printf 'round\tscenario\ttraffic\tvalue\tunit\tcpu_busy_pct\tlistener_cpu_pct\tverdicts_per_s\tqueue_dropped\tuser_dropped\n' >"$RAW"
+HZ=$(getconf CLK_TCK)
+NCPU=$(nproc)
+
+echo "e2e: $(nproc) cpus, load average $(cut -d' ' -f1-3 /proc/loadavg); $RUNS round(s) x ${SECS}s; scenarios $SCENARIOS; traffic $TRAFFIC" >&2
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+IFS=, read -r -a SCEN <<<"$SCENARIOS"
+IFS=, read -r -a TRAF <<<"$TRAFFIC"
+for r in $(seq "$RUNS"); do
+    for s in "${SCEN[@]}"; do
+        setup "$s"
+        for t in "${TRAF[@]}"; do
+            sleep 0.3
+            read -r b0 t0 < <(cpu_ticks)
+            a0=$(aw_ticks)
+            read -r q0 qd0 ud0 < <(queue_counters)
+            s0=$(date +%s.%N)
+            read -r v unit < <(traffic "$t")
+            s1=$(date +%s.%N)
+            read -r b1 t1 < <(cpu_ticks)
+            a1=$(aw_ticks)
+            read -r q1 qd1 ud1 < <(queue_counters)
+            line=$(awk -v r="$r" -v s="$s" -v t="$t" -v v="$v" -v u="$unit" \
+                -v b="$((b1 - b0))" -v tt="$((t1 - t0))" -v a="$((a1 - a0))" -v hz="$HZ" -v n="$NCPU" \
+                -v q="$((q1 - q0 - (ud1 - ud0)))" -v qd="$((qd1 - qd0))" -v ud="$((ud1 - ud0))" -v s0="$s0" -v s1="$s1" \
+                'BEGIN{el=s1-s0; printf "%s\t%s\t%s\t%.6g\t%s\t%.0f\t%.0f\t%.0f\t%d\t%d\n", r, s, t, v, u,
+                    (tt>0?100*n*b/tt:0), (el>0?100*a/hz/el:0), (el>0?q/el:0), qd, ud}')
+            printf '%s\n' "$line" >>"$RAW"
+            printf '%s\n' "$line" | awk -F'\t' '{printf "  round %s %-9s %-4s %12.4g %-7s cpu %3s%% listener %3s%% verdicts/s %s drops %s/%s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10}' >&2
+        done
+        teardown
+    done
+done
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- report ------------------------------------------------------------------
+REPORT="${RAW%.tsv}.md"
+{
+    echo "# appwall e2e: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cpus, kernel $(uname -r)"
+    echo
+    echo "$RUNS round(s) x ${SECS} s per cell, medians; load average at start $LOAD_START, at end $LOAD_END."
+    echo "Cells: median [ratio to plain] {ratio to acceptall}. TCP Gbit/s, UDP 64-byte kpkt/s received, HTTP req/s keep-alive, new connections/s."
+    echo
+    awk -F'\t' -v scen="$SCENARIOS" -v traf="$TRAFFIC" '
+        function median(key,   n, i, j, a, tmp) {
+            n = split(vals[key], a, " ")
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1]+0 > a[j]+0; j--) { tmp = a[j]; a[j] = a[j-1]; a[j-1] = tmp }
+            if (n == 0) return ""
+            return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+        }
+        function fmt(t, v) {
+            if (t == "tcp") return sprintf("%.2f", v)
+            if (t == "udp") return sprintf("%.0fk", v/1000)
+            return sprintf("%.1fk", v/1000)
+        }
+        NR > 1 {
+            k = $2 SUBSEP $3
+            vals[k] = vals[k] " " $4; vals["c" k] = vals["c" k] " " $6
+            vals["a" k] = vals["a" k] " " $7; vals["q" k] = vals["q" k] " " $8
+            qd[k] += $9; ud[k] += $10
+        }
+        END {
+            ns = split(scen, S, ","); nt = split(traf, T, ",")
+            name["tcp"] = "TCP bulk Gbit/s"; name["udp"] = "UDP 64 B pkt/s"; name["http"] = "HTTP req/s"; name["conn"] = "new conn/s"
+            printf "| scenario |"; for (j = 1; j <= nt; j++) printf " %s |", name[T[j]]; print ""
+            printf "|---|"; for (j = 1; j <= nt; j++) printf "---:|"; print ""
+            for (i = 1; i <= ns; i++) {
+                printf "| %s |", S[i]
+                for (j = 1; j <= nt; j++) {
+                    m = median(S[i] SUBSEP T[j]); p = median("plain" SUBSEP T[j]); a = median("acceptall" SUBSEP T[j])
+                    c = fmt(T[j], m)
+                    if (p != "" && p > 0) c = c sprintf(" [%.2f]", m/p)
+                    if (a != "" && a > 0) c = c sprintf(" {%.2f}", m/a)
+                    printf " %s |", c
+                }
+                print ""
+            }
+            print ""
+            print "Medians: machine-wide CPU busy (% of one core, all cores summed), the queue listener process (appwall or the C program), verdicts/s (kernel id_sequence less socket drops); kernel queue drops summed over runs (queue full / socket full):"
+            print ""
+            printf "| scenario |"; for (j = 1; j <= nt; j++) printf " %s: cpu, listener, verdicts/s, drops |", T[j]; print ""
+            printf "|---|"; for (j = 1; j <= nt; j++) printf "---|"; print ""
+            for (i = 1; i <= ns; i++) {
+                printf "| %s |", S[i]
+                for (j = 1; j <= nt; j++) {
+                    k = S[i] SUBSEP T[j]
+                    printf " %s%%, %s%%, %s, %d/%d |", median("c" k), median("a" k), median("q" k), qd[k], ud[k]
+                }
+                print ""
+            }
+        }
+    ' "$RAW"
+} >"$REPORT.tmp"
+mv "$REPORT.tmp" "$REPORT"
+cat "$REPORT"
+echo "e2e: raw figures in $RAW, report in $REPORT" >&2
