@@ -19,7 +19,7 @@
 # Only RFC 5737 addresses, only inside namespaces named aw-e2e-<pid>-*;
 # every command is bounded by `timeout`; namespaces, processes (by pid) and
 # with them all rules and queues are removed on exit, error or Ctrl-C.
-# Needs root. See docs/performance.md, "Live, through a namespace gateway".
+# Needs root. See README.md, "Performance", "Live, through a namespace gateway".
 set -euo pipefail
 
 usage() {

@@ -222,6 +222,16 @@ impl FlowState {
         }
     }
 
+    /// Frees what only inspection needed (held segments, a ClientHello
+    /// being collected, HTTP fields) once the connection is settled.
+    pub fn release_inspection(&mut self) {
+        for d in &mut self.dirs {
+            d.reorder = None;
+            d.hello = None;
+            d.http = HttpState::default();
+        }
+    }
+
     /// True once the connection has ended (RST, or FIN both ways).
     pub fn is_closed(&self) -> bool {
         self.reset || (self.dirs[0].fin && self.dirs[1].fin)

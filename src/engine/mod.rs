@@ -159,6 +159,7 @@ impl Engine {
                 Found::Conflict => Reason::Evasion,
             };
             flow.decision = FlowDecision::Blocked(r);
+            flow.release_inspection();
             return Decision::drop(r).marked(FlowMark::Blocked);
         }
         let d = &flow.dirs;
@@ -167,6 +168,7 @@ impl Engine {
             || (self.config.depth_packets > 0 && packets >= self.config.depth_packets);
         if deep {
             flow.decision = FlowDecision::Clean;
+            flow.release_inspection();
             return Decision::accept(Reason::Clean).marked(FlowMark::Clean);
         }
         Decision::accept(Reason::Inspecting)

@@ -8,7 +8,7 @@
 //! Traffic comes from threads that enter the lab's namespaces (see
 //! `appwall::lab::enter_netns`), so there are no client processes to reap;
 //! the few python helpers are killed by pid in their Drop guards. Only RFC
-//! 5737 addresses are used. docs/security.md cites these tests.
+//! 5737 addresses are used. README.md ("Security and failure behaviour") cites these tests.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -1554,7 +1554,7 @@ fn flood_slow_drip_over_thousands_of_connections_has_bounded_memory() {
     // The opening SYN and every one-byte segment are queued (segments
     // without payload are not).
     assert!(queued >= CONNS * (ROUNDS + 1), "queued {queued}");
-    // Documented bound (docs/security.md): 4 KiB per tracked connection,
+    // Documented bound (README, "Security and failure behaviour"): 4 KiB per tracked connection,
     // however many one-byte segments it sends.
     assert!(per_conn < 4096, "{per_conn} bytes per connection");
     assert!(

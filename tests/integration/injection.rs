@@ -275,11 +275,17 @@ fn checker_catches_injection() {
         "-A APPWALL -s $(reboot) -j DROP",
         "-F",
         "-A APPWALL -m comment --comment \"appwall a b\" -j DROP",
+        "-A APPWALL -m u32 --u32 \"0>>22&0x3C@ 12>>26&0x3C@ 0=0x1 -j ACCEPT\" -j DROP",
+        "-A APPWALL -s 192.0.2.1 \"--u32\" -j DROP",
+        "-A APPWALL ! ! -j DROP;",
     ] {
         assert!(std::panic::catch_unwind(|| check_restore(bad)).is_err(), "{bad}");
     }
     check_restore(
         "-A APPWALL -s 192.0.2.1/32 -p tcp -m multiport --dports 1863,6660:7000 -m comment --comment \"appwall msn\" -j DROP",
+    );
+    check_restore(
+        "-A APPWALL_INSPECT -p tcp ! --tcp-flags SYN,ACK SYN -m u32 --u32 \"0>>24=0x45 && 0&0xFFFF=40 && 32>>28=5\" -j RETURN",
     );
 }
 
