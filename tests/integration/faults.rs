@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use appwall::lab::{self, Filter, Lab, Outcome, enter_netns};
 use nix::sys::signal::Signal;
 
-use crate::live::{exe, lab as new_lab};
+use crate::live::{assert_clean, exe, hosts, lab as new_lab, stop, text};
 
 const HOSTS: &str = "192.0.2.10 msn\n2001:db8:1::10 msn\n";
 /// Port of the echo server these tests run in the server namespace (no
@@ -32,21 +32,6 @@ const ECHO_PORT: u16 = 5001;
 /// Benign payload: matches no signature.
 const CHUNK: &[u8] = b"0123456789abcdef";
 const MSNP: &[u8] = b"VER 1 MSNP8 CVR0\r\n";
-
-fn hosts(dir: &Path, text: &str) -> PathBuf {
-    let p = dir.join("hosts");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn echo_addr() -> SocketAddr {
     SocketAddr::new(lab::SERVER4.parse().unwrap(), ECHO_PORT)
@@ -72,16 +57,6 @@ fn wait_log(f: &Filter, what: &str, n: usize) {
         thread::sleep(Duration::from_millis(25));
     }
     panic!("no {n}x {what:?} in the log:\n{}", f.log_text());
-}
-
-fn stop(f: &mut Filter) {
-    let st = f.stop(Duration::from_secs(10)).unwrap();
-    assert!(st.success(), "exit {st}; log:\n{}", f.log_text());
-}
-
-fn assert_clean(lab: &Lab) {
-    let left = lab.gateway_leftovers().unwrap();
-    assert!(left.is_empty(), "left behind in the gateway: {left:#?}");
 }
 
 /// Every line of iptables-save and ip6tables-save in the gateway that

@@ -52,13 +52,13 @@ pub(crate) fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_appwall"))
 }
 
-fn hosts(dir: &Path, text: &str) -> PathBuf {
+pub(crate) fn hosts(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("hosts");
     std::fs::write(&p, text).unwrap();
     p
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "status {}\nstdout: {}\nstderr: {}",
         o.status,
@@ -152,12 +152,12 @@ fn kernel_queued(lab: &Lab) -> u64 {
         .sum()
 }
 
-fn assert_clean(lab: &Lab) {
+pub(crate) fn assert_clean(lab: &Lab) {
     let left = lab.gateway_leftovers().unwrap();
     assert!(left.is_empty(), "left behind in the gateway: {left:#?}");
 }
 
-fn stop(f: &mut Filter) {
+pub(crate) fn stop(f: &mut Filter) {
     let st = f.stop(Duration::from_secs(10)).unwrap();
     assert!(st.success(), "exit {st}; log:\n{}", f.log_text());
 }
