@@ -133,6 +133,12 @@ fn lookup(name: &str) -> Result<User, PrivilegeError> {
     found.ok_or_else(|| PrivilegeError::NoSuchUser(name.to_string()))
 }
 
+/// True when this thread may administer the network (install rules, bind
+/// NFQUEUE): root, or CAP_NET_ADMIN given by systemd or setcap.
+pub fn may_admin_network() -> bool {
+    caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_ADMIN).unwrap_or(false)
+}
+
 /// Drops every capability but [`KEPT`], switches to `user` when given, sets
 /// `no_new_privs`. Must be called while the process has one thread.
 ///

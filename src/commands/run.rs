@@ -262,6 +262,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
     let policy = load_policy(&args.policy, false)?;
     let engine = build_engine(policy, engine_config(&args.engine))?;
     let opts = rule_options(k);
+    if !crate::privilege::may_admin_network() {
+        return Err(AppError::Other(
+            "appwall run installs iptables rules and binds NFQUEUE queues: run it as root or with CAP_NET_ADMIN (the policy itself is valid: `appwall check` says so without privileges)".into(),
+        ));
+    }
     let _lock = InstanceLock::acquire()?;
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| AppError::Other(format!("cannot catch signals: {e}")))?;

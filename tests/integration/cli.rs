@@ -250,3 +250,20 @@ fn bad_command_lines_are_usage_errors() {
     let (code, _, _) = run(&["rules", "--hosts", "x", "--queues", "0"]);
     assert_eq!(code, 2);
 }
+
+#[test]
+fn run_without_privileges_says_what_it_needs() {
+    use crate::util::{is_root, prerequisite};
+    // Needs root to become an unprivileged user for the check.
+    if !prerequisite(is_root(), "not root: cannot switch to an unprivileged user") {
+        return;
+    }
+    let cmd = format!("{} run --hosts {}", env!("CARGO_BIN_EXE_appwall"), example());
+    let out = std::process::Command::new("su")
+        .args(["nobody", "-s", "/bin/sh", "-c", &cmd])
+        .output()
+        .expect("run su");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_out!(err.contains("run it as root or with CAP_NET_ADMIN"), err);
+}
