@@ -67,6 +67,14 @@ pub const REASON_NAMES: [&str; REASONS] = [
 /// App slots: 64 library apps plus "none".
 pub const APP_SLOTS: usize = 65;
 
+/// Sums the packet counters of the NFQUEUE rules in `iptables -nvxL` output.
+pub fn nfqueue_rule_packets(list: &str) -> u64 {
+    list.lines()
+        .filter(|l| l.contains("NFQUEUE"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Counter index of a reason kind.
 #[inline]
 pub fn reason_index(r: &Reason) -> usize {
@@ -183,7 +191,8 @@ pub struct KernelQueue {
     pub portid: u32,
     /// Packets waiting for a verdict now.
     pub waiting: u64,
-    /// Packets dropped because the queue was full (accepted instead in fail-open mode).
+    /// Packets dropped because the queue was full (fail-closed only: in
+    /// fail-open mode the kernel passes them uncounted; see `Totals::queue_overflow`).
     pub queue_dropped: u64,
     /// Packets dropped because the socket buffer was full.
     pub user_dropped: u64,
@@ -336,6 +345,11 @@ pub struct Totals {
     pub clean_connections: u64,
     /// Events lost.
     pub events_dropped: u64,
+    /// Packets the NFQUEUE rules sent that no queue took because it was full
+    /// (the rules' packet counters less what the queues received): passed
+    /// uninspected in fail-open mode (the kernel counts these nowhere else),
+    /// dropped in fail-closed mode (then also in `queue_dropped`).
+    pub queue_overflow: u64,
 }
 
 /// One queue's counters.
@@ -448,7 +462,7 @@ impl Snapshot {
             .collect();
         format!(
             "stats: {} packets ({} accepted, {} dropped), {} connections blocked [{}], {} clean; \
-             kernel queue: {} waiting, {} queue-full drops, {} socket drops; {} overruns",
+             kernel queue: {} waiting, {} queue-full drops, {} socket drops, {} overflowed; {} overruns",
             t.packets,
             t.accepted,
             t.dropped,
@@ -458,6 +472,7 @@ impl Snapshot {
             waiting,
             qdrop,
             udrop,
+            t.queue_overflow,
             overruns
         )
     }
@@ -476,6 +491,13 @@ pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nfqueue_rule_counters() {
+        let out = "Chain APPWALL_INSPECT (2 references)\n    pkts      bytes target     prot opt in     out     source               destination\n       7      364 RETURN     6    --  *      *       0.0.0.0/0            0.0.0.0/0            u32 \"0x0>>0x18=0x45\"\n    1200    99000 NFQUEUE    6    --  *      *       0.0.0.0/0            0.0.0.0/0            NFQUEUE num 0 bypass\n      34     2000 NFQUEUE    17   --  *      *       0.0.0.0/0            0.0.0.0/0            NFQUEUE num 0 bypass\n";
+        assert_eq!(super::nfqueue_rule_packets(out), 1234);
+        assert_eq!(super::nfqueue_rule_packets(""), 0);
+    }
+
     use super::*;
 
     #[test]

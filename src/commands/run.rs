@@ -29,8 +29,8 @@ use crate::cli::RunArgs;
 use crate::commands::rules::rule_options;
 use crate::commands::{AppError, build_engine, engine_config, load_policy};
 use crate::engine::Engine;
-use crate::install::{self, SystemRunner};
-use crate::iptables::RuleOptions;
+use crate::install::{self, Runner, SystemRunner};
+use crate::iptables::{self, RuleOptions};
 use crate::queue::{EngineHandle, NfqSource, QueueError, QueueOptions, Worker, WorkerConfig};
 use crate::stats::{self, BlockEvent, Level, WorkerStats};
 
@@ -149,12 +149,70 @@ struct Shared {
     started: Instant,
     status_file: Option<PathBuf>,
     inodes: Vec<Option<u64>>,
+    /// Packets our queues had received when the rules (and so their
+    /// counters) were last installed.
+    queued_at_install: AtomicU64,
+    /// Overflow counted before the last install (rule counters restart then).
+    overflow_before: AtomicU64,
+}
+
+/// Packets the NFQUEUE rules of both families have sent to the queues.
+fn rule_packets() -> u64 {
+    ["iptables", "ip6tables"]
+        .into_iter()
+        .filter_map(|cmd| {
+            SystemRunner
+                .run(
+                    cmd,
+                    &[
+                        "-w",
+                        "-t",
+                        "mangle",
+                        "-n",
+                        "-v",
+                        "-x",
+                        "-L",
+                        iptables::CHAIN_INSPECT,
+                    ],
+                    None,
+                )
+                .ok()
+        })
+        .map(|out| stats::nfqueue_rule_packets(&out))
+        .sum()
 }
 
 impl Shared {
+    /// Packets our queues have received (the kernel's id sequence).
+    fn queued(&self, kernel: &[stats::KernelQueue]) -> u64 {
+        let ours: Vec<u16> = self.workers.iter().map(|w| w.queue).collect();
+        kernel
+            .iter()
+            .filter(|q| ours.contains(&q.queue))
+            .map(|q| q.id_sequence)
+            .sum()
+    }
+
+    /// Rule counters restart with each install: keep the overflow counted
+    /// so far (`before`, read just before installing) and start again.
+    fn rules_installed(&self, before: u64) {
+        self.overflow_before.store(before, Relaxed);
+        self.queued_at_install
+            .store(self.queued(&stats::kernel_queues()), Relaxed);
+    }
+
+    fn overflow(&self, kernel: &[stats::KernelQueue]) -> u64 {
+        let queued = self
+            .queued(kernel)
+            .saturating_sub(self.queued_at_install.load(Relaxed));
+        self.overflow_before.load(Relaxed) + rule_packets().saturating_sub(queued)
+    }
+
     fn snapshot(&self, running: bool) -> stats::Snapshot {
         let names = app_names(&self.handle.load());
-        let mut s = stats::snapshot(&self.workers, &stats::kernel_queues(), &names);
+        let kernel = stats::kernel_queues();
+        let mut s = stats::snapshot(&self.workers, &kernel, &names);
+        s.totals.queue_overflow = self.overflow(&kernel);
         s.running = running;
         s.uptime = self.started.elapsed().as_secs_f64();
         s.reloads = self.reloads.load(Relaxed);
@@ -240,10 +298,20 @@ fn event_writer(rx: crossbeam_channel::Receiver<BlockEvent>, path: Option<PathBu
 }
 
 /// Rebuilds policy, engine and rules; swaps them in only when all is valid.
-fn reload(args: &RunArgs, opts: &RuleOptions, handle: &EngineHandle) -> Result<(), AppError> {
+fn reload(
+    args: &RunArgs,
+    opts: &RuleOptions,
+    handle: &EngineHandle,
+    shared: &Shared,
+) -> Result<(), AppError> {
     let policy = load_policy(&args.policy, false)?;
     let engine = build_engine(policy, engine_config(&args.engine))?;
-    if let Err(e) = install::install(&SystemRunner, &engine, opts) {
+    // Installing restarts the rules' counters (also when it fails and the
+    // running policy is put back).
+    let before = shared.overflow(&stats::kernel_queues());
+    let result = install::install(&SystemRunner, &engine, opts);
+    shared.rules_installed(before);
+    if let Err(e) = result {
         // Part of it may be in (sets before rules, IPv4 before IPv6): put
         // the running policy back so kernel and engine still agree.
         let _ = install::install(&SystemRunner, &handle.load(), opts);
@@ -329,6 +397,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
         started: Instant::now(),
         status_file: args.status_file.clone(),
         inodes: sources.iter().map(|s| s.inode).collect(),
+        queued_at_install: AtomicU64::new(0),
+        overflow_before: AtomicU64::new(0),
     };
     let mut workers = Vec::new();
     for src in sources {
@@ -380,6 +450,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
         }
     }
 
+    let queued_now = shared.queued(&stats::kernel_queues());
+    shared.queued_at_install.store(queued_now, Relaxed);
     let shared = Arc::new(shared);
     let stats_thread = spawn_named("appwall-stats".into(), {
         let shared = Arc::clone(&shared);
@@ -402,7 +474,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
     'main: loop {
         for sig in signals.pending() {
             match sig {
-                SIGHUP => match reload(args, &opts, &handle) {
+                SIGHUP => match reload(args, &opts, &handle, &shared) {
                     Ok(()) => {
                         shared.reloads.fetch_add(1, Relaxed);
                         stats::log(Level::Info, format_args!("policy reloaded"));
