@@ -579,6 +579,15 @@ impl Outcome {
     }
 }
 
+/// What arrived, or `empty` when nothing did.
+fn answered_or(got: Vec<u8>, empty: Outcome) -> Outcome {
+    if got.is_empty() {
+        empty
+    } else {
+        Outcome::Answered(got)
+    }
+}
+
 /// Opens a TCP connection from inside `ns` (on a fresh thread), sends
 /// `payload`, and reads the answer until `expect` bytes or the deadline.
 /// Returns the client's local port too (to match events).
@@ -611,14 +620,7 @@ pub fn tcp_exchange(
         loop {
             let left = limit.saturating_sub(start.elapsed());
             if left.is_zero() {
-                return (
-                    if got.is_empty() {
-                        Outcome::Timeout
-                    } else {
-                        Outcome::Answered(got)
-                    },
-                    port,
-                );
+                return (answered_or(got, Outcome::Timeout), port);
             }
             let _ = s.set_read_timeout(Some(left));
             match s.read(&mut chunk) {
@@ -635,35 +637,14 @@ pub fn tcp_exchange(
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return (
-                        if got.is_empty() {
-                            Outcome::Timeout
-                        } else {
-                            Outcome::Answered(got)
-                        },
-                        port,
-                    );
+                    return (answered_or(got, Outcome::Timeout), port);
                 }
                 Err(_) => {
-                    return (
-                        if got.is_empty() {
-                            Outcome::Reset
-                        } else {
-                            Outcome::Answered(got)
-                        },
-                        port,
-                    );
+                    return (answered_or(got, Outcome::Reset), port);
                 }
             }
         }
-        (
-            if got.is_empty() {
-                Outcome::Reset
-            } else {
-                Outcome::Answered(got)
-            },
-            port,
-        )
+        (answered_or(got, Outcome::Reset), port)
     });
     match h {
         Ok(h) => h

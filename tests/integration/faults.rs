@@ -33,6 +33,15 @@ const ECHO_PORT: u16 = 5001;
 const CHUNK: &[u8] = b"0123456789abcdef";
 const MSNP: &[u8] = b"VER 1 MSNP8 CVR0\r\n";
 
+/// Tells a background client to stop and waits for its report.
+fn stop_and_join<T: Default>(stop: &AtomicBool, handle: &mut Option<JoinHandle<T>>) -> T {
+    stop.store(true, Relaxed);
+    handle
+        .take()
+        .map(|h| h.join().unwrap_or_default())
+        .unwrap_or_default()
+}
+
 fn echo_addr() -> SocketAddr {
     SocketAddr::new(lab::SERVER4.parse().unwrap(), ECHO_PORT)
 }
@@ -385,20 +394,13 @@ impl Stream {
 
     /// Stops sending, waits for the echo of everything sent.
     fn finish(&mut self) -> StreamReport {
-        self.stop.store(true, Relaxed);
-        self.handle
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default()
+        stop_and_join(&self.stop, &mut self.handle)
     }
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        stop_and_join(&self.stop, &mut self.handle);
     }
 }
 
@@ -454,20 +456,13 @@ impl Prober {
     }
 
     fn finish(&mut self) -> Vec<Probe> {
-        self.stop.store(true, Relaxed);
-        self.handle
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default()
+        stop_and_join(&self.stop, &mut self.handle)
     }
 }
 
 impl Drop for Prober {
     fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        stop_and_join(&self.stop, &mut self.handle);
     }
 }
 
@@ -1139,10 +1134,7 @@ impl UdpSink {
 
 impl Drop for UdpSink {
     fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        stop_and_join(&self.stop, &mut self.handle);
     }
 }
 
