@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use appwall::engine::{Engine, EngineConfig};
-use appwall::policy::rules::EMBEDDED;
+use appwall::policy::library::EMBEDDED;
 use appwall::policy::{HostsFile, Policy, RuleLibrary};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 

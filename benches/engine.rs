@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use appwall::bench::{Counts, Mix, Stage, Trace, replay, synthetic};
 use appwall::engine::Engine;
-use appwall::flow::FlowTable;
+use appwall::source::Tracker;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 const TIMEOUT_NS: u64 = 3_600_000_000_000;
@@ -27,7 +27,7 @@ fn first_pass(
     let cap = (trace.connections() * 2).max(1024);
     c.bench_function(id, |b| {
         b.iter_batched(
-            || FlowTable::new(cap, TIMEOUT_NS),
+            || Tracker::new(cap, TIMEOUT_NS),
             |mut table| {
                 let mut counts = Counts::default();
                 replay(engine, trace, &mut table, stage, 0, &mut counts);

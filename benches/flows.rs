@@ -13,8 +13,8 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
-use appwall::engine::{Engine, EngineConfig};
-use appwall::flow::{FlowState, FlowTable};
+use appwall::engine::{ConnState, Connection, Engine, EngineConfig};
+use appwall::flow::FlowTable;
 use appwall::packet::PacketView;
 use appwall::policy::{Policy, RuleLibrary};
 use appwall::sample::TcpFlowBuilder;
@@ -52,7 +52,7 @@ fn conn_packets(i: u32) -> Vec<Vec<u8>> {
     p
 }
 
-fn fill(e: &Engine, n: u32) -> (FlowTable, u64) {
+fn fill(e: &Engine, n: u32) -> (FlowTable<ConnState>, u64) {
     let before = rss_bytes();
     let mut t = FlowTable::new(n as usize, u64::MAX);
     for i in 0..n {
@@ -73,8 +73,8 @@ fn main() {
     }
     let e = engine();
     println!(
-        "size_of::<FlowState>() = {} bytes",
-        std::mem::size_of::<FlowState>()
+        "size_of::<Connection>() = {} bytes",
+        std::mem::size_of::<Connection>()
     );
     for n in [100_000u32, 1_000_000] {
         let (t, grew) = fill(&e, n);
@@ -99,7 +99,7 @@ fn main() {
     }
     // The packet each established connection sends during the flood.
     let probe: Vec<&Vec<u8>> = established.iter().map(|c| &c[4]).collect();
-    let time_probes = |t: &mut FlowTable, now: u64| {
+    let time_probes = |t: &mut FlowTable<ConnState>, now: u64| {
         let start = Instant::now();
         for p in &probe {
             let v = PacketView::from_ip(p).unwrap();

@@ -19,10 +19,11 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate a hosts file and the rule library; print a summary. Exit code 0 only when all is valid.
+    /// Validate a hosts file and the app library; print a summary. Exit code 0 only when all is valid.
     Check(CheckArgs),
     /// Print the kernel rules (iptables-restore input, plain commands, or ipset input) for a hosts file.
-    Rules(RulesArgs),
+    #[command(alias = "rules")]
+    KernelRules(KernelRulesArgs),
     /// Judge every packet of pcap/pcapng captures offline with the live filter's engine.
     Scan(ScanArgs),
     /// Run the live filter: install the rules, judge queued packets, remove the rules on exit.
@@ -35,7 +36,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// Write a synthetic sample capture (MSN over HTTP, MSNP, benign web and DNS) to scan.
     Sample(SampleArgs),
-    /// Translate a squid.conf's deny rules (and the ACLs they use) into an appwall rule file.
+    /// Translate a squid.conf's deny rules (and the ACLs they use) into an app library file of message rules.
     ImportSquid(ImportSquidArgs),
 }
 
@@ -45,12 +46,12 @@ pub struct PolicyArgs {
     /// Hosts file: one address, network or IP:PORT per line, optional app list (`192.0.2.0/24 msn,yahoo`).
     #[arg(long, value_name = "FILE")]
     pub hosts: Option<PathBuf>,
-    /// Rule directory (one TOML file per app), added to the built-in library; an app of the same name replaces the built-in one. Repeatable.
-    #[arg(long, value_name = "DIR")]
-    pub rules: Vec<PathBuf>,
-    /// Use only the --rules directories, not the library built into appwall.
-    #[arg(long)]
-    pub no_builtin_rules: bool,
+    /// App library directory (one TOML file per app, like rules/), added to the built-in library; an app of the same name replaces the built-in one. Repeatable. Old spelling: --rules.
+    #[arg(long, value_name = "DIR", alias = "rules")]
+    pub library: Vec<PathBuf>,
+    /// Use only the --library directories, not the library built into appwall. Old spelling: --no-builtin-rules.
+    #[arg(long, alias = "no-builtin-rules")]
+    pub no_builtin_library: bool,
     /// Apps for hosts lines that name none (comma-separated). Default: every app marked default in the library.
     #[arg(long, value_name = "APPS", value_delimiter = ',')]
     pub default_apps: Option<Vec<String>>,
@@ -92,9 +93,9 @@ pub enum FamilyArg {
     All,
 }
 
-/// Output formats of `appwall rules`.
+/// Output formats of `appwall kernel-rules`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RulesFormat {
+pub enum KernelRulesFormat {
     /// iptables-restore --noflush input (atomic).
     Restore,
     /// Plain iptables commands, as a classic shell script would run them.
@@ -112,7 +113,7 @@ pub enum PortActionArg {
     Reject,
 }
 
-/// Kernel rule options shared by `rules` and `run`.
+/// Kernel rule options shared by `kernel-rules` and `run`.
 #[derive(Debug, Args, Clone)]
 pub struct KernelArgs {
     /// First NFQUEUE queue number.
@@ -138,9 +139,9 @@ pub struct KernelArgs {
     pub ipset_threshold: usize,
 }
 
-/// `appwall rules`.
+/// `appwall kernel-rules`.
 #[derive(Debug, Args)]
-pub struct RulesArgs {
+pub struct KernelRulesArgs {
     /// Policy sources.
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -151,8 +152,8 @@ pub struct RulesArgs {
     #[arg(long, value_enum, default_value_t = FamilyArg::All)]
     pub family: FamilyArg,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = RulesFormat::Restore)]
-    pub format: RulesFormat,
+    #[arg(long, value_enum, default_value_t = KernelRulesFormat::Restore)]
+    pub format: KernelRulesFormat,
 }
 
 /// `appwall scan`.

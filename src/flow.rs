@@ -1,25 +1,20 @@
-//! Connections: the key that names one, the state kept per direction, and a
-//! bounded table that holds them.
+//! Connections: the key that names one, which way a packet travels, and a
+//! bounded table that holds one record per connection.
 //!
-//! The engine needs to remember, per connection, what it decided and where
-//! each direction's inspection stands (sequence number, carried-over bytes,
-//! HTTP parse state). The table guarantees bounded memory: a fixed capacity
-//! with least-recently-active eviction and an idle timeout, O(1) per packet,
-//! and no allocation once the table has grown to its working size.
+//! The table is generic over what its user remembers per connection (the
+//! engine keeps [`crate::engine::state::ConnState`]); it knows no engine type.
+//! It owns only the connection's identity and lifecycle (who opened it, when
+//! it was last active, FIN/RST seen, whether the other side answered), which
+//! is what eviction and expiry need. Guarantees: bounded memory (a fixed
+//! capacity with least-recently-active eviction and timeouts), O(1) per
+//! packet, and no allocation once the table has grown to its working size.
 
 use std::collections::HashMap;
-
-use foldhash::fast::RandomState;
 use std::net::IpAddr;
 
-use crate::engine::http::HttpState;
-use crate::engine::matcher::StartState;
-use crate::engine::verdict::Reason;
-use crate::packet::PacketView;
-use crate::policy::{AppSet, Proto};
+use foldhash::fast::RandomState;
 
-/// Most bytes a direction carries over between segments.
-pub const MAX_CARRY: usize = 64;
+use crate::packet::{PacketView, Proto};
 
 /// Direction-independent name of a connection: the lower endpoint first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,101 +58,9 @@ pub enum Side {
     Reply = 1,
 }
 
-/// What has been decided for a whole connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FlowDecision {
-    /// Still inspecting.
-    #[default]
-    Inspecting,
-    /// Blocked for good.
-    Blocked(Reason),
-    /// Passed the inspection depth with no match: accepted without inspection.
-    Clean,
-    /// No listed host in it, or no app with signatures: accepted.
-    Ignored,
-}
-
-/// Inspection state of one direction.
+/// One connection: its identity and lifecycle, and the user's state `T`.
 #[derive(Debug, Clone)]
-pub struct DirState {
-    /// Next expected TCP sequence number, once known.
-    pub next_seq: Option<u32>,
-    /// Last bytes of the stream, so literals split across segments match.
-    pub tail: [u8; MAX_CARRY],
-    /// Valid bytes in `tail`.
-    pub tail_len: u8,
-    /// `stream-start` comparison progress.
-    pub start: StartState,
-    /// HTTP walker state.
-    pub http: HttpState,
-    /// In-order payload bytes inspected.
-    pub bytes: u64,
-    /// Packets carrying payload.
-    pub payload_packets: u32,
-    /// FIN seen in this direction.
-    pub fin: bool,
-    /// Segments held because they arrived ahead of a gap (rare; boxed so the
-    /// common case costs one pointer).
-    pub reorder: Option<Box<Reorder>>,
-    /// Times the stream skipped a gap because the reorder buffer was full.
-    pub resyncs: u32,
-    /// Start of a TLS ClientHello being collected (only when host rules exist).
-    pub hello: Option<Box<Vec<u8>>>,
-    /// The stream start was looked at for a ClientHello.
-    pub hello_done: bool,
-}
-
-/// Segments that arrived ahead of a gap, waiting for it to fill.
-#[derive(Debug, Clone, Default)]
-pub struct Reorder {
-    /// (sequence number, payload) in arrival order.
-    pub segments: Vec<(u32, Vec<u8>)>,
-    /// Payload bytes held.
-    pub bytes: usize,
-}
-
-impl Default for DirState {
-    fn default() -> Self {
-        let mut tail = [0u8; MAX_CARRY];
-        tail[0] = b'\n';
-        DirState {
-            next_seq: None,
-            tail,
-            // Stream start counts as a line start.
-            tail_len: 1,
-            start: StartState::default(),
-            http: HttpState::default(),
-            bytes: 0,
-            payload_packets: 0,
-            fin: false,
-            reorder: None,
-            resyncs: 0,
-            hello: None,
-            hello_done: false,
-        }
-    }
-}
-
-impl DirState {
-    /// Forgets match progress (after a policy reload), keeping TCP position.
-    pub fn reset_matching(&mut self) {
-        let seq = self.next_seq;
-        let (bytes, pkts, fin) = (self.bytes, self.payload_packets, self.fin);
-        *self = DirState::default();
-        self.next_seq = seq;
-        self.bytes = bytes;
-        self.payload_packets = pkts;
-        self.fin = fin;
-        // Mid-stream after a reload: neither line start nor stream start.
-        self.tail_len = 0;
-        self.start.begun = true;
-        self.start.alive = 0;
-    }
-}
-
-/// Everything kept about one connection.
-#[derive(Debug, Clone)]
-pub struct FlowState {
+pub struct Flow<T> {
     /// Unique id of this connection instance (for reports and events).
     pub id: u64,
     /// Source address of the first packet.
@@ -172,28 +75,24 @@ pub struct FlowState {
     pub proto: Proto,
     /// First packet was a SYN without ACK (seen from the start).
     pub from_syn: bool,
-    /// Apps that apply (set up on the first packet).
-    pub apps: AppSet,
-    /// Engine generation the matching state belongs to (0: not set up).
-    pub engine_gen: u64,
-    /// The decision so far.
-    pub decision: FlowDecision,
-    /// Per-direction state, indexed by [`Side`].
-    pub dirs: [DirState; 2],
     /// Packets seen.
     pub packets: u64,
     /// Time of the last packet (caller's clock, nanoseconds).
     pub last_seen: u64,
     /// RST seen.
     pub reset: bool,
+    /// FIN seen, per [`Side`].
+    pub fin: [bool; 2],
     /// A packet came back from the other side (the connection is two-way).
     pub replied: bool,
+    /// What the table's user keeps about this connection.
+    pub state: T,
 }
 
-impl FlowState {
+impl<T: Default> Flow<T> {
     /// A new connection opened by packet `p`.
-    pub fn new(id: u64, p: &PacketView<'_>, now: u64) -> FlowState {
-        FlowState {
+    pub fn new(id: u64, p: &PacketView<'_>, now: u64) -> Flow<T> {
+        Flow {
             id,
             orig_src: p.src,
             orig_sport: p.sport,
@@ -201,17 +100,17 @@ impl FlowState {
             orig_dport: p.dport,
             proto: p.proto,
             from_syn: p.tcp.is_some_and(|t| t.syn && !t.ack),
-            apps: 0,
-            engine_gen: 0,
-            decision: FlowDecision::Inspecting,
-            dirs: [DirState::default(), DirState::default()],
             packets: 0,
             last_seen: now,
             reset: false,
+            fin: [false; 2],
             replied: false,
+            state: T::default(),
         }
     }
+}
 
+impl<T> Flow<T> {
     /// The side packet `p` travels on.
     #[inline]
     pub fn side_of(&self, p: &PacketView<'_>) -> Side {
@@ -222,19 +121,9 @@ impl FlowState {
         }
     }
 
-    /// Frees what only inspection needed (held segments, a ClientHello
-    /// being collected, HTTP fields) once the connection is settled.
-    pub fn release_inspection(&mut self) {
-        for d in &mut self.dirs {
-            d.reorder = None;
-            d.hello = None;
-            d.http = HttpState::default();
-        }
-    }
-
     /// True once the connection has ended (RST, or FIN both ways).
     pub fn is_closed(&self) -> bool {
-        self.reset || (self.dirs[0].fin && self.dirs[1].fin)
+        self.reset || (self.fin[0] && self.fin[1])
     }
 }
 
@@ -249,9 +138,9 @@ const CLOSED: usize = 2;
 /// Eviction order when the table is full.
 const EVICT_ORDER: [usize; 3] = [CLOSED, NEW, OPEN];
 
-struct Slot {
+struct Slot<T> {
     key: FlowKey,
-    state: FlowState,
+    flow: Flow<T>,
     prev: u32,
     next: u32,
     list: u8,
@@ -287,11 +176,11 @@ pub struct TableStats {
 /// list and leaves established connections (and their verdicts) alone.
 /// Expiry is amortised: each new connection checks the cold end of every
 /// list, so there is no sweeper thread and no pause.
-pub struct FlowTable {
+pub struct FlowTable<T> {
     /// Keyed per table (foldhash, random seed): fast, and a flood of
     /// crafted ports cannot aim at one bucket.
     index: HashMap<FlowKey, u32, RandomState>,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<T>>,
     free: Vec<u32>,
     lists: [Ends; 3],
     capacity: usize,
@@ -302,10 +191,10 @@ pub struct FlowTable {
     stats: TableStats,
 }
 
-impl FlowTable {
+impl<T: Default> FlowTable<T> {
     /// A table of at most `capacity` connections; idle ones leave after
     /// `idle_timeout_ns` of the caller's clock, closed ones after 10 s.
-    pub fn new(capacity: usize, idle_timeout_ns: u64) -> FlowTable {
+    pub fn new(capacity: usize, idle_timeout_ns: u64) -> FlowTable<T> {
         let capacity = capacity.max(1);
         FlowTable {
             index: HashMap::with_capacity_and_hasher(capacity.min(1 << 16), RandomState::default()),
@@ -323,12 +212,12 @@ impl FlowTable {
 
     /// Sets how long a closed connection is remembered (late retransmissions
     /// and the last ACK still find it), in the caller's clock.
-    pub fn with_close_timeout(mut self, ns: u64) -> FlowTable {
+    pub fn with_close_timeout(mut self, ns: u64) -> FlowTable<T> {
         self.close_timeout = ns;
         self
     }
 
-    fn timeout_of(&self, s: &FlowState) -> u64 {
+    fn timeout_of(&self, s: &Flow<T>) -> u64 {
         if s.is_closed() {
             self.close_timeout
         } else if s.replied {
@@ -338,7 +227,7 @@ impl FlowTable {
         }
     }
 
-    fn list_of(s: &FlowState) -> usize {
+    fn list_of(s: &Flow<T>) -> usize {
         if s.is_closed() {
             CLOSED
         } else if s.replied {
@@ -371,17 +260,17 @@ impl FlowTable {
     /// The state of `p`'s connection, created if new; `now` in nanoseconds.
     /// Also keeps the connection's lifecycle: FIN and RST flags are recorded
     /// here, before the engine sees the packet.
-    pub fn get_or_insert(&mut self, p: &PacketView<'_>, now: u64) -> &mut FlowState {
+    pub fn get_or_insert(&mut self, p: &PacketView<'_>, now: u64) -> &mut Flow<T> {
         let key = FlowKey::of(p);
         let fresh_syn = p.tcp.is_some_and(|t| t.syn && !t.ack);
         let idx = match self.index.get(&key) {
             Some(&i) => {
-                let s = &self.slots[i as usize].state;
+                let s = &self.slots[i as usize].flow;
                 let stale = now.saturating_sub(s.last_seen) > self.timeout_of(s);
                 if stale || (fresh_syn && s.is_closed()) {
                     // Port reuse or a stale entry: a new connection instance.
                     let id = self.take_id();
-                    self.slots[i as usize].state = FlowState::new(id, p, now);
+                    self.slots[i as usize].flow = Flow::new(id, p, now);
                 }
                 self.unlink(i);
                 i
@@ -400,7 +289,7 @@ impl FlowTable {
                 let id = self.take_id();
                 let slot = Slot {
                     key,
-                    state: FlowState::new(id, p, now),
+                    flow: Flow::new(id, p, now),
                     prev: NIL,
                     next: NIL,
                     list: NEW as u8,
@@ -420,17 +309,18 @@ impl FlowTable {
                 i
             }
         };
-        let s = &mut self.slots[idx as usize].state;
+        let s = &mut self.slots[idx as usize].flow;
         s.last_seen = now;
         let side = s.side_of(p) as usize;
         s.replied |= side == Side::Reply as usize;
+        s.packets += 1;
         if let Some(t) = p.tcp {
             s.reset |= t.rst;
-            s.dirs[side].fin |= t.fin;
+            s.fin[side] |= t.fin;
         }
-        let list = FlowTable::list_of(s);
+        let list = Self::list_of(s);
         self.push_front(idx, list);
-        &mut self.slots[idx as usize].state
+        &mut self.slots[idx as usize].flow
     }
 
     /// Removes `p`'s connection.
@@ -449,9 +339,9 @@ impl FlowTable {
     }
 
     /// Visits every connection held.
-    pub fn for_each(&self, mut f: impl FnMut(&FlowState)) {
+    pub fn for_each(&self, mut f: impl FnMut(&Flow<T>)) {
         for &i in self.index.values() {
-            f(&self.slots[i as usize].state);
+            f(&self.slots[i as usize].flow);
         }
     }
 
@@ -471,7 +361,7 @@ impl FlowTable {
         for (list, limit) in limits {
             for _ in 0..2 {
                 let t = self.lists[list].tail;
-                if t == NIL || now.saturating_sub(self.slots[t as usize].state.last_seen) <= limit {
+                if t == NIL || now.saturating_sub(self.slots[t as usize].flow.last_seen) <= limit {
                     break;
                 }
                 self.remove_slot(t);
@@ -539,7 +429,7 @@ mod tests {
 
     #[test]
     fn both_directions_share_a_flow_and_capacity_holds() {
-        let mut t = FlowTable::new(3, 1_000);
+        let mut t = FlowTable::<()>::new(3, 1_000);
         let a = tcp4([192, 0, 2, 1], 1000, [198, 51, 100, 1], 80, 0, b"");
         let b = tcp4([198, 51, 100, 1], 80, [192, 0, 2, 1], 1000, 0, b"");
         let pa = PacketView::from_ip(&a).unwrap();
@@ -565,7 +455,7 @@ mod tests {
 
     #[test]
     fn closed_connections_leave_early_and_are_evicted_first() {
-        let mut t = FlowTable::new(3, 1_000_000).with_close_timeout(10);
+        let mut t = FlowTable::<()>::new(3, 1_000_000).with_close_timeout(10);
         let open = tcp4([192, 0, 2, 1], 1000, [198, 51, 100, 1], 80, 0, b"");
         let back = tcp4([198, 51, 100, 1], 80, [192, 0, 2, 1], 1000, 0, b"");
         let open_id = t.get_or_insert(&PacketView::from_ip(&open).unwrap(), 0).id;
@@ -588,7 +478,7 @@ mod tests {
             open_id
         );
         // Close timeout: a closed flow is gone after 10 ns, an open one is not.
-        let mut t = FlowTable::new(100, 1_000_000).with_close_timeout(10);
+        let mut t = FlowTable::<()>::new(100, 1_000_000).with_close_timeout(10);
         t.get_or_insert(&v, 0);
         t.get_or_insert(&PacketView::from_ip(&open).unwrap(), 0);
         let b = tcp4([192, 0, 2, 1], 3000, [198, 51, 100, 1], 80, 0, b"");
@@ -599,7 +489,7 @@ mod tests {
 
     #[test]
     fn syn_flood_evicts_new_connections_before_established_ones() {
-        let mut t = FlowTable::new(100, u64::MAX);
+        let mut t = FlowTable::<()>::new(100, u64::MAX);
         let a = tcp4([192, 0, 2, 1], 1000, [198, 51, 100, 1], 80, 0, b"");
         let b = tcp4([198, 51, 100, 1], 80, [192, 0, 2, 1], 1000, 0, b"");
         let id = t.get_or_insert(&PacketView::from_ip(&a).unwrap(), 0).id;
@@ -622,7 +512,7 @@ mod tests {
 
     #[test]
     fn idle_connections_expire() {
-        let mut t = FlowTable::new(100, 10);
+        let mut t = FlowTable::<()>::new(100, 10);
         let a = tcp4([192, 0, 2, 1], 1000, [198, 51, 100, 1], 80, 0, b"");
         let b = tcp4([192, 0, 2, 1], 1001, [198, 51, 100, 1], 80, 0, b"");
         let id = t.get_or_insert(&PacketView::from_ip(&a).unwrap(), 0).id;

@@ -54,9 +54,21 @@ pub enum LabError {
         /// What went wrong.
         msg: String,
     },
-    /// Anything else.
+    /// A process or file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A lab address did not parse (a constant of this module is wrong).
+    #[error("lab address {0:?} does not parse")]
+    Address(String),
+    /// A lab step did not finish or did not do what it must.
     #[error("{0}")]
-    Other(String),
+    Step(String),
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -92,12 +104,18 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<Output, La
     });
     let start = Instant::now();
     let status = loop {
-        if let Some(st) = child.try_wait().map_err(|e| LabError::Other(e.to_string()))? {
+        if let Some(st) = child.try_wait().map_err(|e| LabError::Io {
+            what: "waiting for a process".into(),
+            source: e,
+        })? {
             break st;
         }
         if start.elapsed() > limit {
             let _ = child.kill();
-            break child.wait().map_err(|e| LabError::Other(e.to_string()))?;
+            break child.wait().map_err(|e| LabError::Io {
+                what: "waiting for a process".into(),
+                source: e,
+            })?;
         }
         thread::sleep(Duration::from_millis(10));
     };
@@ -154,8 +172,11 @@ impl Filter {
     pub fn signal(&self, sig: Signal) -> Result<(), LabError> {
         let pid = self
             .pid()
-            .ok_or_else(|| LabError::Other("filter not running".into()))?;
-        kill(Pid::from_raw(pid as i32), sig).map_err(|e| LabError::Other(e.to_string()))
+            .ok_or_else(|| LabError::Step("filter not running".into()))?;
+        kill(Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)), sig).map_err(|e| LabError::Io {
+            what: format!("signal {sig} to pid {pid}"),
+            source: e.into(),
+        })
     }
 
     /// SIGTERM, then waits up to `limit` for exit; returns the exit status.
@@ -178,10 +199,13 @@ impl Filter {
     pub fn wait(&mut self, limit: Duration) -> Result<std::process::ExitStatus, LabError> {
         let start = Instant::now();
         let Some(c) = self.child.as_mut() else {
-            return Err(LabError::Other("filter not running".into()));
+            return Err(LabError::Step("filter not running".into()));
         };
         loop {
-            if let Some(st) = c.try_wait().map_err(|e| LabError::Other(e.to_string()))? {
+            if let Some(st) = c.try_wait().map_err(|e| LabError::Io {
+                what: "waiting for a process".into(),
+                source: e,
+            })? {
                 self.child = None;
                 return Ok(st);
             }
@@ -189,7 +213,7 @@ impl Filter {
                 let _ = c.kill();
                 let _ = c.wait();
                 self.child = None;
-                return Err(LabError::Other(format!("filter did not stop within {limit:?}")));
+                return Err(LabError::Step(format!("filter did not stop within {limit:?}")));
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -319,7 +343,7 @@ impl Lab {
                 Duration::from_secs(5),
             )?;
             if !out.status.success() {
-                return Err(LabError::Other(format!("sysctl {key} failed in {g}")));
+                return Err(LabError::Step(format!("sysctl {key} failed in {g}")));
             }
         }
         Ok(())
@@ -381,11 +405,14 @@ impl Lab {
                     }
                 }
             })
-            .map_err(|e| LabError::Other(e.to_string()))?;
+            .map_err(|e| LabError::Io {
+                what: "starting the lab server thread".into(),
+                source: e,
+            })?;
         self.servers.push(h);
         rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| LabError::Other("lab server did not start".into()))?
-            .map_err(|e| LabError::Other(format!("lab server: {e}")))
+            .map_err(|_| LabError::Step("lab server did not start".into()))?
+            .map_err(|e| LabError::Step(format!("lab server: {e}")))
     }
 
     /// Starts `exe run --hosts hosts ... extra` in the gateway and waits
@@ -413,7 +440,10 @@ impl Lab {
         let log = self.dir.join(format!("{name}.log"));
         let status = self.dir.join(format!("{name}-status.json"));
         let events = self.dir.join(format!("{name}-events.jsonl"));
-        let logf = File::create(&log).map_err(|e| LabError::Other(e.to_string()))?;
+        let logf = File::create(&log).map_err(|e| LabError::Io {
+            what: format!("creating {}", log.display()),
+            source: e,
+        })?;
         let exe_s = exe.to_string_lossy().into_owned();
         let mut args: Vec<String> = vec![
             "run".into(),
@@ -436,7 +466,7 @@ impl Lab {
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
-            .map_err(|e| LabError::Other(format!("cannot start {exe_s}: {e}")))?;
+            .map_err(|e| LabError::Step(format!("cannot start {exe_s}: {e}")))?;
         let mut f = Filter {
             child: Some(child),
             log,
@@ -450,12 +480,12 @@ impl Lab {
                 return Ok(f);
             }
             if !f.running() {
-                return Err(LabError::Other(format!(
+                return Err(LabError::Step(format!(
                     "appwall run exited during start-up:\n{text}"
                 )));
             }
             if start.elapsed() > Duration::from_secs(15) {
-                return Err(LabError::Other(format!(
+                return Err(LabError::Step(format!(
                     "appwall run not ready after 15 s:\n{text}"
                 )));
             }

@@ -2,20 +2,30 @@
 //! applications (MSN Messenger and friends) by port and by payload, even when
 //! they tunnel through HTTP.
 //!
-//! Layout, one room per concern:
-//! - [`policy`]: hosts file and rule library, validated into a [`policy::Policy`];
-//! - [`packet`]: checked views over untrusted packet bytes;
-//! - [`flow`]: per-connection state and the bounded connection table;
-//! - [`engine`]: **where every verdict is made** ([`engine::Engine::judge`]);
-//! - [`iptables`]: **where kernel rules are written** (pure text generation);
-//! - [`capture`]: pcap/pcapng reading for `scan` and `bench`;
-//! - [`queue`], [`install`], [`stats`]: the live filter's workers, rule
-//!   installer and counters; [`privilege`]: capability drop for `run`;
-//!   [`lab`]: network-namespace lab for `demo` and tests;
-//! - [`bench`]: verdict throughput measurement (replay loop, synthetic mixes);
-//! - [`squid`]: translating Squid deny rules into a rule file;
-//! - [`sample`]: synthetic traffic for the sample capture, tests and benches;
-//! - [`commands`]: the thin front ends behind each CLI subcommand.
+//! The rooms follow a packet's path; imports only run down this list
+//! (a test keeps it so):
+//! - [`packet`]: checked views over untrusted packet bytes (+ [`packet::Proto`]);
+//! - [`log`]: log lines on stderr / the journal;
+//! - [`policy`]: hosts file, app library (`rules/`), Squid import, loading;
+//!   validated into one immutable [`policy::Policy`];
+//! - [`flow`]: a generic bounded connection table;
+//! - [`engine`]: **where every verdict is made** ([`engine::Engine::judge`]),
+//!   with what it remembers per connection in [`engine::state`];
+//! - [`source`]: where packets come from (NFQUEUE, captures) and the one
+//!   parse -> connection -> judge step ([`source::Tracker`]) every front end uses;
+//! - [`kernel`]: **where kernel rules are written** ([`kernel::iptables`]) and
+//!   installed, and the connmark contract ([`kernel::marks`]);
+//! - [`daemon`]: the live filter (`appwall run`): workers, reload, lock,
+//!   counters, status, events, privileges;
+//! - [`sample`], [`bench`], [`lab`]: synthetic traffic, verdict throughput
+//!   measurement, the network-namespace lab of `demo` and the live tests;
+//! - [`cli`], [`commands`]: the command line and one thin front end per subcommand.
+//!
+//! Three words keep their meaning everywhere: the **app library** (one TOML
+//! file per app under `rules/`, with ports and signatures), **message rules**
+//! (Squid-style `[[rule]]` conditions on HTTP heads and TLS hellos, in the
+//! app library), and **kernel rules** (the iptables/ipset text appwall
+//! installs).
 //!
 //! The whole pipeline in a few lines: a policy, the engine, a connection
 //! table, and Messenger tunnelled through HTTP judged packet by packet.
@@ -23,23 +33,22 @@
 //! ```
 //! use std::path::Path;
 //! use appwall::engine::{Engine, EngineConfig, Verdict};
-//! use appwall::flow::FlowTable;
-//! use appwall::packet::PacketView;
+//! use appwall::packet::LinkType;
+//! use appwall::source::Tracker;
 //! use appwall::policy::{HostsFile, Policy, RuleLibrary};
 //! use appwall::sample::{MSN_GATEWAY_OPEN, TcpFlowBuilder};
 //!
 //! let hosts = HostsFile::parse(Path::new("hosts"), "192.0.2.10 msn\n").unwrap();
 //! let policy = Policy::new(RuleLibrary::embedded().unwrap(), &hosts, None).unwrap();
 //! let engine = Engine::new(policy, EngineConfig::default()).unwrap();
-//! let mut table = FlowTable::new(1024, u64::MAX);
+//! let mut tracker = Tracker::new(1024, u64::MAX);
 //!
 //! let client = ("192.0.2.10".parse().unwrap(), 40000);
 //! let server = ("198.51.100.80".parse().unwrap(), 80);
 //! let packets = TcpFlowBuilder::new(client, server).packets(&[(true, MSN_GATEWAY_OPEN)]);
 //! let mut verdicts = Vec::new();
 //! for (i, bytes) in packets.iter().enumerate() {
-//!     let p = PacketView::from_ip(bytes).unwrap();
-//!     let d = engine.judge(&p, table.get_or_insert(&p, i as u64));
+//!     let d = tracker.judge(&engine, LinkType::RawIp, bytes, i as u64).unwrap().decision;
 //!     verdicts.push(d.verdict);
 //!     if d.verdict == Verdict::Drop {
 //!         assert_eq!(engine.reason_text(&d.reason), "signature msn/gateway-dll in http-target");
@@ -52,18 +61,15 @@
 #![deny(missing_docs)]
 
 pub mod bench;
-pub mod capture;
 pub mod cli;
 pub mod commands;
+pub mod daemon;
 pub mod engine;
 pub mod flow;
-pub mod install;
-pub mod iptables;
+pub mod kernel;
 pub mod lab;
+pub mod log;
 pub mod packet;
 pub mod policy;
-pub mod privilege;
-pub mod queue;
 pub mod sample;
-pub mod squid;
-pub mod stats;
+pub mod source;

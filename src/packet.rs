@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
-use crate::policy::Proto;
+use std::fmt;
 
 /// Link-layer framing of captured bytes (pcap LINKTYPE_* values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,31 @@ impl LinkType {
             276 => Some(LinkType::LinuxSll2),
             _ => None,
         }
+    }
+}
+
+/// Transport protocol of a packet, a connection or a port rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// The lower-case name iptables uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -108,7 +108,7 @@ pub fn split_engine() -> &'static Engine {
 
 /// The shipped library without `segment-start` signatures.
 pub fn segmentation_free_library() -> RuleLibrary {
-    let files: Vec<(PathBuf, String)> = appwall::policy::rules::EMBEDDED
+    let files: Vec<(PathBuf, String)> = appwall::policy::library::EMBEDDED
         .iter()
         .map(|(name, text)| {
             let mut doc: toml::Table = toml::from_str(text).expect("shipped rule file is TOML");

@@ -9,10 +9,12 @@ use std::io::Cursor;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use appwall::capture::CaptureReader;
+use appwall::source::capture::CaptureReader;
 use appwall::engine::{Decision, Engine, Reason, Verdict};
-use appwall::flow::{FlowDecision, FlowState, FlowTable};
-use appwall::iptables::{self, Family, PortAction, RuleOptions};
+use appwall::engine::FlowDecision;
+use appwall::flow::Flow;
+use appwall::source::Tracker;
+use appwall::kernel::iptables::{self, Family, PortAction, KernelRuleOptions};
 use appwall::packet::{LinkType, PacketView};
 use appwall::policy::{HostsFile, Policy, RuleLibrary};
 
@@ -37,7 +39,7 @@ fn check_decision(d: &Decision) {
 
 /// Judges one view with a fresh connection, as the first packet of a flow.
 fn judge_alone(engine: &Engine, v: &PacketView<'_>) {
-    let mut flow = FlowState::new(1, v, 0);
+    let mut flow = Flow::new(1, v, 0);
     check_decision(&engine.judge(v, &mut flow));
 }
 
@@ -87,7 +89,7 @@ fn endpoints(ipv6: bool, port: u8, conn: u8) -> ((IpAddr, u16), (IpAddr, u16)) {
 
 /// `stream_engine`: a sequence of TCP segments (any sequence numbers, flags
 /// and payloads, both directions, up to 16 connections in a 4-slot table)
-/// through `FlowTable::get_or_insert` and `Engine::judge`.
+/// through the shared `Tracker` step (connection table and `Engine::judge`).
 pub fn stream_engine(data: &[u8]) {
     let input = StreamInput::decode(data);
     let engine = crate::engine(match input.engine {
@@ -95,7 +97,8 @@ pub fn stream_engine(data: &[u8]) {
         2 => Which::Tight,
         _ => Which::All,
     });
-    let mut table = FlowTable::new(4, 300_000_000_000);
+    let mut table = Tracker::new(4, 300_000_000_000);
+    let mut decided: std::collections::HashMap<u64, FlowDecision> = std::collections::HashMap::new();
     let mut seqs = SeqTracker::new(input.isn);
     let mut now = 0u64;
     for s in &input.segments {
@@ -125,9 +128,10 @@ pub fn stream_engine(data: &[u8]) {
         };
         let v = PacketView::from_ip(&bytes).expect("a built packet parses");
         assert_eq!(v.payload, &s.payload[..], "payload survives building and parsing");
-        let flow = table.get_or_insert(&v, now);
-        let before = flow.decision;
-        let d = engine.judge(&v, flow);
+        let j = table.judge_view(engine, v, now);
+        let (d, flow) = (j.decision, j.conn);
+        let before = decided.get(&flow.id).copied().unwrap_or_default();
+        decided.insert(flow.id, flow.state.decision);
         check_decision(&d);
         if let FlowDecision::Blocked(r) = before {
             assert_eq!(
@@ -143,21 +147,21 @@ pub fn stream_engine(data: &[u8]) {
         // While inspecting, held bytes stay within `reorder_bytes`. The
         // packet that blocks a flow may leave up to one more segment held
         // (inspection stops at the hit); nothing is added after that.
-        let slack = match flow.decision {
+        let slack = match flow.state.decision {
             FlowDecision::Inspecting => 0,
             _ => wire::MAX_SEGMENT,
         };
-        for dir in &flow.dirs {
+        for dir in &flow.state.dirs {
             if let Some(r) = &dir.reorder {
                 assert!(
                     r.bytes <= engine.config().reorder_bytes + slack,
                     "reorder buffer over its bound: {} held, decision {:?}",
                     r.bytes,
-                    flow.decision
+                    flow.state.decision
                 );
             }
         }
-        assert!(table.len() <= table.capacity());
+        assert!(table.len() <= table.table().capacity());
     }
 }
 
@@ -166,18 +170,17 @@ pub fn stream_engine(data: &[u8]) {
 /// The flow's verdict after each message of a conversation cut one way.
 fn verdicts(engine: &Engine, input: &SplitInput, cut: &[u8; 8]) -> (Vec<bool>, Option<Reason>) {
     let (client, server) = endpoints(input.ipv6, input.port, 0);
-    let mut table = FlowTable::new(4, u64::MAX);
+    let mut table = Tracker::new(4, u64::MAX);
     let mut next = input.isn;
     let mut now = 0u64;
-    let mut feed = |table: &mut FlowTable, reply: bool, flags: Flags, seq: u32, ack: u32, payload: &[u8]| {
+    let mut feed = |table: &mut Tracker, reply: bool, flags: Flags, seq: u32, ack: u32, payload: &[u8]| {
         now += 1_000;
         let (src, dst) = if reply { (server, client) } else { (client, server) };
         let bytes = crate::tcp_packet(src, dst, seq, ack, flags, payload);
         let v = PacketView::from_ip(&bytes).expect("a built packet parses");
-        let flow = table.get_or_insert(&v, now);
-        let d = engine.judge(&v, flow);
-        check_decision(&d);
-        match flow.decision {
+        let j = table.judge_view(engine, v, now);
+        check_decision(&j.decision);
+        match j.conn.state.decision {
             FlowDecision::Blocked(r) => Some(r),
             _ => None,
         }
@@ -273,14 +276,14 @@ pub fn split_invariant(engine: &Engine, input: &SplitInput) -> Result<(), String
 /// option sets and checks every line of it.
 pub fn check_policy_text(policy: &Policy, inspected: u64) {
     let options = [
-        RuleOptions::default(),
-        RuleOptions {
+        KernelRuleOptions::default(),
+        KernelRuleOptions {
             queues: 4,
             fail_closed: true,
             port_action: PortAction::Reject,
             reset: true,
             ipset_threshold: 0,
-            ..RuleOptions::default()
+            ..KernelRuleOptions::default()
         },
     ];
     for opts in &options {
@@ -340,7 +343,7 @@ pub fn rule_files(data: &[u8]) {
     };
     let mut files: Vec<(PathBuf, String)> = Vec::new();
     if extend {
-        for (name, t) in appwall::policy::rules::EMBEDDED {
+        for (name, t) in appwall::policy::library::EMBEDDED {
             files.push((Path::new("rules").join(name), t.to_string()));
         }
     }
@@ -355,13 +358,12 @@ pub fn rule_files(data: &[u8]) {
         let Ok(engine) = Engine::new(policy, Default::default()) else {
             continue;
         };
-        check_policy_text(engine.policy(), engine.matcher().inspected_apps());
+        check_policy_text(engine.policy(), engine.inspected_apps());
         for s in appwall::sample::scenarios() {
-            let mut table = FlowTable::new(16, u64::MAX);
+            let mut table = Tracker::new(16, u64::MAX);
             for (i, p) in s.packets.iter().enumerate() {
                 let v = PacketView::from_ip(p).expect("sample packets parse");
-                let flow = table.get_or_insert(&v, i as u64);
-                let d = engine.judge(&v, flow);
+                let d = table.judge_view(&engine, v, i as u64).decision;
                 check_decision(&d);
                 let _ = engine.reason_text(&d.reason);
             }
@@ -380,7 +382,7 @@ pub fn capture_reader(data: &[u8]) {
         match r.next_frame() {
             Ok(Some(f)) => {
                 frames += 1;
-                assert!(f.data.len() <= appwall::capture::MAX_FRAME);
+                assert!(f.data.len() <= appwall::source::capture::MAX_FRAME);
                 if let Some(link) = LinkType::from_pcap(f.linktype) {
                     let _ = PacketView::from_link(link, f.data);
                 }
@@ -414,7 +416,7 @@ pub fn squid_import(data: &[u8]) {
     let dir = squid_dir();
     let conf = dir.join("squid.conf");
     std::fs::write(&conf, text).expect("write squid.conf");
-    let Ok(imp) = appwall::squid::import(&conf, "site") else {
+    let Ok(imp) = appwall::policy::squid::import(&conf, "site") else {
         return;
     };
     if imp.translated == 0 {

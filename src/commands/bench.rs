@@ -15,15 +15,6 @@ use crate::commands::{AppError, build_engine, engine_config, load_policy};
 use crate::engine::{Engine, EngineConfig};
 use crate::policy::{HostsFile, Policy};
 
-impl From<BenchError> for AppError {
-    fn from(e: BenchError) -> AppError {
-        match e {
-            BenchError::Capture(c) => AppError::Capture(c),
-            other => AppError::Other(other.to_string()),
-        }
-    }
-}
-
 /// Without `--hosts`: every address listed, with `--default-apps` or every app.
 fn bench_policy(args: &BenchArgs) -> Result<(Policy, String), AppError> {
     if args.policy.hosts.is_some() {
@@ -33,7 +24,7 @@ fn bench_policy(args: &BenchArgs) -> Result<(Policy, String), AppError> {
             .map_or_else(String::new, |h| h.display().to_string());
         return Ok((p, format!("hosts file {name}")));
     }
-    let library = crate::commands::load_library(&args.policy)?;
+    let library = crate::policy::load::load_library(&crate::commands::sources(&args.policy))?;
     let apps = args
         .policy
         .default_apps
@@ -127,9 +118,7 @@ fn verdict_line(c: &Counts) -> String {
 /// Runs `appwall bench`.
 pub fn run(args: &BenchArgs) -> Result<ExitCode, AppError> {
     if !(args.seconds.is_finite() && args.seconds > 0.0 && args.seconds <= 3600.0) {
-        return Err(AppError::Other(
-            "--seconds must be above 0 and at most 3600".into(),
-        ));
+        return Err(BenchError::Option("--seconds must be above 0 and at most 3600".into()).into());
     }
     let (policy, policy_text) = bench_policy(args)?;
     let config = engine_config(&args.engine);
@@ -262,7 +251,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, AppError> {
             verdicts_steady: steady,
             rows: &rows,
         };
-        serde_json::to_writer(&mut out, &report).map_err(|e| AppError::Other(e.to_string()))?;
+        serde_json::to_writer(&mut out, &report)?;
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use crate::cli::CheckArgs;
 use crate::commands::{AppError, build_engine, load_policy};
 use crate::engine::EngineConfig;
-use crate::iptables::{self, Family, RuleOptions};
+use crate::kernel::iptables::{self, Family, KernelRuleOptions};
 
 /// Runs `appwall check`.
 pub fn run(args: &CheckArgs) -> Result<ExitCode, AppError> {
@@ -64,7 +64,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, AppError> {
             }
         )?;
     }
-    let opts = RuleOptions::default();
+    let opts = KernelRuleOptions::default();
     let inspected = engine.matcher().inspected_apps();
     for fam in [Family::V4, Family::V6] {
         if !iptables::family_used(policy, fam) {

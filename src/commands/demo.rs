@@ -100,9 +100,7 @@ fn scenarios() -> Vec<Scenario> {
 
 fn check_root() -> Result<(), AppError> {
     if !nix::unistd::Uid::effective().is_root() {
-        return Err(AppError::Other(
-            "appwall demo builds network namespaces and needs root".into(),
-        ));
+        return Err(AppError::NeedsRoot("demo"));
     }
     Ok(())
 }
@@ -112,8 +110,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, AppError> {
     check_root()?;
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&interrupted))
-            .map_err(|e| AppError::Other(format!("cannot catch signals: {e}")))?;
+        signal_hook::flag::register(sig, Arc::clone(&interrupted)).map_err(AppError::Signals)?;
     }
     let dir = std::env::temp_dir().join(format!("appwall-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -123,14 +120,13 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, AppError> {
 }
 
 fn demo(args: &DemoArgs, dir: &std::path::Path, interrupted: &AtomicBool) -> Result<ExitCode, AppError> {
-    let lab_err = |e: lab::LabError| AppError::Other(e.to_string());
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "building the lab (namespaces client, other, gateway, server)..."
     )?;
-    let mut lab = Lab::new(dir).map_err(lab_err)?;
-    lab.start_server().map_err(lab_err)?;
+    let mut lab = Lab::new(dir)?;
+    lab.start_server()?;
     let hosts = dir.join("hosts");
     std::fs::write(
         &hosts,
@@ -148,15 +144,12 @@ fn demo(args: &DemoArgs, dir: &std::path::Path, interrupted: &AtomicBool) -> Res
             out,
             "starting appwall run --reset --port-action reject in the gateway..."
         )?;
-        Some(
-            lab.start_filter(&exe, &hosts, &["--reset", "--port-action", "reject"], "demo")
-                .map_err(lab_err)?,
-        )
+        Some(lab.start_filter(&exe, &hosts, &["--reset", "--port-action", "reject"], "demo")?)
     };
     let mut rows = Vec::new();
     for s in scenarios() {
         if interrupted.load(Ordering::Relaxed) {
-            return Err(AppError::Other("interrupted; lab removed".into()));
+            return Err(AppError::Interrupted);
         }
         let (ns, server) = match (s.from_listed, s.v6) {
             (true, false) => (&lab.client, lab::SERVER4),
@@ -165,7 +158,9 @@ fn demo(args: &DemoArgs, dir: &std::path::Path, interrupted: &AtomicBool) -> Res
             (false, true) => (&lab.other, lab::SERVER6),
         };
         let addr: SocketAddr = SocketAddr::new(
-            server.parse().map_err(|_| AppError::Other("address".into()))?,
+            server
+                .parse()
+                .map_err(|_| AppError::Lab(lab::LabError::Address(server.to_string())))?,
             s.port,
         );
         let (outcome, port) = lab::tcp_exchange(ns, addr, &s.payload, 1, Duration::from_secs(3));
@@ -175,7 +170,7 @@ fn demo(args: &DemoArgs, dir: &std::path::Path, interrupted: &AtomicBool) -> Res
     std::thread::sleep(Duration::from_millis(300));
     let (events, log) = match filter.as_mut() {
         Some(f) => {
-            let st = f.stop(Duration::from_secs(10)).map_err(lab_err)?;
+            let st = f.stop(Duration::from_secs(10))?;
             if !st.success() {
                 writeln!(out, "appwall run exited with {st}")?;
             }
@@ -234,7 +229,7 @@ fn demo(args: &DemoArgs, dir: &std::path::Path, interrupted: &AtomicBool) -> Res
             why
         )?;
     }
-    let left = lab.gateway_leftovers().map_err(lab_err)?;
+    let left = lab.gateway_leftovers()?;
     writeln!(out)?;
     if left.is_empty() {
         writeln!(

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use crate::cli::ImportSquidArgs;
 use crate::commands::AppError;
 use crate::policy::RuleLibrary;
-use crate::squid;
+use crate::policy::squid;
 
 /// Runs `appwall import-squid`.
 pub fn run(args: &ImportSquidArgs) -> Result<ExitCode, AppError> {
@@ -18,16 +18,13 @@ pub fn run(args: &ImportSquidArgs) -> Result<ExitCode, AppError> {
             .to_string(),
         None => args.name.clone(),
     };
-    let imp = squid::import(&args.conf, &name).map_err(|e| AppError::Other(e.to_string()))?;
+    let imp = squid::import(&args.conf, &name)?;
     let mut err = std::io::stderr().lock();
     for n in &imp.notes {
         writeln!(err, "appwall: note: {n}")?;
     }
     if imp.translated == 0 {
-        return Err(AppError::Other(format!(
-            "{}: no http_access/http_reply_access deny line could be translated",
-            args.conf.display()
-        )));
+        return Err(AppError::NothingTranslated(args.conf.clone()));
     }
     // The output must load as a rule file; anything else is a bug here.
     let path = args
@@ -36,8 +33,10 @@ pub fn run(args: &ImportSquidArgs) -> Result<ExitCode, AppError> {
         .unwrap_or_else(|| format!("rules/{name}.toml").into());
     RuleLibrary::from_texts(&[(path.clone(), imp.toml.clone())])?;
     match &args.output {
-        Some(p) => std::fs::write(p, &imp.toml)
-            .map_err(|e| AppError::Other(format!("{}: cannot write: {e}", p.display())))?,
+        Some(p) => std::fs::write(p, &imp.toml).map_err(|source| AppError::Write {
+            path: p.clone(),
+            source,
+        })?,
         None => std::io::stdout().lock().write_all(imp.toml.as_bytes())?,
     }
     writeln!(

@@ -5,7 +5,7 @@ pub mod bench;
 pub mod check;
 pub mod demo;
 pub mod import_squid;
-pub mod rules;
+pub mod kernel_rules;
 pub mod run;
 pub mod sample;
 pub mod scan;
@@ -13,41 +13,109 @@ pub mod uninstall;
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::capture::CaptureError;
 use crate::cli::{Cli, Command, EngineArgs, PolicyArgs};
+use crate::daemon::DaemonError;
 use crate::engine::{Engine, EngineConfig, EngineError};
-use crate::policy::{ConfigErrors, HostsFile, Policy, RuleLibrary};
+use crate::kernel::install::InstallError;
+use crate::lab::LabError;
+use crate::policy::load::{self, LoadError, Sources};
+use crate::policy::squid::SquidError;
+use crate::policy::{ConfigErrors, Policy};
+use crate::source::capture::CaptureError;
+
+/// Exit code of a command that succeeded.
+pub const EXIT_OK: u8 = 0;
+/// Exit code of a command that ran but failed (privileges, the kernel, a
+/// busy queue, I/O) or whose check found a difference (`demo`).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of bad input or usage: command line, policy files, captures.
+pub const EXIT_BAD_INPUT: u8 = 2;
 
 /// Everything a command can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// Hosts file or rule library problems (`path:line: ...`, one per line).
+    /// Hosts file or app library problems (`path:line: ...`, one per line).
     #[error("{0}")]
     Config(#[from] ConfigErrors),
+    /// The policy could not be loaded.
+    #[error("{0}")]
+    Load(#[from] LoadError),
     /// A capture could not be read at all.
     #[error("{0}")]
     Capture(#[from] CaptureError),
     /// The engine could not be built.
     #[error("{0}")]
     Engine(#[from] EngineError),
+    /// The live filter failed.
+    #[error("{0}")]
+    Daemon(#[from] DaemonError),
+    /// A squid.conf could not be read.
+    #[error("{0}")]
+    Squid(#[from] SquidError),
+    /// A squid.conf had no deny line appwall can translate.
+    #[error("{}: no http_access/http_reply_access deny line could be translated", .0.display())]
+    NothingTranslated(PathBuf),
+    /// The demo lab failed.
+    #[error("{0}")]
+    Lab(#[from] LabError),
+    /// Removing the rules failed.
+    #[error("{0}")]
+    Install(#[from] InstallError),
+    /// `uninstall` refused: an instance runs.
+    #[error("{0}; stop it instead (or use --force)")]
+    StillRunning(#[source] DaemonError),
+    /// The command needs root.
+    #[error("appwall {0} builds network namespaces and needs root")]
+    NeedsRoot(&'static str),
+    /// Signal handlers could not be installed.
+    #[error("cannot catch signals: {0}")]
+    Signals(#[source] std::io::Error),
+    /// Interrupted by a signal; what was built is gone.
+    #[error("interrupted; lab removed")]
+    Interrupted,
+    /// `--queue` + `--queues` past 65535.
+    #[error("--queue + --queues runs past queue 65535")]
+    QueueRange,
+    /// A file could not be written.
+    #[error("{}: cannot write: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A benchmark could not run.
+    #[error("{0}")]
+    Bench(#[from] crate::bench::BenchError),
+    /// JSON output could not be written.
+    #[error("cannot write JSON output: {0}")]
+    Json(#[from] serde_json::Error),
     /// Writing output failed (a closed pipe ends quietly).
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
-    /// Anything else, already phrased for the admin.
-    #[error("{0}")]
-    Other(String),
 }
 
 impl AppError {
-    /// Exit code: 2 for bad input, 1 for everything else.
+    /// Exit code: [`EXIT_BAD_INPUT`] for bad input or usage,
+    /// [`EXIT_FAILURE`] for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AppError::Config(_) | AppError::Capture(_) => 2,
-            _ => 1,
+            AppError::Config(_)
+            | AppError::Load(_)
+            | AppError::Capture(_)
+            | AppError::Engine(_)
+            | AppError::Squid(_)
+            | AppError::NothingTranslated(_)
+            | AppError::QueueRange => EXIT_BAD_INPUT,
+            AppError::Daemon(d) if d.is_bad_input() => EXIT_BAD_INPUT,
+            AppError::Bench(b) if !matches!(b, crate::bench::BenchError::Thread) => EXIT_BAD_INPUT,
+            _ => EXIT_FAILURE,
         }
     }
 }
@@ -68,7 +136,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     };
     let result = match cli.command {
         Command::Check(a) => check::run(&a),
-        Command::Rules(a) => rules::run(&a),
+        Command::KernelRules(a) => kernel_rules::run(&a),
         Command::Scan(a) => scan::run(&a),
         Command::Run(a) => run::run(&a),
         Command::Uninstall(a) => uninstall::run(&a),
@@ -90,55 +158,20 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     }
 }
 
-/// Loads the rule library and hosts file named by `args`. Without `--hosts`,
-/// `everyone` decides: every host listed (scan) or an error (rules, run).
-pub fn load_policy(args: &PolicyArgs, everyone: bool) -> Result<Policy, AppError> {
-    let library = load_library(args);
-    // Report library and hosts errors together.
-    let hosts = args.hosts.as_ref().map(|p| HostsFile::load(p));
-    let (library, hosts) = match (library, hosts) {
-        (Ok(l), Some(Ok(h))) => (l, Some(h)),
-        (Ok(l), None) => (l, None),
-        (Err(a), Some(Err(b))) => {
-            let mut all = a.errors().to_vec();
-            all.extend_from_slice(b.errors());
-            return Err(ConfigErrors::check(all).unwrap_err().into());
-        }
-        (Err(e), _) | (_, Some(Err(e))) => return Err(e.into()),
-    };
-    match hosts {
-        Some(h) => Ok(Policy::new(library, &h, args.default_apps.as_deref())?),
-        None if everyone => Ok(Policy::everyone(library)),
-        None => Err(AppError::Other("--hosts FILE is required".into())),
+/// Where the policy comes from, as the command line says.
+pub fn sources(args: &PolicyArgs) -> Sources {
+    Sources {
+        hosts: args.hosts.clone(),
+        library_dirs: args.library.clone(),
+        no_builtin_library: args.no_builtin_library,
+        default_apps: args.default_apps.clone(),
     }
 }
 
-/// The rule library: the built-in one (unless `--no-builtin-rules`) with
-/// every `--rules` directory laid over it, later directories winning.
-pub fn load_library(args: &PolicyArgs) -> Result<RuleLibrary, ConfigErrors> {
-    let mut lib = if args.no_builtin_rules {
-        if args.rules.is_empty() {
-            return Err(ConfigErrors::one(crate::policy::ConfigError::file(
-                std::path::Path::new("--no-builtin-rules"),
-                "needs at least one --rules DIR",
-            )));
-        }
-        RuleLibrary::default()
-    } else {
-        RuleLibrary::embedded()?
-    };
-    let mut errors = Vec::new();
-    for dir in &args.rules {
-        match RuleLibrary::load_dir(dir) {
-            Ok(over) => match lib.overlay(over) {
-                Ok(l) => lib = l,
-                Err(e) => return Err(e),
-            },
-            Err(e) => errors.extend_from_slice(e.errors()),
-        }
-    }
-    ConfigErrors::check(errors)?;
-    Ok(lib)
+/// Loads the app library and hosts file named by `args`. Without `--hosts`,
+/// `everyone` decides: every host listed (scan) or an error (rules, run).
+pub fn load_policy(args: &PolicyArgs, everyone: bool) -> Result<Policy, AppError> {
+    Ok(load::load_policy(&sources(args), everyone)?)
 }
 
 /// Engine tunables from the command line.

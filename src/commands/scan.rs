@@ -9,13 +9,13 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use crate::capture::CaptureReader;
 use crate::cli::ScanArgs;
 use crate::commands::{AppError, build_engine, engine_config, load_policy};
 use crate::engine::{Engine, Reason, Verdict};
-use crate::flow::FlowTable;
-use crate::packet::{LinkType, PacketView};
+use crate::packet::LinkType;
 use crate::policy::Proto;
+use crate::source::Tracker;
+use crate::source::capture::CaptureReader;
 
 /// What a scan learned about one connection.
 #[derive(Debug, Clone)]
@@ -72,7 +72,7 @@ pub fn scan_capture(
     timeout_ns: u64,
 ) -> Result<ScanResult, AppError> {
     let mut reader = CaptureReader::open(path)?;
-    let mut table = FlowTable::new(max_flows, timeout_ns);
+    let mut tracker = Tracker::new(max_flows, timeout_ns);
     let mut index: HashMap<u64, usize> = HashMap::new();
     let mut flows: Vec<FlowReport> = Vec::new();
     let mut counts = ScanCounts::default();
@@ -87,12 +87,11 @@ pub fn scan_capture(
             counts.unsupported_link += 1;
             continue;
         };
-        let Ok(p) = PacketView::from_link(link, frame.data) else {
+        let Ok(j) = tracker.judge(engine, link, frame.data, frame.ts_ns) else {
             counts.not_tcp_udp += 1;
             continue;
         };
-        let flow = table.get_or_insert(&p, frame.ts_ns);
-        let d = engine.judge(&p, flow);
+        let (p, flow, d) = (j.packet, j.conn, j.decision);
         let i = *index.entry(flow.id).or_insert_with(|| {
             flows.push(FlowReport {
                 proto: flow.proto,
@@ -186,7 +185,7 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode, AppError> {
                     signature: engine.reason_id(&reason),
                     blocked_at_packet: f.blocked_at,
                 };
-                serde_json::to_writer(&mut out, &j).map_err(|e| AppError::Other(e.to_string()))?;
+                serde_json::to_writer(&mut out, &j)?;
                 writeln!(out)?;
             }
         } else {

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use crate::cli::UninstallArgs;
 use crate::commands::AppError;
-use crate::commands::run::InstanceLock;
-use crate::install::{self, SystemRunner};
+use crate::daemon::InstanceLock;
+use crate::kernel::install::{self, SystemRunner};
 
 /// Runs `appwall uninstall`.
 pub fn run(args: &UninstallArgs) -> Result<ExitCode, AppError> {
@@ -23,9 +23,9 @@ pub fn run(args: &UninstallArgs) -> Result<ExitCode, AppError> {
             );
             None
         }
-        Err(e) => return Err(AppError::Other(format!("{e}; stop it instead (or use --force)"))),
+        Err(e) => return Err(AppError::StillRunning(e)),
     };
-    let report = install::remove(&SystemRunner).map_err(|e| AppError::Other(e.to_string()))?;
+    let report = install::remove(&SystemRunner)?;
     let mut out = std::io::stdout().lock();
     if report.is_empty() {
         writeln!(out, "nothing of appwall is installed")?;

@@ -14,31 +14,14 @@
 //! switched off for good, as is a reply body delimited only by connection
 //! close.
 
-use super::matcher::{FieldState, HeaderId, Matcher, SigRef};
-use super::rules::{Message, RuleRef};
+use super::compiled::Compiled;
+use super::matcher::{FieldState, HeaderId, SigRef};
+use super::message_rules::{HeadFields, MAX_HEADER, MAX_HOST, MAX_METHOD, MAX_TARGET, RuleRef};
+use super::names::{FNV_OFFSET, FNV_PRIME, name_hash};
 use crate::policy::AppSet;
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-/// FNV-1a of a lower-cased header name; the parser computes it byte by byte.
-pub const fn name_hash(name: &[u8]) -> u64 {
-    let mut h = FNV_OFFSET;
-    let mut i = 0;
-    while i < name.len() {
-        h = (h ^ name[i].to_ascii_lowercase() as u64).wrapping_mul(FNV_PRIME);
-        i += 1;
-    }
-    h
-}
 
 const CONTENT_LENGTH: u64 = name_hash(b"content-length");
 const HOST: u64 = name_hash(b"host");
-/// Caps on what a message rule may see of one head (bytes).
-const MAX_METHOD: usize = 24;
-const MAX_TARGET: usize = 4096;
-const MAX_HOST: usize = 256;
-const MAX_HEADER: usize = 2048;
 const TRANSFER_ENCODING: u64 = name_hash(b"transfer-encoding");
 
 /// What the HTTP walker found.
@@ -48,29 +31,6 @@ pub enum HttpHit {
     Sig(SigRef, HttpWhere),
     /// A message rule, judged when the head was complete.
     Rule(RuleRef),
-}
-
-/// The fields of the current head that message rules look at (bounded).
-#[derive(Debug, Clone, Default)]
-pub struct Fields {
-    method: Vec<u8>,
-    target: Vec<u8>,
-    host: Vec<u8>,
-    headers: Vec<Vec<u8>>,
-    present: u64,
-    scratch: Vec<u8>,
-}
-
-impl Fields {
-    fn clear(&mut self) {
-        self.method.clear();
-        self.target.clear();
-        self.host.clear();
-        for h in &mut self.headers {
-            h.clear();
-        }
-        self.present = 0;
-    }
 }
 
 fn push_capped(v: &mut Vec<u8>, b: u8, cap: usize) {
@@ -156,7 +116,7 @@ pub struct HttpState {
     in_host: bool,
     /// Fields for message rules; allocated on the first message when the
     /// policy has rules, reused for every later one.
-    fields: Option<Box<Fields>>,
+    fields: Option<Box<HeadFields>>,
 }
 
 impl HttpState {
@@ -167,7 +127,7 @@ impl HttpState {
 
     /// Feeds in-order bytes of a connection to `port`; returns the first hit
     /// for an app in `apps` and the offset just past the byte that made it.
-    pub fn feed(&mut self, m: &Matcher, data: &[u8], apps: AppSet, port: u16) -> Option<(HttpHit, usize)> {
+    pub fn feed(&mut self, c: &Compiled, data: &[u8], apps: AppSet, port: u16) -> Option<(HttpHit, usize)> {
         let mut i = 0;
         while i < data.len() {
             match self.phase {
@@ -206,7 +166,7 @@ impl HttpState {
             }
             let b = data[i];
             i += 1;
-            if let Some(hit) = self.step(m, b, apps, port) {
+            if let Some(hit) = self.step(c, b, apps, port) {
                 return Some((hit, i));
             }
         }
@@ -225,7 +185,7 @@ impl HttpState {
         };
     }
 
-    fn step(&mut self, m: &Matcher, b: u8, apps: AppSet, port: u16) -> Option<HttpHit> {
+    fn step(&mut self, c: &Compiled, b: u8, apps: AppSet, port: u16) -> Option<HttpHit> {
         match self.phase {
             Phase::Start => {
                 if b == b'\r' || b == b'\n' {
@@ -237,9 +197,9 @@ impl HttpState {
                     self.phase = Phase::Method;
                     self.count = 1;
                     self.token = u32::from(b);
-                    if m.rules().any() && apps & m.rules().apps() != 0 {
+                    if c.rules.any() && apps & c.rules.apps() != 0 {
                         let f = self.fields.get_or_insert_with(Box::default);
-                        f.headers.resize(m.rules().header_slots(), Vec::new());
+                        f.headers.resize(c.rules.header_slots(), Vec::new());
                         f.method.push(b);
                     }
                 } else {
@@ -249,7 +209,7 @@ impl HttpState {
             Phase::Method => {
                 if b == b' ' {
                     self.phase = Phase::Target;
-                    self.field = Some(m.target_start());
+                    self.field = Some(c.sigs.target_start());
                     self.pct = 0;
                 } else if b == b'/' && self.count == 4 && self.token == u32::from_be_bytes(*b"HTTP") {
                     self.is_reply = true;
@@ -282,7 +242,7 @@ impl HttpState {
                     return None;
                 }
                 return self
-                    .target_byte(m, b, apps)
+                    .target_byte(c, b, apps)
                     .map(|r| HttpHit::Sig(r, HttpWhere::Target));
             }
             Phase::LineRest => {
@@ -318,7 +278,7 @@ impl HttpState {
             }
             Phase::LineStart => match b {
                 b'\r' => self.phase = Phase::HeadEnd,
-                b'\n' => return self.end_head(m, apps, port),
+                b'\n' => return self.end_head(c, apps, port),
                 b' ' | b'\t' if self.header != 0 || self.slot.is_some() || self.in_host => {
                     // Obsolete line folding: the value goes on.
                     self.phase = Phase::Value;
@@ -335,17 +295,17 @@ impl HttpState {
             },
             Phase::HeadEnd => {
                 if b == b'\n' {
-                    return self.end_head(m, apps, port);
+                    return self.end_head(c, apps, port);
                 } else {
                     self.phase = Phase::Off;
                 }
             }
             Phase::Name => {
                 if b == b':' {
-                    self.header_named(m);
+                    self.header_named(c);
                     self.phase = Phase::ValueWs;
                     if self.header != 0
-                        && let Some(r) = m.header_present(self.header, apps)
+                        && let Some(r) = c.sigs.header_present(self.header, apps)
                     {
                         return Some(HttpHit::Sig(r, HttpWhere::Header));
                     }
@@ -362,9 +322,9 @@ impl HttpState {
                     return None;
                 }
                 self.phase = Phase::Value;
-                return self.value_byte(m, b, apps);
+                return self.value_byte(c, b, apps);
             }
-            Phase::Value => return self.value_byte(m, b, apps),
+            Phase::Value => return self.value_byte(c, b, apps),
             Phase::ChunkSize => match b {
                 b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
                     let d = (b as char).to_digit(16).unwrap_or(0) as u64;
@@ -404,13 +364,13 @@ impl HttpState {
         self.count = 0;
     }
 
-    fn header_named(&mut self, m: &Matcher) {
+    fn header_named(&mut self, c: &Compiled) {
         self.in_cl = self.name == CONTENT_LENGTH;
         self.in_te = self.name == TRANSFER_ENCODING;
-        self.header = m.header_id(self.name);
+        self.header = c.sigs.header_id(self.name);
         if let Some(f) = self.fields.as_mut() {
             self.in_host = self.name == HOST && !self.is_reply;
-            self.slot = m.rules().header_slot(self.name).map(|s| s as u8);
+            self.slot = c.rules.header_slot(self.name).map(|s| s as u8);
             if let Some(s) = self.slot {
                 let v = &mut f.headers[s as usize];
                 if f.present & (1u64 << s) != 0 && v.len() + 2 <= MAX_HEADER {
@@ -421,7 +381,7 @@ impl HttpState {
             }
         }
         self.field = if self.header != 0 {
-            Some(m.header_start())
+            Some(c.sigs.header_start())
         } else {
             None
         };
@@ -434,7 +394,7 @@ impl HttpState {
         self.name = 0;
     }
 
-    fn value_byte(&mut self, m: &Matcher, b: u8, apps: AppSet) -> Option<HttpHit> {
+    fn value_byte(&mut self, c: &Compiled, b: u8, apps: AppSet) -> Option<HttpHit> {
         if b == b'\n' {
             self.phase = Phase::LineStart;
             self.begin_line();
@@ -461,14 +421,14 @@ impl HttpState {
         }
         if self.header != 0
             && let Some(st) = self.field.as_mut()
-            && let Some(r) = m.step_header(st, b, self.header, apps)
+            && let Some(r) = c.sigs.step_header(st, b, self.header, apps)
         {
             return Some(HttpHit::Sig(r, HttpWhere::Header));
         }
         None
     }
 
-    fn target_byte(&mut self, m: &Matcher, b: u8, apps: AppSet) -> Option<SigRef> {
+    fn target_byte(&mut self, c: &Compiled, b: u8, apps: AppSet) -> Option<SigRef> {
         let mut out = [0u8; 3];
         let n = match (self.pct, b) {
             (0, b'%') => {
@@ -509,18 +469,18 @@ impl HttpState {
             if let Some(st) = self.field.as_mut()
                 && hit.is_none()
             {
-                hit = m.step_target(st, v, apps);
+                hit = c.sigs.step_target(st, v, apps);
             }
         }
         hit
     }
 
-    fn end_head(&mut self, m: &Matcher, apps: AppSet, port: u16) -> Option<HttpHit> {
+    fn end_head(&mut self, c: &Compiled, apps: AppSet, port: u16) -> Option<HttpHit> {
         let reply = self.is_reply;
         let hit = self
             .fields
             .as_mut()
-            .and_then(|f| eval_fields(m, f, reply, apps, port))
+            .and_then(|f| c.rules.eval_head(f, reply, apps, port))
             .map(HttpHit::Rule);
         self.end_head_body();
         hit
@@ -557,110 +517,6 @@ impl HttpState {
             self.phase = Phase::ChunkData;
         }
     }
-}
-
-/// The host part of `host[:port]` or `[v6]:port`, lower-cased into `out`.
-fn host_part<'a>(authority: &[u8], out: &'a mut [u8; MAX_HOST]) -> &'a [u8] {
-    let a = match authority.iter().rposition(|&c| c == b'@') {
-        Some(i) => &authority[i + 1..],
-        None => authority,
-    };
-    let h = if let Some(rest) = a.strip_prefix(b"[") {
-        &rest[..rest.iter().position(|&c| c == b']').unwrap_or(rest.len())]
-    } else if a.iter().filter(|&&c| c == b':').count() == 1 {
-        &a[..a.iter().position(|&c| c == b':').unwrap_or(a.len())]
-    } else {
-        a
-    };
-    let n = h.len().min(MAX_HOST);
-    for (o, c) in out.iter_mut().zip(&h[..n]) {
-        *o = c.to_ascii_lowercase();
-    }
-    &out[..n]
-}
-
-/// The port of `host:port` / `[v6]:port`, if there is one.
-fn authority_port(authority: &[u8]) -> Option<u16> {
-    let a = match authority.iter().rposition(|&c| c == b']') {
-        Some(i) => &authority[i + 1..],
-        None if authority.iter().filter(|&&c| c == b':').count() == 1 => authority,
-        None => return None,
-    };
-    let p = &a[a.iter().position(|&c| c == b':')? + 1..];
-    std::str::from_utf8(p).ok()?.parse().ok()
-}
-
-/// Judges the collected head against the message rules.
-fn eval_fields(m: &Matcher, f: &mut Fields, reply: bool, apps: AppSet, port: u16) -> Option<RuleRef> {
-    let mut heads: [Option<&[u8]>; 64] = [None; 64];
-    for (i, h) in f.headers.iter().enumerate().take(64) {
-        if f.present & (1u64 << i) != 0 {
-            heads[i] = Some(h);
-        }
-    }
-    let headers = &heads[..f.headers.len().min(64)];
-    if reply {
-        let msg = Message {
-            headers,
-            port,
-            reply: true,
-            ..Message::default()
-        };
-        return m.rules().eval(&msg, apps);
-    }
-    let target = f.target.as_slice();
-    let mut host_buf = [0u8; MAX_HOST];
-    let starts = |p: &[u8]| target.len() >= p.len() && target[..p.len()].eq_ignore_ascii_case(p);
-    let scheme_len = if starts(b"http://") {
-        Some(7)
-    } else if starts(b"https://") {
-        Some(8)
-    } else {
-        None
-    };
-    let (url, path, host): (&[u8], Option<&[u8]>, &[u8]);
-    // Squid's `port` is the URL's port; the connection's only when the
-    // request names none.
-    let url_port;
-    f.scratch.clear();
-    if f.method == b"CONNECT" {
-        url = target;
-        path = None;
-        host = host_part(target, &mut host_buf);
-        url_port = authority_port(target);
-    } else if let Some(n) = scheme_len {
-        url = target;
-        let rest = &target[n..];
-        let slash = rest
-            .iter()
-            .position(|&c| c == b'/' || c == b'?')
-            .unwrap_or(rest.len());
-        path = Some(if slash < rest.len() { &rest[slash..] } else { b"/" });
-        host = if f.host.is_empty() {
-            host_part(&rest[..slash], &mut host_buf)
-        } else {
-            host_part(&f.host, &mut host_buf)
-        };
-        url_port = authority_port(&rest[..slash]).or(Some(if n == 8 { 443 } else { 80 }));
-    } else {
-        f.scratch.extend_from_slice(b"http://");
-        f.scratch.extend_from_slice(&f.host);
-        f.scratch.extend_from_slice(target);
-        url = &f.scratch;
-        path = Some(target);
-        host = host_part(&f.host, &mut host_buf);
-        url_port = authority_port(&f.host);
-    }
-    let msg = Message {
-        method: Some(&f.method),
-        url: Some(url),
-        path,
-        host: (!host.is_empty()).then_some(host),
-        headers,
-        port: url_port.unwrap_or(port),
-        reply: false,
-    };
-    m.rules().eval(&msg, apps)
 }
 
 fn hex(b: u8) -> u8 {

@@ -16,10 +16,10 @@ use aho_corasick::automaton::Automaton;
 use aho_corasick::dfa::DFA;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, Input, MatchKind, StartKind};
 
-use crate::policy::rules::MAX_STREAM_SIG_LEN;
+use crate::policy::library::MAX_STREAM_SIG_LEN;
 use crate::policy::{AppSet, Policy, Scope};
 
-use super::rules::{MessageRules, RuleError};
+use super::names::name_hash;
 
 pub use aho_corasick::automaton::StateID;
 
@@ -60,15 +60,19 @@ impl SigRef {
     }
 }
 
-/// Errors while compiling signatures.
+/// Errors while compiling signatures (the library was validated when it
+/// loaded, so these mean a size limit of the automata was reached).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot compile signatures: {0}")]
-pub struct MatcherError(String);
-
-impl From<RuleError> for MatcherError {
-    fn from(e: RuleError) -> Self {
-        MatcherError(e.to_string())
-    }
+pub enum MatcherError {
+    /// Header-scoped signatures name more distinct headers than fit an id.
+    #[error("cannot compile signatures: more than 255 distinct HTTP headers")]
+    TooManyHeaders,
+    /// More stream-start signatures than the per-direction bitmap holds.
+    #[error("cannot compile signatures: more than 64 stream-start signatures")]
+    TooManyStreamStart,
+    /// The automaton builder refused the pattern set.
+    #[error("cannot compile signatures: {0}")]
+    Automaton(#[from] aho_corasick::BuildError),
 }
 
 /// One automaton over stream bytes with its pattern-to-signature table.
@@ -90,14 +94,12 @@ impl StreamSet {
             .ascii_case_insensitive(nocase)
             .kind(Some(AhoCorasickKind::DFA))
             .prefilter(true)
-            .build(&bytes)
-            .map_err(|e| MatcherError(e.to_string()))?;
+            .build(&bytes)?;
         let all = AhoCorasick::builder()
             .match_kind(MatchKind::Standard)
             .ascii_case_insensitive(nocase)
             .kind(Some(AhoCorasickKind::DFA))
-            .build(&bytes)
-            .map_err(|e| MatcherError(e.to_string()))?;
+            .build(&bytes)?;
         Ok(Some(StreamSet {
             first,
             all,
@@ -141,8 +143,7 @@ impl FieldSet {
             .match_kind(MatchKind::Standard)
             .ascii_case_insensitive(nocase)
             .start_kind(StartKind::Unanchored)
-            .build(pats.iter().map(|(b, _, _)| b.as_slice()))
-            .map_err(|e| MatcherError(e.to_string()))?;
+            .build(pats.iter().map(|(b, _, _)| b.as_slice()))?;
         Ok(Some(FieldSet {
             dfa,
             ids: pats.iter().map(|(_, r, h)| (*r, *h)).collect(),
@@ -214,8 +215,6 @@ pub struct Matcher {
     presence: Vec<(HeaderId, SigRef)>,
     /// Apps with at least one signature or rule (others are port-only).
     inspected_apps: AppSet,
-    /// Message rules (AND of conditions per HTTP head or TLS hello).
-    rules: MessageRules,
 }
 
 impl Matcher {
@@ -268,7 +267,7 @@ impl Matcher {
                             }
                         };
                         if id > 255 {
-                            return Err(MatcherError("more than 255 distinct HTTP headers".into()));
+                            return Err(MatcherError::TooManyHeaders);
                         }
                         if s.bytes.is_empty() {
                             presence.push((id as u8, r));
@@ -280,7 +279,7 @@ impl Matcher {
             }
         }
         if stream_start.len() > 64 {
-            return Err(MatcherError("more than 64 stream-start signatures".into()));
+            return Err(MatcherError::TooManyStreamStart);
         }
         let carry = stream
             .iter()
@@ -290,8 +289,6 @@ impl Matcher {
             .unwrap_or(1)
             .saturating_sub(1);
         debug_assert!(carry < MAX_STREAM_SIG_LEN + 1);
-        let rules = MessageRules::build(policy)?;
-        inspected_apps |= rules.apps();
         let [scs, sci] = stream;
         let [tcs, tci] = target;
         let [hcs, hci] = header;
@@ -306,18 +303,15 @@ impl Matcher {
             target_ci: FieldSet::build(&tci, true)?,
             header_cs: FieldSet::build(&hcs, false)?,
             header_ci: FieldSet::build(&hci, true)?,
-            header_hashes: headers
-                .iter()
-                .map(|h| super::http::name_hash(h.as_bytes()))
-                .collect(),
+            header_hashes: headers.iter().map(|h| name_hash(h.as_bytes())).collect(),
             headers,
             presence,
             inspected_apps,
-            rules,
         })
     }
 
-    /// Apps that have payload signatures.
+    /// Apps that have payload signatures (message rules add theirs in
+    /// [`crate::engine::compiled::Compiled::inspected_apps`]).
     pub fn inspected_apps(&self) -> AppSet {
         self.inspected_apps
     }
@@ -328,15 +322,9 @@ impl Matcher {
         self.carry
     }
 
-    /// The compiled message rules.
-    pub fn rules(&self) -> &MessageRules {
-        &self.rules
-    }
-
-    /// True when any HTTP-scoped signature or rule exists (else the parser is skipped).
+    /// True when any HTTP-scoped signature exists.
     pub fn wants_http(&self) -> bool {
-        self.rules.any()
-            || self.target_cs.is_some()
+        self.target_cs.is_some()
             || self.target_ci.is_some()
             || self.header_cs.is_some()
             || self.header_ci.is_some()

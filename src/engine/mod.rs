@@ -12,19 +12,23 @@
 //! them (opener's source listed, opener's destination port), then payload
 //! inspection until a signature matches or the inspection depth is passed.
 
+pub mod compiled;
 pub mod http;
 pub mod matcher;
-pub mod rules;
+pub mod message_rules;
+pub mod names;
+pub mod state;
 pub mod stream;
 pub mod tls;
 pub mod verdict;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::flow::{FlowDecision, FlowState};
-use crate::packet::PacketView;
-use crate::policy::{AppSet, Policy, Proto};
-use matcher::{Hit, Matcher, MatcherError, StartState};
+use crate::packet::{PacketView, Proto};
+use crate::policy::{AppSet, Policy, PortSpec};
+use compiled::{CompileError, Compiled};
+use matcher::{Hit, Matcher, StartState};
+pub use state::{ConnState, Connection, FlowDecision};
 use stream::Found;
 pub use verdict::{Decision, FlowMark, Reason, Verdict};
 
@@ -66,7 +70,7 @@ static GENERATION: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug)]
 pub struct Engine {
     policy: Policy,
-    matcher: Matcher,
+    compiled: Compiled,
     config: EngineConfig,
     generation: u64,
 }
@@ -74,18 +78,18 @@ pub struct Engine {
 /// Errors building an engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// Signatures could not be compiled.
+    /// Signatures or message rules could not be compiled.
     #[error(transparent)]
-    Matcher(#[from] MatcherError),
+    Compile(#[from] CompileError),
 }
 
 impl Engine {
     /// Compiles a policy.
     pub fn new(policy: Policy, config: EngineConfig) -> Result<Engine, EngineError> {
-        let matcher = Matcher::build(&policy)?;
+        let compiled = Compiled::build(&policy)?;
         Ok(Engine {
             policy,
-            matcher,
+            compiled,
             config,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         })
@@ -98,7 +102,19 @@ impl Engine {
 
     /// The compiled signatures.
     pub fn matcher(&self) -> &Matcher {
-        &self.matcher
+        &self.compiled.sigs
+    }
+
+    /// Apps with payload signatures or message rules: the hosts listed for
+    /// them are queued to userspace; the others are port-only.
+    pub fn inspected_apps(&self) -> AppSet {
+        self.compiled.inspected_apps()
+    }
+
+    /// The generation of this engine: every engine built gets a new one, so
+    /// a connection can tell which policy its state belongs to.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Its tunables.
@@ -108,9 +124,11 @@ impl Engine {
 
     /// Judges one packet of the connection `flow` (created for it by the
     /// caller's [`crate::flow::FlowTable`]).
-    pub fn judge(&self, p: &PacketView<'_>, flow: &mut FlowState) -> Decision {
-        flow.packets += 1;
-        let side = flow.side_of(p);
+    pub fn judge(&self, p: &PacketView<'_>, conn: &mut Connection) -> Decision {
+        let side = conn.side_of(p);
+        let (orig_dport, proto) = (conn.orig_dport, conn.proto);
+        let (orig_src, orig_dst) = (conn.orig_src, conn.orig_dst);
+        let flow = &mut conn.state;
         match flow.decision {
             FlowDecision::Blocked(r) => return Decision::drop(r),
             FlowDecision::Clean => return Decision::accept(Reason::Clean),
@@ -131,7 +149,7 @@ impl Engine {
                     d.reset_matching();
                 }
             }
-            if let Some(d) = self.setup(flow) {
+            if let Some(d) = self.setup(flow, orig_src, orig_dst, proto, orig_dport) {
                 return d;
             }
         }
@@ -148,8 +166,15 @@ impl Engine {
                 let tcp = p.tcp.unwrap_or_default();
                 let apps = flow.apps;
                 let dir = &mut flow.dirs[side as usize];
-                let port = flow.orig_dport;
-                stream::inspect_segment(&self.matcher, &self.config, dir, tcp, p.payload, apps, port)
+                stream::inspect_segment(
+                    &self.compiled,
+                    &self.config,
+                    dir,
+                    tcp,
+                    p.payload,
+                    apps,
+                    orig_dport,
+                )
             }
         };
         if let Some(found) = found {
@@ -175,18 +200,25 @@ impl Engine {
     }
 
     /// First packet of a connection: host lookup and port rules.
-    fn setup(&self, flow: &mut FlowState) -> Option<Decision> {
+    fn setup(
+        &self,
+        flow: &mut ConnState,
+        orig_src: std::net::IpAddr,
+        orig_dst: std::net::IpAddr,
+        proto: Proto,
+        orig_dport: u16,
+    ) -> Option<Decision> {
         let table = self.policy.table();
-        let opener = table.lookup(flow.orig_src);
-        let other = table.lookup(flow.orig_dst);
+        let opener = table.lookup(orig_src);
+        let other = table.lookup(orig_dst);
         flow.apps = opener.map_or(0, |r| r.apps) | other.map_or(0, |r| r.apps);
         if let Some(rule) = opener.filter(|_| self.config.port_rules)
-            && let Some(r) = self.port_rule(rule.apps, &rule.ports, flow.proto, flow.orig_dport)
+            && let Some(r) = self.port_rule(rule.apps, &rule.ports, proto, orig_dport)
         {
             flow.decision = FlowDecision::Blocked(r);
             return Some(Decision::drop(r).marked(FlowMark::Blocked));
         }
-        if flow.apps & self.matcher.inspected_apps() == 0 {
+        if flow.apps & self.compiled.inspected_apps() == 0 {
             flow.decision = FlowDecision::Ignored;
             let r = if opener.is_none() && other.is_none() {
                 Reason::NotListed
@@ -198,13 +230,7 @@ impl Engine {
         None
     }
 
-    fn port_rule(
-        &self,
-        apps: AppSet,
-        ports: &[crate::policy::PortSpec],
-        proto: Proto,
-        dport: u16,
-    ) -> Option<Reason> {
+    fn port_rule(&self, apps: AppSet, ports: &[PortSpec], proto: Proto, dport: u16) -> Option<Reason> {
         if let Some(p) = ports.iter().find(|p| p.contains(proto, dport)) {
             return Some(Reason::Port { app: None, port: *p });
         }
@@ -227,7 +253,7 @@ impl Engine {
         if data.is_empty() {
             return None;
         }
-        let m = &self.matcher;
+        let m = &self.compiled.sigs;
         let mut start = StartState::default();
         let anchored = Hit::first(
             m.find_segment_start(data, apps),

@@ -15,11 +15,12 @@
 //! - a connection picked up mid-stream (no SYN) starts at the first segment seen.
 
 use crate::engine::EngineConfig;
+use crate::engine::compiled::Compiled;
 use crate::engine::http::HttpHit;
 use crate::engine::matcher::{Hit, Matcher};
-use crate::engine::rules::{Message, RuleRef};
+use crate::engine::message_rules::{Message, RuleRef};
+use crate::engine::state::{DirState, MAX_CARRY, Reorder};
 use crate::engine::tls::{Hello, server_name};
-use crate::flow::{DirState, MAX_CARRY, Reorder};
 use crate::packet::TcpInfo;
 use crate::policy::AppSet;
 
@@ -70,7 +71,7 @@ pub fn scan_with_context(m: &Matcher, context: &[u8], data: &[u8], apps: AppSet)
 
 /// One TCP segment of one direction of a connection to server port `port`.
 pub fn inspect_segment(
-    m: &Matcher,
+    c: &Compiled,
     cfg: &EngineConfig,
     dir: &mut DirState,
     tcp: TcpInfo,
@@ -88,7 +89,7 @@ pub fn inspect_segment(
     let next = *dir.next_seq.get_or_insert(data_seq);
     let diff = data_seq.wrapping_sub(next) as i32;
     if diff > 0 {
-        return ahead(m, cfg, dir, data_seq, payload, apps, port);
+        return ahead(c, cfg, dir, data_seq, payload, apps, port);
     }
     let mut at_segment_start = true;
     let fresh = if diff < 0 {
@@ -99,9 +100,10 @@ pub fn inspect_segment(
         if cfg.block_conflicts && !keepalive && conflicts(dir, next, data_seq, &payload[..overlap]) {
             return Some(Found::Conflict);
         }
-        if let Some(h) = m
+        if let Some(h) = c
+            .sigs
             .find_segment_start(payload, apps)
-            .or_else(|| m.find_stream(payload, apps))
+            .or_else(|| c.sigs.find_stream(payload, apps))
         {
             return Some(Found::Sig(h));
         }
@@ -113,16 +115,16 @@ pub fn inspect_segment(
     if fresh.is_empty() {
         return None;
     }
-    let hit = consume(m, dir, fresh, at_segment_start, apps, port);
+    let hit = consume(c, dir, fresh, at_segment_start, apps, port);
     if hit.is_some() {
         return hit;
     }
-    drain(m, dir, apps, port)
+    drain(c, dir, apps, port)
 }
 
 /// Inspects in-order bytes that start at `next_seq`.
 fn consume(
-    m: &Matcher,
+    c: &Compiled,
     dir: &mut DirState,
     fresh: &[u8],
     segment_start: bool,
@@ -135,36 +137,36 @@ fn consume(
     dir.payload_packets += 1;
     // Every scope is checked; the hit that ends first in the stream is the reason.
     let mut hit = if segment_start {
-        m.find_segment_start(fresh, apps)
+        c.sigs.find_segment_start(fresh, apps)
     } else {
         None
     };
-    hit = Hit::first(hit, m.feed_stream_start(&mut dir.start, fresh, apps));
+    hit = Hit::first(hit, c.sigs.feed_stream_start(&mut dir.start, fresh, apps));
     hit = Hit::first(
         hit,
-        scan_with_context(m, &dir.tail[..dir.tail_len as usize], fresh, apps),
+        scan_with_context(&c.sigs, &dir.tail[..dir.tail_len as usize], fresh, apps),
     );
     let mut found = sig(hit);
-    if m.wants_http() && !dir.http.is_off() {
-        let h = dir.http.feed(m, fresh, apps, port).map(|(h, end)| match h {
+    if c.wants_http() && !dir.http.is_off() {
+        let h = dir.http.feed(c, fresh, apps, port).map(|(h, end)| match h {
             HttpHit::Sig(s, _) => (Found::Sig(Hit { sig: s, end }), end),
             HttpHit::Rule(r) => (Found::Rule(r), end),
         });
         found = earlier(found, h);
     }
-    if m.rules().needs_host() && !dir.hello_done {
+    if c.rules.needs_host() && !dir.hello_done {
         found = earlier(
             found,
-            hello(m, dir, fresh, apps, port).map(|r| (Found::Rule(r), fresh.len())),
+            hello(c, dir, fresh, apps, port).map(|r| (Found::Rule(r), fresh.len())),
         );
     }
     dir.bytes += fresh.len() as u64;
-    update_tail(m.carry(), dir, fresh);
+    update_tail(c.sigs.carry(), dir, fresh);
     found.map(|(f, _)| f)
 }
 
 /// Collects a TLS ClientHello at the stream start and judges its server name.
-fn hello(m: &Matcher, dir: &mut DirState, fresh: &[u8], apps: AppSet, port: u16) -> Option<RuleRef> {
+fn hello(c: &Compiled, dir: &mut DirState, fresh: &[u8], apps: AppSet, port: u16) -> Option<RuleRef> {
     if dir.hello.is_none() {
         if dir.bytes != 0 || fresh.first() != Some(&0x16) {
             dir.hello_done = true;
@@ -188,7 +190,7 @@ fn hello(m: &Matcher, dir: &mut DirState, fresh: &[u8], apps: AppSet, port: u16)
                 port,
                 ..Message::default()
             };
-            m.rules().eval(&msg, apps)
+            c.rules.eval(&msg, apps)
         }
         _ => None,
     };
@@ -199,7 +201,7 @@ fn hello(m: &Matcher, dir: &mut DirState, fresh: &[u8], apps: AppSet, port: u16)
 
 /// A segment ahead of a gap: scanned alone now, held for in-order inspection.
 fn ahead(
-    m: &Matcher,
+    c: &Compiled,
     cfg: &EngineConfig,
     dir: &mut DirState,
     seq: u32,
@@ -207,9 +209,10 @@ fn ahead(
     apps: AppSet,
     port: u16,
 ) -> Option<Found> {
-    if let Some(h) = m
+    if let Some(h) = c
+        .sigs
         .find_segment_start(payload, apps)
-        .or_else(|| scan_with_context(m, b"", payload, apps))
+        .or_else(|| scan_with_context(&c.sigs, b"", payload, apps))
     {
         return Some(Found::Sig(h));
     }
@@ -242,7 +245,7 @@ fn ahead(
     dir.next_seq = Some(earliest);
     dir.tail_len = 0;
     if earliest == seq {
-        if let Some(f) = consume(m, dir, payload, true, apps, port) {
+        if let Some(f) = consume(c, dir, payload, true, apps, port) {
             return Some(f);
         }
     } else {
@@ -250,7 +253,7 @@ fn ahead(
         r.bytes += payload.len();
         r.segments.push((seq, payload.to_vec()));
     }
-    if let Some(f) = drain(m, dir, apps, port) {
+    if let Some(f) = drain(c, dir, apps, port) {
         return Some(f);
     }
     // Still over the bound (the segment skipped to was small and the rest lie
@@ -266,7 +269,7 @@ fn ahead(
         dir.resyncs += 1;
         dir.next_seq = Some(earliest);
         dir.tail_len = 0;
-        if let Some(f) = drain(m, dir, apps, port) {
+        if let Some(f) = drain(c, dir, apps, port) {
             return Some(f);
         }
     }
@@ -274,7 +277,7 @@ fn ahead(
 }
 
 /// Inspects held segments that the stream has now reached.
-fn drain(m: &Matcher, dir: &mut DirState, apps: AppSet, port: u16) -> Option<Found> {
+fn drain(c: &Compiled, dir: &mut DirState, apps: AppSet, port: u16) -> Option<Found> {
     loop {
         let next = dir.next_seq?;
         let r = dir.reorder.as_mut()?;
@@ -295,7 +298,7 @@ fn drain(m: &Matcher, dir: &mut DirState, apps: AppSet, port: u16) -> Option<Fou
         let (s, data) = r.segments.swap_remove(i);
         r.bytes -= data.len();
         let skip = next.wrapping_sub(s) as usize;
-        if let Some(f) = consume(m, dir, &data[skip..], skip == 0, apps, port) {
+        if let Some(f) = consume(c, dir, &data[skip..], skip == 0, apps, port) {
             return Some(f);
         }
     }

@@ -1,7 +1,7 @@
-//! Verdicts and the reasons behind them.
+//! Verdicts and the reasons behind them: the engine's whole answer.
 
 use crate::engine::matcher::SigRef;
-use crate::engine::rules::RuleRef;
+use crate::engine::message_rules::RuleRef;
 use crate::policy::PortSpec;
 
 /// What to do with one packet.
@@ -46,19 +46,41 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Number of distinct reason kinds.
+    pub const COUNT: usize = 9;
+    /// Machine names of the reason kinds, indexed by [`Reason::index`]: the
+    /// one table counters, status, events and scan output all use.
+    pub const KINDS: [&'static str; Reason::COUNT] = [
+        "port",
+        "signature",
+        "inspecting",
+        "clean",
+        "not-listed",
+        "ports-only",
+        "unparsable",
+        "evasion",
+        "rule",
+    ];
+
+    /// Position of this reason's kind in [`Reason::KINDS`].
+    #[inline]
+    pub fn index(&self) -> usize {
+        match self {
+            Reason::Port { .. } => 0,
+            Reason::Signature(_) => 1,
+            Reason::Inspecting => 2,
+            Reason::Clean => 3,
+            Reason::NotListed => 4,
+            Reason::PortsOnly => 5,
+            Reason::Unparsable => 6,
+            Reason::Evasion => 7,
+            Reason::Rule(_) => 8,
+        }
+    }
+
     /// Short machine name of the outcome, for counters and JSON.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Reason::Port { .. } => "port",
-            Reason::Signature(_) => "signature",
-            Reason::Evasion => "evasion",
-            Reason::Rule(_) => "rule",
-            Reason::Inspecting => "inspecting",
-            Reason::Clean => "clean",
-            Reason::NotListed => "not-listed",
-            Reason::PortsOnly => "ports-only",
-            Reason::Unparsable => "unparsable",
-        }
+        Reason::KINDS[self.index()]
     }
 }
 

@@ -8,7 +8,9 @@
 
 pub mod error;
 pub mod hosts;
-pub mod rules;
+pub mod library;
+pub mod load;
+pub mod squid;
 pub mod table;
 
 use std::collections::BTreeMap;
@@ -18,7 +20,7 @@ use ipnet::IpNet;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use hosts::{AppChoice, HostsFile, PortSpec, Proto};
-pub use rules::{App, Condition, Field, MessageRule, RuleLibrary, Scope, Signature, Test};
+pub use library::{App, Condition, Field, MessageRule, RuleLibrary, Scope, Signature, Test};
 pub use table::{AppSet, HostRule, HostTable};
 
 /// One listed network with everything that applies to it (lines merged).

@@ -133,7 +133,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn kernel_queues(lab: &Lab) -> Vec<appwall::stats::KernelQueue> {
+fn kernel_queues(lab: &Lab) -> Vec<appwall::source::nfqueue::KernelQueue> {
     let o = lab
         .exec(
             &lab.gateway,
@@ -142,7 +142,7 @@ fn kernel_queues(lab: &Lab) -> Vec<appwall::stats::KernelQueue> {
             Duration::from_secs(5),
         )
         .unwrap();
-    appwall::stats::parse_kernel_queues(&String::from_utf8_lossy(&o.stdout))
+    appwall::source::nfqueue::parse_kernel_queues(&String::from_utf8_lossy(&o.stdout))
 }
 
 fn status_json(f: &Filter) -> serde_json::Value {
@@ -150,13 +150,13 @@ fn status_json(f: &Filter) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-/// The lock file of the gateway's network namespace (see `appwall::commands::run::lock_path`).
+/// The lock file of the gateway's network namespace (see `appwall::daemon::lock_path`).
 fn gateway_lock(lab: &Lab) -> PathBuf {
     use std::os::unix::fs::MetadataExt;
     let ino = std::fs::metadata(format!("/run/netns/{}", lab.gateway))
         .unwrap()
         .ino();
-    Path::new(appwall::commands::run::LOCK_DIR).join(format!("netns-{ino}.lock"))
+    Path::new(appwall::daemon::LOCK_DIR).join(format!("netns-{ino}.lock"))
 }
 
 /// Blocked-connection marks in the gateway's conntrack for one client port.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use appwall::engine::{Engine, EngineConfig};
+use appwall::engine::{ConnState, Engine, EngineConfig};
 use appwall::flow::FlowTable;
 use appwall::packet::PacketView;
 use appwall::policy::{HostsFile, Policy, RuleLibrary};
@@ -40,13 +40,13 @@ fn reorder_buffer_stays_within_its_bound() {
     });
     let mut table = FlowTable::new(16, u64::MAX);
     let mut now = 0;
-    let mut send = |table: &mut FlowTable, seq: u32, syn: bool, payload: &[u8]| {
+    let mut send = |table: &mut FlowTable<ConnState>, seq: u32, syn: bool, payload: &[u8]| {
         now += 1;
         let p = segment(seq, syn, payload);
         let v = PacketView::from_ip(&p).unwrap();
         let flow = table.get_or_insert(&v, now);
         e.judge(&v, flow);
-        flow.dirs[0].reorder.as_ref().map_or(0, |r| r.bytes)
+        flow.state.dirs[0].reorder.as_ref().map_or(0, |r| r.bytes)
     };
     // Data starts at 1; every segment below lies ahead of a gap.
     send(&mut table, 0, true, b"");
@@ -83,7 +83,7 @@ fn squid_src_values_become_valid_hosts_lines_or_notes() {
             "acl msn url_regex gateway.dll\nacl office src 192.0.2.0/24 {bad}\nhttp_access deny msn office\n"
         );
         std::fs::write(&conf, text).unwrap();
-        let imp = appwall::squid::import(&conf, "site").unwrap();
+        let imp = appwall::policy::squid::import(&conf, "site").unwrap();
         assert_eq!(imp.translated, 0, "{bad}");
         assert!(imp.hosts.is_empty(), "{bad}: {:?}", imp.hosts);
         assert!(
@@ -97,7 +97,7 @@ fn squid_src_values_become_valid_hosts_lines_or_notes() {
         "acl msn url_regex gateway.dll\nacl office src 192.0.2.0/24 2001:db8::1\nhttp_access deny msn office\n",
     )
     .unwrap();
-    let imp = appwall::squid::import(&conf, "site").unwrap();
+    let imp = appwall::policy::squid::import(&conf, "site").unwrap();
     assert_eq!(imp.translated, 1);
     HostsFile::parse(Path::new("hosts"), &imp.hosts.join("\n")).unwrap();
     assert_eq!(imp.hosts.len(), 2);
@@ -118,7 +118,7 @@ fn squid_header_names_are_checked_before_the_rule_file() {
          acl r rep_header X-MSN:Messenger .\nhttp_access deny s\nhttp_access deny h\nhttp_reply_access deny r\n",
     )
     .unwrap();
-    let imp = appwall::squid::import(&conf, "site").unwrap();
+    let imp = appwall::policy::squid::import(&conf, "site").unwrap();
     assert_eq!(imp.translated, 1);
     for (line, name) in [(5, "Us/er-Agent"), (6, "X-MSN:Messenger")] {
         assert!(

@@ -8,7 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use appwall::iptables::{self, Family, MarkBits, PortAction, RuleOptions};
+use appwall::kernel::iptables::{self, Family, KernelRuleOptions, PortAction};
+use appwall::kernel::marks::MarkBits;
 use appwall::policy::{HostsFile, Policy, RuleLibrary};
 use proptest::prelude::*;
 
@@ -81,7 +82,7 @@ fn hostile_hosts_lines_are_errors() {
 }
 
 fn rule_error(stem: &str, text: &str) -> Option<String> {
-    let mut files: Vec<(PathBuf, String)> = appwall::policy::rules::EMBEDDED
+    let mut files: Vec<(PathBuf, String)> = appwall::policy::library::EMBEDDED
         .iter()
         .map(|(n, t)| (Path::new("rules").join(n), t.to_string()))
         .collect();
@@ -236,10 +237,10 @@ fn check_ipset(text: &str) {
     }
 }
 
-fn option_sets() -> Vec<RuleOptions> {
+fn option_sets() -> Vec<KernelRuleOptions> {
     vec![
-        RuleOptions::default(),
-        RuleOptions {
+        KernelRuleOptions::default(),
+        KernelRuleOptions {
             queue: 7,
             queues: 4,
             fail_closed: true,

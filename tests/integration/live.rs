@@ -146,7 +146,7 @@ fn kernel_queued(lab: &Lab) -> u64 {
             Duration::from_secs(5),
         )
         .unwrap();
-    appwall::stats::parse_kernel_queues(&String::from_utf8_lossy(&o.stdout))
+    appwall::source::nfqueue::parse_kernel_queues(&String::from_utf8_lossy(&o.stdout))
         .iter()
         .map(|q| q.id_sequence)
         .sum()
@@ -284,8 +284,8 @@ fn live_msn_blocked_web_passes_fast_path_marks() {
 
 /// Client-to-server payloads of the first MSNP connection in a capture.
 fn msnp_client_stream(capture: &Path) -> Vec<u8> {
-    use appwall::capture::CaptureReader;
     use appwall::packet::{LinkType, PacketView};
+    use appwall::source::capture::CaptureReader;
     let mut r = CaptureReader::open(capture).unwrap();
     let mut key = None;
     let mut seen = std::collections::HashSet::new();

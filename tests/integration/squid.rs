@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
-use appwall::capture::write_pcap;
 use appwall::sample::TcpFlowBuilder;
+use appwall::source::capture::write_pcap;
 use serde_json::Value;
 
 use crate::util::run;

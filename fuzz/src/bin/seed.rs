@@ -11,7 +11,7 @@ use std::fs;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use appwall::capture::CaptureReader;
+use appwall::source::capture::CaptureReader;
 use appwall::flow::FlowKey;
 use appwall::packet::{LinkType, PacketView};
 use appwall::policy::Proto;
@@ -233,7 +233,7 @@ fn main() {
 
     // appwall's own sample traffic and segmentation corpus.
     let mut pcap = Vec::new();
-    appwall::capture::write_pcap(&mut pcap, &appwall::sample::sample_frames()).expect("write to Vec");
+    appwall::source::capture::write_pcap(&mut pcap, &appwall::sample::sample_frames()).expect("write to Vec");
     out.put("capture_reader", &pcap);
     for s in appwall::sample::scenarios() {
         for p in &s.packets {
@@ -296,7 +296,7 @@ fn main() {
     for entry in fs::read_dir(&squid_dir).into_iter().flatten().flatten() {
         let conf = tmp.join("squid.conf");
         fs::copy(entry.path(), &conf).expect("copy squid seed");
-        if let Ok(imp) = appwall::squid::import(&conf, "site") {
+        if let Ok(imp) = appwall::policy::squid::import(&conf, "site") {
             out.put("rule_files", format!("site\n{}", imp.toml).as_bytes());
             out.put("rule_files", format!("+site\n{}", imp.toml).as_bytes());
         }

@@ -11,6 +11,8 @@ use std::net::IpAddr;
 
 use etherparse::PacketBuilder;
 
+pub mod mix;
+
 /// One direction's bytes in a connection script: (from client?, payload).
 pub type Exchange<'a> = (bool, &'a [u8]);
 

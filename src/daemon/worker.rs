@@ -1,5 +1,6 @@
-//! NFQUEUE workers: receive queued packets, judge them with the engine,
-//! return a verdict (and a connection mark for the kernel fast path).
+//! A queue worker: receives queued packets, judges each through the shared
+//! [`Tracker`] step, and answers with a verdict (and a connection mark for
+//! the kernel fast path).
 //!
 //! Guarantees:
 //! - every packet received gets exactly one verdict, on every path: a
@@ -11,128 +12,35 @@
 //!   per queue, judged and answered in turn), which keeps the kernel's
 //!   queue walk short;
 //! - a connection's fate is handed to the kernel once: the settling packet
-//!   gets `NF_REPEAT` with appwall's mark bits OR-ed into its nfmark; the
-//!   mangle chain built by [`crate::iptables`] saves that mark to conntrack
-//!   and drops or returns, so the rest of the connection never leaves the
-//!   kernel;
+//!   gets `NF_REPEAT` with appwall's mark bits ([`crate::kernel::marks`]);
+//!   the mangle chain saves that mark to conntrack and drops or returns, so
+//!   the rest of the connection never leaves the kernel;
 //! - no lock and no allocation per packet: the engine is read through an
 //!   `arc_swap` cache, counters are this worker's own relaxed atomics.
 //!
 //! The loop is written against [`PacketSource`] so it can be driven with
-//! synthetic packets in tests; [`NfqSource`] is the kernel-backed one.
+//! synthetic packets in tests; [`crate::source::nfqueue::NfqSource`] is the
+//! kernel-backed one.
 
-use std::collections::HashSet;
-use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use arc_swap::cache::Cache;
 use crossbeam_channel::{Sender, TrySendError};
 
-use crate::engine::{Engine, FlowMark, Verdict};
-use crate::flow::FlowTable;
-use crate::iptables::MarkBits;
-use crate::packet::PacketView;
-use crate::stats::{self, BlockEvent, Level, WorkerStats, bump};
+use crate::daemon::events::BlockEvent;
+use crate::daemon::stats::{self, WorkerStats, bump};
+use crate::engine::{Engine, FlowMark, Reason, Verdict};
+use crate::kernel::marks::MarkBits;
+use crate::log::{Level, log};
+use crate::packet::LinkType;
+use crate::source::{PacketSource, QueueError, QueueVerdict, Received, Tracker};
 
 /// The engine in force, swapped whole on reload.
 pub type EngineHandle = Arc<ArcSwap<Engine>>;
-
-/// What the worker tells the kernel about one packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueVerdict {
-    /// `NF_ACCEPT`.
-    Accept,
-    /// `NF_DROP`.
-    Drop,
-    /// `NF_REPEAT` with this nfmark: the mangle chain saves it to the
-    /// connection and acts on it.
-    Repeat(u32),
-}
-
-/// One receive attempt.
-#[derive(Debug)]
-pub enum Received<P> {
-    /// A packet waiting for its verdict.
-    Packet(P),
-    /// Nothing arrived within the poll interval.
-    Idle,
-    /// The socket buffer overflowed (ENOBUFS): packets were lost before
-    /// reaching userspace; keep going.
-    Overrun,
-}
-
-/// Where queued packets come from and where their verdicts go.
-pub trait PacketSource {
-    /// A packet waiting for its verdict; must be passed back to [`PacketSource::verdict`].
-    type Packet;
-    /// Waits up to the poll interval for the next packet.
-    fn recv(&mut self) -> Result<Received<Self::Packet>, QueueError>;
-    /// Layer-3 bytes of a packet.
-    fn payload(p: &Self::Packet) -> &[u8];
-    /// The packet's current nfmark.
-    fn mark(p: &Self::Packet) -> u32;
-    /// True for a GSO super-packet.
-    fn is_gso(p: &Self::Packet) -> bool;
-    /// True when the copy range cut the packet short.
-    fn is_truncated(p: &Self::Packet) -> bool;
-    /// Returns the packet to the kernel with a verdict.
-    fn verdict(&mut self, p: Self::Packet, v: QueueVerdict) -> Result<(), QueueError>;
-    /// From now on `recv` must not wait: the worker drains what is left.
-    fn start_draining(&mut self) {}
-}
-
-/// Errors of the queue layer.
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    /// The netlink socket could not be opened.
-    #[error("cannot open the netfilter queue socket: {0} (appwall run needs root or CAP_NET_ADMIN)")]
-    Open(#[source] io::Error),
-    /// Another process owns the queue.
-    #[error(
-        "NFQUEUE queue {queue} is already bound by another process (netlink port id {portid}); \
-         only one appwall may own a queue: stop the other instance or choose another --queue"
-    )]
-    Busy {
-        /// Queue number.
-        queue: u16,
-        /// The owner's netlink port id (usually its pid).
-        portid: u32,
-    },
-    /// A queue setting was refused.
-    #[error("queue {queue}: cannot {what}: {source}")]
-    Config {
-        /// Queue number.
-        queue: u16,
-        /// The setting.
-        what: &'static str,
-        /// The kernel's answer.
-        #[source]
-        source: io::Error,
-    },
-    /// Receiving failed for good.
-    #[error("queue {queue}: receive failed: {source}")]
-    Recv {
-        /// Queue number.
-        queue: u16,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-    /// The kernel did not take a verdict.
-    #[error("queue {queue}: verdict not sent: {source}")]
-    Verdict {
-        /// Queue number.
-        queue: u16,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-}
 
 /// Settings of one worker.
 #[derive(Debug, Clone, Copy)]
@@ -161,7 +69,7 @@ pub struct WorkerConfig {
 pub struct Worker<S: PacketSource> {
     source: S,
     engine: Cache<EngineHandle, Arc<Engine>>,
-    table: FlowTable,
+    tracker: Tracker,
     stats: Arc<WorkerStats>,
     events: Option<Sender<BlockEvent>>,
     cfg: WorkerConfig,
@@ -181,7 +89,7 @@ impl<S: PacketSource> Worker<S> {
         Worker {
             source,
             engine: Cache::new(engine),
-            table: FlowTable::new(cfg.max_flows, cfg.flow_timeout_ns),
+            tracker: Tracker::new(cfg.max_flows, cfg.flow_timeout_ns),
             stats,
             events,
             cfg,
@@ -202,15 +110,14 @@ impl<S: PacketSource> Worker<S> {
 
     /// Judges one packet's bytes. Never fails: unparsable bytes are accepted.
     pub fn decide(&mut self, bytes: &[u8], mark: u32) -> QueueVerdict {
-        let now = self.epoch.elapsed().as_nanos() as u64;
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let engine = self.engine.load();
-        let Ok(p) = PacketView::from_ip(bytes) else {
+        let Ok(j) = self.tracker.judge(engine, LinkType::RawIp, bytes, now) else {
             self.stats
-                .count(bytes.len(), Verdict::Accept, &crate::engine::Reason::Unparsable);
+                .count(bytes.len(), Verdict::Accept, &Reason::Unparsable);
             return QueueVerdict::Accept;
         };
-        let flow = self.table.get_or_insert(&p, now);
-        let d = engine.judge(&p, flow);
+        let (d, flow) = (j.decision, j.conn);
         self.stats.count(bytes.len(), d.verdict, &d.reason);
         let m = self.cfg.marks;
         let v = match (d.mark, d.verdict) {
@@ -236,7 +143,7 @@ impl<S: PacketSource> Worker<S> {
                 if self.draining || self.cfg.no_fast_path {
                     QueueVerdict::Drop
                 } else {
-                    QueueVerdict::Repeat((mark & !m.mask) | m.blocked)
+                    QueueVerdict::Repeat(m.blocked_mark(mark))
                 }
             }
             (Some(FlowMark::Clean), _) => {
@@ -244,13 +151,13 @@ impl<S: PacketSource> Worker<S> {
                 if self.draining || self.cfg.no_fast_path {
                     QueueVerdict::Accept
                 } else {
-                    QueueVerdict::Repeat((mark & !m.mask) | m.clean)
+                    QueueVerdict::Repeat(m.clean_mark(mark))
                 }
             }
             (None, Verdict::Accept) => QueueVerdict::Accept,
             (None, Verdict::Drop) => QueueVerdict::Drop,
         };
-        self.stats.flows.store(self.table.len() as u64, Relaxed);
+        self.stats.flows.store(self.tracker.len() as u64, Relaxed);
         v
     }
 
@@ -276,7 +183,7 @@ impl<S: PacketSource> Worker<S> {
             Err(_) => {
                 // The table may be half-updated: start afresh, answer the packet.
                 bump(&self.stats.panics);
-                self.table = FlowTable::new(self.cfg.max_flows, self.cfg.flow_timeout_ns);
+                self.tracker = Tracker::new(self.cfg.max_flows, self.cfg.flow_timeout_ns);
                 if self.cfg.fail_closed {
                     QueueVerdict::Drop
                 } else {
@@ -293,7 +200,7 @@ impl<S: PacketSource> Worker<S> {
             bump(&self.stats.verdict_errors);
             let n = self.stats.verdict_errors.load(Relaxed);
             if n.is_power_of_two() {
-                stats::log(Level::Warning, format_args!("{e} ({n} so far)"));
+                log(Level::Warning, format_args!("{e} ({n} so far)"));
             }
         }
     }
@@ -313,7 +220,7 @@ impl<S: PacketSource> Worker<S> {
                     bump(&self.stats.overruns);
                     let n = self.stats.overruns.load(Relaxed);
                     if n.is_power_of_two() {
-                        stats::log(
+                        log(
                             Level::Warning,
                             format_args!(
                                 "queue {}: socket buffer overrun ({n} so far): raise --rcvbuf or --queues",
@@ -351,256 +258,6 @@ impl<S: PacketSource> Worker<S> {
     }
 }
 
-/// Kernel-side settings of a queue.
-#[derive(Debug, Clone, Copy)]
-pub struct QueueOptions {
-    /// Accept (true) or drop packets the kernel cannot queue because the queue is full.
-    pub fail_open: bool,
-    /// Most packets waiting in the kernel queue.
-    pub max_len: u32,
-    /// Socket receive buffer in bytes (SO_RCVBUFFORCE).
-    pub rcvbuf: usize,
-    /// How long `recv` waits before returning `Idle` (to notice a stop).
-    pub poll: Duration,
-}
-
-impl Default for QueueOptions {
-    fn default() -> Self {
-        QueueOptions {
-            fail_open: true,
-            max_len: 4096,
-            rcvbuf: 8 << 20,
-            poll: Duration::from_millis(200),
-        }
-    }
-}
-
-/// A queue bound through the nfq crate: the production [`PacketSource`].
-pub struct NfqSource {
-    queue: nfq::Queue,
-    num: u16,
-    /// The socket's fd, found by [`find_new_netlink_fd`] (nfq does not expose it).
-    fd: Option<RawFd>,
-    /// The socket's inode, to read its drop counter in `/proc/net/netlink`.
-    pub inode: Option<u64>,
-    /// Receive buffer the kernel granted, bytes.
-    pub rcvbuf: Option<usize>,
-}
-
-static OPEN_LOCK: Mutex<()> = Mutex::new(());
-
-impl NfqSource {
-    /// Opens a netlink socket and binds queue `num`: fail-open flag, GSO
-    /// packets (up to 64 KiB), queue length, enlarged receive buffer, and
-    /// ENOBUFS reporting so overruns are counted instead of hidden.
-    pub fn open(num: u16, opts: &QueueOptions) -> Result<NfqSource, QueueError> {
-        let cfg = |what: &'static str| {
-            move |source| QueueError::Config {
-                queue: num,
-                what,
-                source,
-            }
-        };
-        let (mut queue, fd) = {
-            let _guard = OPEN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            let before: HashSet<u64> = socket_fds().into_iter().map(|(_, ino)| ino).collect();
-            let queue = nfq::Queue::open().map_err(QueueError::Open)?;
-            (queue, find_new_netlink_fd(&before))
-        };
-        if let Err(e) = queue.bind(num) {
-            let owner = stats::kernel_queues().into_iter().find(|k| k.queue == num);
-            return Err(match owner {
-                Some(k) => QueueError::Busy {
-                    queue: num,
-                    portid: k.portid,
-                },
-                None => cfg("bind")(e),
-            });
-        }
-        queue
-            .set_fail_open(num, opts.fail_open)
-            .map_err(cfg("set the fail-open flag"))?;
-        queue
-            .set_recv_gso(num, true)
-            .map_err(cfg("ask for GSO packets"))?;
-        queue
-            .set_queue_max_len(num, opts.max_len)
-            .map_err(cfg("set the queue length"))?;
-        queue
-            .set_recv_enobufs(true)
-            .map_err(cfg("enable overrun reports"))?;
-        let mut src = NfqSource {
-            queue,
-            num,
-            fd: fd.map(|(fd, _)| fd),
-            inode: fd.map(|(_, ino)| ino),
-            rcvbuf: None,
-        };
-        match src.fd {
-            Some(fd) => {
-                src.rcvbuf = Some(
-                    set_socket_options(fd, opts.rcvbuf, opts.poll).map_err(cfg("size the socket buffer"))?,
-                )
-            }
-            None => {
-                // Without the fd there is no receive timeout, and a worker
-                // could not notice a stop: refuse rather than hang.
-                return Err(cfg("find its netlink socket")(io::Error::other(
-                    "not listed in /proc/self/fd and /proc/net/netlink",
-                )));
-            }
-        }
-        Ok(src)
-    }
-
-    /// The queue number.
-    pub fn queue_num(&self) -> u16 {
-        self.num
-    }
-}
-
-impl Drop for NfqSource {
-    fn drop(&mut self) {
-        // Closing the socket unbinds too; this just says it explicitly.
-        let _ = self.queue.unbind(self.num);
-    }
-}
-
-impl PacketSource for NfqSource {
-    type Packet = nfq::Message;
-
-    fn recv(&mut self) -> Result<Received<nfq::Message>, QueueError> {
-        match self.queue.recv() {
-            Ok(m) => Ok(Received::Packet(m)),
-            Err(e) => match e.raw_os_error() {
-                Some(libc_errno::EAGAIN | libc_errno::EINTR) => Ok(Received::Idle),
-                Some(libc_errno::ENOBUFS) => Ok(Received::Overrun),
-                _ if e.kind() == io::ErrorKind::WouldBlock => Ok(Received::Idle),
-                _ => Err(QueueError::Recv {
-                    queue: self.num,
-                    source: e,
-                }),
-            },
-        }
-    }
-
-    fn payload(p: &nfq::Message) -> &[u8] {
-        p.get_payload()
-    }
-
-    fn mark(p: &nfq::Message) -> u32 {
-        p.get_nfmark()
-    }
-
-    fn is_gso(p: &nfq::Message) -> bool {
-        p.is_seg_offloaded()
-    }
-
-    fn is_truncated(p: &nfq::Message) -> bool {
-        p.get_original_len() > p.get_payload().len()
-    }
-
-    fn verdict(&mut self, mut p: nfq::Message, v: QueueVerdict) -> Result<(), QueueError> {
-        match v {
-            QueueVerdict::Accept => p.set_verdict(nfq::Verdict::Accept),
-            QueueVerdict::Drop => p.set_verdict(nfq::Verdict::Drop),
-            QueueVerdict::Repeat(mark) => {
-                p.set_nfmark(mark);
-                p.set_verdict(nfq::Verdict::Repeat);
-            }
-        }
-        self.queue.verdict(p).map_err(|source| QueueError::Verdict {
-            queue: self.num,
-            source,
-        })
-    }
-
-    fn start_draining(&mut self) {
-        self.queue.set_nonblocking(true);
-    }
-}
-
-/// errno values used above (nix re-exports them as an enum; plain numbers
-/// compare directly with `raw_os_error`).
-mod libc_errno {
-    pub const EAGAIN: i32 = nix::errno::Errno::EAGAIN as i32;
-    pub const EINTR: i32 = nix::errno::Errno::EINTR as i32;
-    pub const ENOBUFS: i32 = nix::errno::Errno::ENOBUFS as i32;
-}
-
-/// (fd, socket inode) of every socket this process holds.
-fn socket_fds() -> Vec<(RawFd, u64)> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| {
-        let e = e.ok()?;
-        let fd: RawFd = e.file_name().to_str()?.parse().ok()?;
-        let link = std::fs::read_link(e.path()).ok()?;
-        let ino = link
-            .to_str()?
-            .strip_prefix("socket:[")?
-            .strip_suffix(']')?
-            .parse()
-            .ok()?;
-        Some((fd, ino))
-    })
-    .collect()
-}
-
-/// Inodes of this namespace's NETLINK_NETFILTER sockets, from `/proc/net/netlink`.
-fn netfilter_netlink_inodes() -> HashSet<u64> {
-    std::fs::read_to_string("/proc/net/netlink")
-        .map(|t| {
-            t.lines()
-                .skip(1)
-                .filter_map(|l| {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    (f.len() >= 10 && f[1] == "12").then(|| f[9].parse().ok())?
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The netfilter netlink socket that appeared since `before` (socket
-/// inodes, not fd numbers, which get reused): the nfq crate keeps its fd
-/// private, and setting the receive buffer needs it. `None` unless exactly
-/// one candidate is found.
-fn find_new_netlink_fd(before: &HashSet<u64>) -> Option<(RawFd, u64)> {
-    let inodes = netfilter_netlink_inodes();
-    let mut found = socket_fds()
-        .into_iter()
-        .filter(|(_, ino)| !before.contains(ino) && inodes.contains(ino));
-    let first = found.next()?;
-    found.next().is_none().then_some(first)
-}
-
-/// Sets SO_RCVBUFFORCE (falling back to SO_RCVBUF) and the receive timeout;
-/// returns the buffer size the kernel reports.
-#[allow(unsafe_code)]
-fn set_socket_options(fd: RawFd, rcvbuf: usize, poll: Duration) -> io::Result<usize> {
-    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
-    // SAFETY: `fd` is the nfq Queue's socket, found by inode right after it
-    // was opened; the Queue lives in the same NfqSource and outlives this call.
-    let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
-    if setsockopt(&bfd, sockopt::RcvBufForce, &rcvbuf).is_err() {
-        setsockopt(&bfd, sockopt::RcvBuf, &rcvbuf)?;
-    }
-    let tv = nix::sys::time::TimeVal::new(poll.as_secs() as i64, poll.subsec_micros() as i64);
-    setsockopt(&bfd, sockopt::ReceiveTimeout, &tv)?;
-    Ok(getsockopt(&bfd, sockopt::RcvBuf)?)
-}
-
-/// Netlink socket drop counter of an inode (`/proc/net/netlink`, column Drops).
-pub fn socket_drops(inode: u64) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/net/netlink").ok()?;
-    text.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.len() >= 10 && f[9].parse() == Ok(inode)).then(|| f[8].parse().ok())?
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -608,6 +265,7 @@ mod tests {
     use crate::packet::tests::tcp4;
     use crate::policy::{HostsFile, Policy, RuleLibrary};
     use std::collections::VecDeque;
+    use std::io;
     use std::path::Path;
 
     /// Synthetic packets in, verdicts recorded.

@@ -25,7 +25,9 @@ use std::fmt::Write as _;
 
 use ipnet::IpNet;
 
-use crate::policy::{AppSet, Policy, PortSpec, Proto};
+use super::marks::MarkBits;
+use crate::packet::Proto;
+use crate::policy::{AppSet, Policy, PortSpec};
 
 /// Name of the main mangle chain.
 pub const CHAIN: &str = "APPWALL";
@@ -84,30 +86,9 @@ pub enum PortAction {
     Reject,
 }
 
-/// Connection-mark bits appwall owns (only these bits are read or written).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MarkBits {
-    /// Mark of a blocked connection.
-    pub blocked: u32,
-    /// Mark of a clean connection.
-    pub clean: u32,
-    /// Mask covering both.
-    pub mask: u32,
-}
-
-impl Default for MarkBits {
-    fn default() -> Self {
-        MarkBits {
-            blocked: 0x0010_0000,
-            clean: 0x0020_0000,
-            mask: 0x0030_0000,
-        }
-    }
-}
-
 /// Everything that shapes the generated rules besides the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleOptions {
+pub struct KernelRuleOptions {
     /// First NFQUEUE number.
     pub queue: u16,
     /// Number of queues (more than one uses `--queue-balance`).
@@ -132,9 +113,9 @@ pub struct RuleOptions {
     pub queue_empty_segments: bool,
 }
 
-impl Default for RuleOptions {
+impl Default for KernelRuleOptions {
     fn default() -> Self {
-        RuleOptions {
+        KernelRuleOptions {
             queue: 0,
             queues: 1,
             fail_closed: false,
@@ -156,12 +137,12 @@ struct Group {
 }
 
 impl Group {
-    fn uses_set(&self, opts: &RuleOptions) -> bool {
+    fn uses_set(&self, opts: &KernelRuleOptions) -> bool {
         self.nets.len() > opts.ipset_threshold
     }
 
     /// The match arguments, one per rule, for direction `dir` ("src"/"dst").
-    fn matches(&self, opts: &RuleOptions, dir: &str) -> Vec<String> {
+    fn matches(&self, opts: &KernelRuleOptions, dir: &str) -> Vec<String> {
         if self.uses_set(opts) {
             vec![format!("-m set --match-set {} {dir}", self.set_name)]
         } else {
@@ -251,7 +232,7 @@ fn multiport_lists(ports: &[PortSpec], proto: Proto) -> Vec<String> {
     lists
 }
 
-fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &RuleOptions) -> Plan {
+fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOptions) -> Plan {
     let (port_groups, inspect) = groups(policy, family, inspected);
     let m = opts.marks;
     let mut p = Plan::default();
@@ -376,7 +357,7 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &RuleOptions) 
 }
 
 /// `iptables-restore --noflush` (or `ip6tables-restore`) input for one family.
-pub fn restore_input(policy: &Policy, inspected: AppSet, family: Family, opts: &RuleOptions) -> String {
+pub fn restore_input(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOptions) -> String {
     let p = plan(policy, inspected, family, opts);
     let mut out = String::new();
     let _ = writeln!(
@@ -420,7 +401,7 @@ pub fn restore_input(policy: &Policy, inspected: AppSet, family: Family, opts: &
 
 /// Plain `iptables ...` commands equivalent to [`restore_input`], for admins
 /// who paste commands (not atomic: prefer the restore input).
-pub fn commands(policy: &Policy, inspected: AppSet, family: Family, opts: &RuleOptions) -> String {
+pub fn commands(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOptions) -> String {
     let p = plan(policy, inspected, family, opts);
     let cmd = family.command();
     let mut out = String::new();
@@ -459,7 +440,7 @@ pub fn commands(policy: &Policy, inspected: AppSet, family: Family, opts: &RuleO
 }
 
 /// `ipset restore` input creating and filling every set the rules use.
-pub fn ipset_input(policy: &Policy, inspected: AppSet, family: Family, opts: &RuleOptions) -> String {
+pub fn ipset_input(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOptions) -> String {
     let p = plan(policy, inspected, family, opts);
     let fam = match family {
         Family::V4 => "inet",
@@ -477,7 +458,12 @@ pub fn ipset_input(policy: &Policy, inspected: AppSet, family: Family, opts: &Ru
 }
 
 /// Names of the ipsets the rules of `family` use.
-pub fn set_names(policy: &Policy, inspected: AppSet, family: Family, opts: &RuleOptions) -> Vec<String> {
+pub fn set_names(
+    policy: &Policy,
+    inspected: AppSet,
+    family: Family,
+    opts: &KernelRuleOptions,
+) -> Vec<String> {
     plan(policy, inspected, family, opts)
         .sets
         .into_iter()

@@ -1,95 +1,26 @@
-//! What the live filter reports: per-worker outcome counters, the kernel's
-//! own queue counters, the JSON status file, the JSON-lines event log of
-//! blocked connections, and log lines on stderr.
+//! The live filter's counters: per-worker outcome counters and their sum
+//! with the kernel's queue counters into a [`Snapshot`].
 //!
 //! Guarantees: the packet path only bumps relaxed atomics in its own
 //! worker's [`WorkerStats`] (no lock, no allocation, no sharing of cache
 //! lines between workers); everything else (summing, formatting, writing)
-//! happens on the stats and event threads. An event is written once per
-//! blocked connection, never per packet. Log lines carry a syslog priority
-//! prefix (`<3>`) when stderr is the journal, so journald files them at the
-//! right level; on a terminal they read `appwall: info: ...`.
+//! happens on the stats thread ([`crate::daemon::status`]).
 
-use std::fs;
-use std::io::{self, Write};
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::engine::{Engine, Reason, Verdict};
-use crate::policy::Proto;
-
-/// Severity of a log line (syslog numbering).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    /// Something failed.
-    Error = 3,
-    /// Something is off but appwall goes on.
-    Warning = 4,
-    /// Normal operation.
-    Info = 6,
-}
-
-/// Writes one log line to stderr (journald-friendly, see the module doc).
-pub fn log(level: Level, msg: std::fmt::Arguments<'_>) {
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let mut err = io::stderr().lock();
-    let _ = if journal {
-        writeln!(err, "<{}>{msg}", level as u8)
-    } else {
-        let name = match level {
-            Level::Error => "error",
-            Level::Warning => "warning",
-            Level::Info => "info",
-        };
-        writeln!(err, "appwall: {name}: {msg}")
-    };
-}
+use crate::engine::{Reason, Verdict};
+use crate::source::nfqueue::KernelQueue;
 
 /// Number of distinct [`Reason`] kinds.
-pub const REASONS: usize = 9;
-/// Reason kind names, indexed by [`reason_index`].
-pub const REASON_NAMES: [&str; REASONS] = [
-    "port",
-    "signature",
-    "inspecting",
-    "clean",
-    "not-listed",
-    "ports-only",
-    "unparsable",
-    "evasion",
-    "rule",
-];
+pub const REASONS: usize = Reason::COUNT;
+/// Reason kind names, indexed by [`Reason::index`].
+pub const REASON_NAMES: [&str; REASONS] = Reason::KINDS;
 /// App slots: 64 library apps plus "none".
 pub const APP_SLOTS: usize = 65;
-
-/// Sums the packet counters of the NFQUEUE rules in `iptables -nvxL` output.
-pub fn nfqueue_rule_packets(list: &str) -> u64 {
-    list.lines()
-        .filter(|l| l.contains("NFQUEUE"))
-        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// Counter index of a reason kind.
-#[inline]
-pub fn reason_index(r: &Reason) -> usize {
-    match r {
-        Reason::Port { .. } => 0,
-        Reason::Signature(_) => 1,
-        Reason::Inspecting => 2,
-        Reason::Clean => 3,
-        Reason::NotListed => 4,
-        Reason::PortsOnly => 5,
-        Reason::Unparsable => 6,
-        Reason::Evasion => 7,
-        Reason::Rule(_) => 8,
-    }
-}
 
 /// App slot of a reason (the last slot when it names no app).
 #[inline]
@@ -169,7 +100,7 @@ impl WorkerStats {
         self.packets.fetch_add(1, Relaxed);
         self.bytes.fetch_add(len as u64, Relaxed);
         let v = usize::from(verdict == Verdict::Drop);
-        self.outcomes[v][reason_index(reason)].fetch_add(1, Relaxed);
+        self.outcomes[v][reason.index()].fetch_add(1, Relaxed);
         if v == 1 {
             self.dropped_by_app[app_index(reason)].fetch_add(1, Relaxed);
         }
@@ -182,122 +113,7 @@ pub fn bump(c: &AtomicU64) {
     c.fetch_add(1, Relaxed);
 }
 
-/// One row of `/proc/net/netfilter/nfnetlink_queue`: the kernel's view of a queue.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct KernelQueue {
-    /// Queue number.
-    pub queue: u16,
-    /// Netlink port id of the bound listener.
-    pub portid: u32,
-    /// Packets waiting for a verdict now.
-    pub waiting: u64,
-    /// Packets dropped because the queue was full (fail-closed only: in
-    /// fail-open mode the kernel passes them uncounted; see `Totals::queue_overflow`).
-    pub queue_dropped: u64,
-    /// Packets dropped because the socket buffer was full.
-    pub user_dropped: u64,
-    /// Last packet id handed out.
-    pub id_sequence: u64,
-}
-
-/// Parses the kernel's queue table (rows it cannot read are skipped).
-pub fn parse_kernel_queues(text: &str) -> Vec<KernelQueue> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<u64> = l.split_whitespace().map_while(|w| w.parse().ok()).collect();
-            (f.len() >= 8).then(|| KernelQueue {
-                queue: f[0] as u16,
-                portid: f[1] as u32,
-                waiting: f[2],
-                queue_dropped: f[5],
-                user_dropped: f[6],
-                id_sequence: f[7],
-            })
-        })
-        .collect()
-}
-
-/// Reads the kernel's queue counters of this network namespace.
-pub fn kernel_queues() -> Vec<KernelQueue> {
-    fs::read_to_string("/proc/net/netfilter/nfnetlink_queue")
-        .map(|t| parse_kernel_queues(&t))
-        .unwrap_or_default()
-}
-
-/// A blocked connection, sent from a worker to the event writer.
-#[derive(Debug, Clone)]
-pub struct BlockEvent {
-    /// When it was blocked.
-    pub time: SystemTime,
-    /// Queue that judged it.
-    pub queue: u16,
-    /// TCP or UDP.
-    pub proto: Proto,
-    /// Opener address.
-    pub src: IpAddr,
-    /// Opener port.
-    pub sport: u16,
-    /// Responder address.
-    pub dst: IpAddr,
-    /// Responder port.
-    pub dport: u16,
-    /// Why.
-    pub reason: Reason,
-    /// The engine (policy) that decided, to name app and signature.
-    pub engine: Arc<Engine>,
-}
-
-/// One line of the event log (the documented JSON format).
-#[derive(Debug, Serialize)]
-pub struct EventRecord<'a> {
-    /// Always "blocked".
-    pub event: &'static str,
-    /// Seconds since the epoch, with milliseconds.
-    pub time: f64,
-    /// Queue number.
-    pub queue: u16,
-    /// "tcp" or "udp".
-    pub proto: &'static str,
-    /// Opener address.
-    pub src: String,
-    /// Opener port.
-    pub sport: u16,
-    /// Responder address.
-    pub dst: String,
-    /// Responder port.
-    pub dport: u16,
-    /// App name, when the reason names one.
-    pub app: Option<&'a str>,
-    /// Reason kind: "port", "signature", "rule" or "evasion".
-    pub kind: &'static str,
-    /// Id of the signature or rule that matched, if any.
-    pub signature: Option<&'a str>,
-    /// The rule in words (`signature msn/gateway-dll in http-target`).
-    pub rule: String,
-}
-
-impl BlockEvent {
-    /// The JSON line of this event.
-    pub fn to_json(&self) -> String {
-        let rec = EventRecord {
-            event: "blocked",
-            time: epoch_secs(self.time),
-            queue: self.queue,
-            proto: self.proto.name(),
-            src: self.src.to_string(),
-            sport: self.sport,
-            dst: self.dst.to_string(),
-            dport: self.dport,
-            app: self.engine.reason_app(&self.reason),
-            kind: self.reason.kind(),
-            signature: self.engine.reason_id(&self.reason),
-            rule: self.engine.reason_text(&self.reason),
-        };
-        serde_json::to_string(&rec).unwrap_or_default()
-    }
-}
-
-fn epoch_secs(t: SystemTime) -> f64 {
+pub(crate) fn epoch_secs(t: SystemTime) -> f64 {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     (d.as_millis() as f64) / 1000.0
 }
@@ -478,38 +294,10 @@ impl Snapshot {
     }
 }
 
-/// Writes `text` to `path` atomically (temporary file, then rename).
-pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)?;
-    }
-    let mut tmp = PathBuf::from(path);
-    tmp.set_extension(format!("tmp{}", std::process::id()));
-    fs::write(&tmp, text)?;
-    fs::rename(&tmp, path)
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn nfqueue_rule_counters() {
-        let out = "Chain APPWALL_INSPECT (2 references)\n    pkts      bytes target     prot opt in     out     source               destination\n       7      364 RETURN     6    --  *      *       0.0.0.0/0            0.0.0.0/0            u32 \"0x0>>0x18=0x45\"\n    1200    99000 NFQUEUE    6    --  *      *       0.0.0.0/0            0.0.0.0/0            NFQUEUE num 0 bypass\n      34     2000 NFQUEUE    17   --  *      *       0.0.0.0/0            0.0.0.0/0            NFQUEUE num 0 bypass\n";
-        assert_eq!(super::nfqueue_rule_packets(out), 1234);
-        assert_eq!(super::nfqueue_rule_packets(""), 0);
-    }
-
     use super::*;
-
-    #[test]
-    fn kernel_table_parses() {
-        let t = "    0  12345     2 2 65535     7     9      100  1\n    1 -4012     0 2 65535 0 0 0 1\ngarbage\n";
-        let q = parse_kernel_queues(t);
-        assert_eq!(q.len(), 1, "a negative portid row is not readable as u64: {q:?}");
-        assert_eq!(q[0].queue, 0);
-        assert_eq!(q[0].waiting, 2);
-        assert_eq!(q[0].queue_dropped, 7);
-        assert_eq!(q[0].user_dropped, 9);
-    }
+    use crate::packet::Proto;
 
     #[test]
     fn counters_sum_into_a_snapshot() {

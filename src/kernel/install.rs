@@ -1,6 +1,6 @@
 //! Applies and removes appwall's kernel rules: iptables-restore /
 //! ip6tables-restore `--noflush` and `ipset restore`, fed on stdin (never a
-//! shell), with the text [`crate::iptables`] generates.
+//! shell), with the text [`crate::kernel::iptables`] generates.
 //!
 //! Guarantees:
 //! - one restore transaction per address family: the chains are replaced
@@ -20,7 +20,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use crate::engine::Engine;
-use crate::iptables::{self, CHAIN, CHAIN_INSPECT, CHAIN_REJECT, Family, RuleOptions};
+use crate::kernel::iptables::{self, CHAIN, CHAIN_INSPECT, CHAIN_REJECT, Family, KernelRuleOptions};
 
 const OUR_CHAINS: [&str; 3] = [CHAIN, CHAIN_INSPECT, CHAIN_REJECT];
 const TABLES: [&str; 2] = ["mangle", "filter"];
@@ -316,11 +316,11 @@ pub fn existing_sets(runner: &dyn Runner) -> Vec<String> {
 pub fn install(
     runner: &dyn Runner,
     engine: &Engine,
-    opts: &RuleOptions,
+    opts: &KernelRuleOptions,
 ) -> Result<InstallReport, InstallError> {
     let policy = engine.policy();
     let inspected = engine.matcher().inspected_apps();
-    let opts = RuleOptions {
+    let opts = KernelRuleOptions {
         jumps: true,
         ..opts.clone()
     };

@@ -1,16 +1,16 @@
-//! `appwall rules`: print the kernel rules for a policy.
+//! `appwall kernel-rules` (alias `rules`): print the kernel rules for a policy.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use crate::cli::{FamilyArg, KernelArgs, PortActionArg, RulesArgs, RulesFormat};
+use crate::cli::{FamilyArg, KernelArgs, KernelRulesArgs, KernelRulesFormat, PortActionArg};
 use crate::commands::{AppError, build_engine, load_policy};
 use crate::engine::EngineConfig;
-use crate::iptables::{self, Family, PortAction, RuleOptions};
+use crate::kernel::iptables::{self, Family, KernelRuleOptions, PortAction};
 
 /// Rule options from the command line.
-pub fn rule_options(k: &KernelArgs) -> RuleOptions {
-    RuleOptions {
+pub fn rule_options(k: &KernelArgs) -> KernelRuleOptions {
+    KernelRuleOptions {
         queue: k.queue,
         queues: k.queues,
         fail_closed: k.fail_closed,
@@ -21,19 +21,19 @@ pub fn rule_options(k: &KernelArgs) -> RuleOptions {
         reset: k.reset,
         ipset_threshold: k.ipset_threshold,
         queue_empty_segments: k.queue_empty_segments,
-        ..RuleOptions::default()
+        ..KernelRuleOptions::default()
     }
 }
 
-/// Runs `appwall rules`.
-pub fn run(args: &RulesArgs) -> Result<ExitCode, AppError> {
+/// Runs `appwall kernel-rules`.
+pub fn run(args: &KernelRulesArgs) -> Result<ExitCode, AppError> {
     let policy = load_policy(&args.policy, false)?;
     if u32::from(args.kernel.queue) + u32::from(args.kernel.queues) > 65536 {
-        return Err(AppError::Other("--queue + --queues runs past queue 65535".into()));
+        return Err(AppError::QueueRange);
     }
     let engine = build_engine(policy, EngineConfig::default())?;
     let policy = engine.policy();
-    let inspected = engine.matcher().inspected_apps();
+    let inspected = engine.inspected_apps();
     let opts = rule_options(&args.kernel);
     let families: &[Family] = match args.family {
         FamilyArg::Ipv4 => &[Family::V4],
@@ -50,16 +50,16 @@ pub fn run(args: &RulesArgs) -> Result<ExitCode, AppError> {
                 out,
                 "# ===== {} =====",
                 match args.format {
-                    RulesFormat::Restore => fam.restore_command(),
-                    RulesFormat::Commands => fam.command(),
-                    RulesFormat::Ipset => "ipset restore",
+                    KernelRulesFormat::Restore => fam.restore_command(),
+                    KernelRulesFormat::Commands => fam.command(),
+                    KernelRulesFormat::Ipset => "ipset restore",
                 }
             )?;
         }
         let text = match args.format {
-            RulesFormat::Restore => iptables::restore_input(policy, inspected, fam, &opts),
-            RulesFormat::Commands => iptables::commands(policy, inspected, fam, &opts),
-            RulesFormat::Ipset => iptables::ipset_input(policy, inspected, fam, &opts),
+            KernelRulesFormat::Restore => iptables::restore_input(policy, inspected, fam, &opts),
+            KernelRulesFormat::Commands => iptables::commands(policy, inspected, fam, &opts),
+            KernelRulesFormat::Ipset => iptables::ipset_input(policy, inspected, fam, &opts),
         };
         out.write_all(text.as_bytes())?;
     }

@@ -14,7 +14,7 @@ use aho_corasick::AhoCorasick;
 use regex::bytes::{Regex, RegexBuilder};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
-use crate::engine::http::name_hash;
+use crate::engine::names::name_hash;
 use crate::policy::{AppSet, Field, Policy, PortSpec, Proto, Test};
 
 /// A rule by position in the library: `apps()[app].rules[rule]`.
@@ -303,6 +303,148 @@ impl CCond {
             },
         };
         hit != self.negate
+    }
+}
+
+/// Caps on what a message rule may see of one head (bytes).
+pub(crate) const MAX_METHOD: usize = 24;
+/// Longest request target kept for rules.
+pub(crate) const MAX_TARGET: usize = 4096;
+/// Longest host name kept for rules.
+pub(crate) const MAX_HOST: usize = 256;
+/// Longest header value kept for rules.
+pub(crate) const MAX_HEADER: usize = 2048;
+
+/// The fields of the current head that message rules look at (bounded).
+#[derive(Debug, Clone, Default)]
+pub struct HeadFields {
+    pub(crate) method: Vec<u8>,
+    pub(crate) target: Vec<u8>,
+    pub(crate) host: Vec<u8>,
+    pub(crate) headers: Vec<Vec<u8>>,
+    pub(crate) present: u64,
+    pub(crate) scratch: Vec<u8>,
+}
+
+impl HeadFields {
+    /// Forgets the previous head, keeping the buffers.
+    pub(crate) fn clear(&mut self) {
+        self.method.clear();
+        self.target.clear();
+        self.host.clear();
+        for h in &mut self.headers {
+            h.clear();
+        }
+        self.present = 0;
+    }
+}
+
+/// The host part of `host[:port]` or `[v6]:port`, lower-cased into `out`.
+fn host_part<'a>(authority: &[u8], out: &'a mut [u8; MAX_HOST]) -> &'a [u8] {
+    let a = match authority.iter().rposition(|&c| c == b'@') {
+        Some(i) => &authority[i + 1..],
+        None => authority,
+    };
+    let h = if let Some(rest) = a.strip_prefix(b"[") {
+        &rest[..rest.iter().position(|&c| c == b']').unwrap_or(rest.len())]
+    } else if a.iter().filter(|&&c| c == b':').count() == 1 {
+        &a[..a.iter().position(|&c| c == b':').unwrap_or(a.len())]
+    } else {
+        a
+    };
+    let n = h.len().min(MAX_HOST);
+    for (o, c) in out.iter_mut().zip(&h[..n]) {
+        *o = c.to_ascii_lowercase();
+    }
+    &out[..n]
+}
+
+/// The port of `host:port` / `[v6]:port`, if there is one.
+fn authority_port(authority: &[u8]) -> Option<u16> {
+    let a = match authority.iter().rposition(|&c| c == b']') {
+        Some(i) => &authority[i + 1..],
+        None if authority.iter().filter(|&&c| c == b':').count() == 1 => authority,
+        None => return None,
+    };
+    let p = &a[a.iter().position(|&c| c == b':')? + 1..];
+    std::str::from_utf8(p).ok()?.parse().ok()
+}
+
+/// Judges the collected head against the message rules.
+impl MessageRules {
+    /// Judges one collected HTTP head (request or reply) against the rules,
+    /// with Squid's URL semantics: the URL and its host and port come from
+    /// the request target when it is in absolute form, else from `Host`.
+    pub fn eval_head(&self, f: &mut HeadFields, reply: bool, apps: AppSet, port: u16) -> Option<RuleRef> {
+        let mut heads: [Option<&[u8]>; 64] = [None; 64];
+        for (i, h) in f.headers.iter().enumerate().take(64) {
+            if f.present & (1u64 << i) != 0 {
+                heads[i] = Some(h);
+            }
+        }
+        let headers = &heads[..f.headers.len().min(64)];
+        if reply {
+            let msg = Message {
+                headers,
+                port,
+                reply: true,
+                ..Message::default()
+            };
+            return self.eval(&msg, apps);
+        }
+        let target = f.target.as_slice();
+        let mut host_buf = [0u8; MAX_HOST];
+        let starts = |p: &[u8]| target.len() >= p.len() && target[..p.len()].eq_ignore_ascii_case(p);
+        let scheme_len = if starts(b"http://") {
+            Some(7)
+        } else if starts(b"https://") {
+            Some(8)
+        } else {
+            None
+        };
+        let (url, path, host): (&[u8], Option<&[u8]>, &[u8]);
+        // Squid's `port` is the URL's port; the connection's only when the
+        // request names none.
+        let url_port;
+        f.scratch.clear();
+        if f.method == b"CONNECT" {
+            url = target;
+            path = None;
+            host = host_part(target, &mut host_buf);
+            url_port = authority_port(target);
+        } else if let Some(n) = scheme_len {
+            url = target;
+            let rest = &target[n..];
+            let slash = rest
+                .iter()
+                .position(|&c| c == b'/' || c == b'?')
+                .unwrap_or(rest.len());
+            path = Some(if slash < rest.len() { &rest[slash..] } else { b"/" });
+            host = if f.host.is_empty() {
+                host_part(&rest[..slash], &mut host_buf)
+            } else {
+                host_part(&f.host, &mut host_buf)
+            };
+            url_port = authority_port(&rest[..slash]).or(Some(if n == 8 { 443 } else { 80 }));
+        } else {
+            f.scratch.extend_from_slice(b"http://");
+            f.scratch.extend_from_slice(&f.host);
+            f.scratch.extend_from_slice(target);
+            url = &f.scratch;
+            path = Some(target);
+            host = host_part(&f.host, &mut host_buf);
+            url_port = authority_port(&f.host);
+        }
+        let msg = Message {
+            method: Some(&f.method),
+            url: Some(url),
+            path,
+            host: (!host.is_empty()).then_some(host),
+            headers,
+            port: url_port.unwrap_or(port),
+            reply: false,
+        };
+        self.eval(&msg, apps)
     }
 }
 

@@ -1,0 +1,290 @@
+//! The live filter as a library: `appwall run` is a thin front end over
+//! [`run`].
+//!
+//! Start-up order, chosen so a failure at any step leaves nothing behind:
+//! validate the policy and build the engine; take the per-network-namespace
+//! instance lock ([`lock`]); catch signals; drop privileges ([`privilege`]:
+//! CAP_NET_ADMIN and CAP_NET_RAW stay, `--user`); bind every queue (a queue
+//! owned by someone else stops us here, before any rule changes); start one
+//! named [`worker`] per queue; install the rules (replacing a stale install
+//! in the same transaction). Shutdown runs the other way: rules out first
+//! (no new packets are queued), then the workers answer what is left and
+//! unbind. SIGHUP reloads ([`reload`]): the new policy and engine are
+//! validated first, the kernel rules swapped atomically, then the engine; a
+//! bad file changes nothing.
+//!
+//! Rooms: [`worker`] (the per-queue loop), [`stats`] (hot counters),
+//! [`status`] (status file, overflow accounting), [`events`] (blocked
+//! connections), [`reload`], [`lock`], [`privilege`], [`error`].
+
+pub mod error;
+pub mod events;
+pub mod lock;
+pub mod privilege;
+pub mod reload;
+pub mod stats;
+pub mod status;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::engine::{Engine, EngineConfig};
+use crate::kernel::install::{self, SystemRunner};
+use crate::kernel::iptables::KernelRuleOptions;
+use crate::log::{Level, log};
+use crate::policy::load::{Sources, load_policy};
+use crate::source::nfqueue::{self, NfqSource, QueueOptions};
+pub use error::DaemonError;
+use events::{BlockEvent, event_writer};
+pub use lock::{InstanceLock, LOCK_DIR, lock_path};
+use reload::RulesGuard;
+use stats::WorkerStats;
+use status::Status;
+use worker::{EngineHandle, Worker, WorkerConfig};
+
+/// Everything `appwall run` needs to know, built from the command line.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the policy comes from (read again on every reload).
+    pub sources: Sources,
+    /// Inspection tunables.
+    pub engine: EngineConfig,
+    /// Connection table capacity per queue.
+    pub max_flows: usize,
+    /// Idle timeout of a connection, nanoseconds.
+    pub flow_timeout_ns: u64,
+    /// Shape of the kernel rules (queues, fail mode, port action, marks).
+    pub rules: KernelRuleOptions,
+    /// Most packets waiting in each kernel queue.
+    pub queue_maxlen: u32,
+    /// Netlink socket receive buffer per queue, bytes.
+    pub rcvbuf: usize,
+    /// JSON status file.
+    pub status_file: Option<PathBuf>,
+    /// JSON-lines event log ("-" for stdout).
+    pub events: Option<PathBuf>,
+    /// Seconds between status writes and summary lines.
+    pub stats_interval: u64,
+    /// User to become after start-up.
+    pub user: Option<String>,
+    /// Benchmarking: accept every packet unjudged.
+    pub accept_all: bool,
+    /// Benchmarking: judge every packet, never mark a connection.
+    pub no_fast_path: bool,
+}
+
+fn spawn_named<T: Send + 'static>(
+    name: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, DaemonError> {
+    thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .map_err(|source| DaemonError::Thread { name, source })
+}
+
+/// Runs the live filter until SIGINT/SIGTERM.
+pub fn run(cfg: &Config) -> Result<(), DaemonError> {
+    let k = &cfg.rules;
+    if u32::from(k.queue) + u32::from(k.queues) > 65536 {
+        return Err(DaemonError::QueueRange);
+    }
+    let policy = load_policy(&cfg.sources, false)?;
+    let engine = Engine::new(policy, cfg.engine)?;
+    if !privilege::may_admin_network() {
+        return Err(DaemonError::NotPrivileged);
+    }
+    let _lock = InstanceLock::acquire()?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(DaemonError::Signals)?;
+    // Before the first thread: capabilities are per thread and inherited.
+    let dropped = privilege::drop_privileges(cfg.user.as_deref())?;
+    log(Level::Info, format_args!("{dropped}"));
+
+    let qopts = QueueOptions {
+        fail_open: !k.fail_closed,
+        max_len: cfg.queue_maxlen,
+        rcvbuf: cfg.rcvbuf,
+        ..QueueOptions::default()
+    };
+    let mut sources = Vec::new();
+    for q in k.queue..k.queue + k.queues {
+        let src = NfqSource::open(q, &qopts)?;
+        log(
+            Level::Info,
+            format_args!(
+                "queue {q} bound: fail-{}, GSO on, max length {}, receive buffer {}",
+                if k.fail_closed { "closed" } else { "open" },
+                cfg.queue_maxlen,
+                src.rcvbuf.map_or("default".into(), |b| format!("{b} bytes"))
+            ),
+        );
+        sources.push(src);
+    }
+
+    if cfg.accept_all {
+        log(
+            Level::Warning,
+            format_args!(
+                "--accept-all: every queued packet is accepted unjudged; nothing is blocked but the port rules"
+            ),
+        );
+    } else if cfg.no_fast_path {
+        log(
+            Level::Warning,
+            format_args!(
+                "--no-fast-path: connections are never handed to the kernel; every packet is queued and judged"
+            ),
+        );
+    }
+    let handle: EngineHandle = Arc::new(ArcSwap::from_pointee(engine));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ev_tx, ev_rx) = crossbeam_channel::bounded::<BlockEvent>(4096);
+    let events = spawn_named("appwall-events".into(), {
+        let path = cfg.events.clone();
+        move || event_writer(ev_rx, path)
+    })?;
+    let mut status = Status {
+        workers: Vec::new(),
+        handle: Arc::clone(&handle),
+        reloads: AtomicU64::new(0),
+        reload_failures: AtomicU64::new(0),
+        started: Instant::now(),
+        status_file: cfg.status_file.clone(),
+        inodes: sources.iter().map(|s| s.inode).collect(),
+        queued_at_install: AtomicU64::new(0),
+        overflow_before: AtomicU64::new(0),
+    };
+    let mut workers = Vec::new();
+    for src in sources {
+        let q = src.queue_num();
+        let st = Arc::new(WorkerStats::new(q));
+        status.workers.push(Arc::clone(&st));
+        let wcfg = WorkerConfig {
+            queue: q,
+            marks: k.marks,
+            fail_closed: k.fail_closed,
+            max_flows: cfg.max_flows,
+            flow_timeout_ns: cfg.flow_timeout_ns,
+            accept_all: cfg.accept_all,
+            no_fast_path: cfg.no_fast_path,
+        };
+        let w = Worker::new(src, Arc::clone(&handle), st, Some(ev_tx.clone()), wcfg);
+        let stop = Arc::clone(&stop);
+        workers.push(spawn_named(format!("appwall-q{q}"), move || w.run(&stop))?);
+    }
+    drop(ev_tx);
+
+    let mut installed = RulesGuard::armed();
+    match install::install(&SystemRunner, &handle.load(), k) {
+        Ok(r) => {
+            if r.replaced {
+                log(
+                    Level::Warning,
+                    format_args!("found appwall rules left by an earlier instance; replaced them"),
+                );
+            }
+            log(
+                Level::Info,
+                format_args!(
+                    "rules installed ({} restore transactions, {} ipsets); filtering on queues {}..{}",
+                    r.applied.len(),
+                    r.sets.len(),
+                    k.queue,
+                    k.queue + k.queues - 1
+                ),
+            );
+        }
+        Err(e) => {
+            installed.remove_now();
+            stop.store(true, Relaxed);
+            for w in workers {
+                let _ = w.join();
+            }
+            return Err(DaemonError::Install(e));
+        }
+    }
+
+    let queued_now = status.queued(&nfqueue::kernel_queues());
+    status.queued_at_install.store(queued_now, Relaxed);
+    let status = Arc::new(status);
+    let stats_thread = spawn_named("appwall-stats".into(), {
+        let status = Arc::clone(&status);
+        let stop = Arc::clone(&stop);
+        let every = Duration::from_secs(cfg.stats_interval.max(1));
+        move || {
+            let mut next = Instant::now();
+            while !stop.load(Relaxed) {
+                if Instant::now() >= next {
+                    let s = status.write_status(true);
+                    log(Level::Info, format_args!("{}", s.summary()));
+                    next += every;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    })?;
+
+    let mut failed: Option<DaemonError> = None;
+    'main: loop {
+        for sig in signals.pending() {
+            match sig {
+                SIGHUP => match reload::reload(cfg, &handle, &status) {
+                    Ok(()) => {
+                        status.reloads.fetch_add(1, Relaxed);
+                        log(Level::Info, format_args!("policy reloaded"));
+                    }
+                    Err(e) => {
+                        status.reload_failures.fetch_add(1, Relaxed);
+                        for line in e.to_string().lines() {
+                            log(Level::Error, format_args!("{line}"));
+                        }
+                        log(
+                            Level::Error,
+                            format_args!("reload refused; the running policy stays in force"),
+                        );
+                    }
+                },
+                _ => {
+                    log(Level::Info, format_args!("signal {sig}: shutting down"));
+                    break 'main;
+                }
+            }
+        }
+        if workers.iter().any(|w| w.is_finished()) {
+            failed = Some(DaemonError::Worker("stopped"));
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    installed.remove_now();
+    stop.store(true, Relaxed);
+    for w in workers {
+        match w.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                log(Level::Error, format_args!("{e}"));
+                failed.get_or_insert(DaemonError::Worker("failed"));
+            }
+            Err(_) => {
+                failed.get_or_insert(DaemonError::Worker("panicked"));
+            }
+        }
+    }
+    let _ = stats_thread.join();
+    let _ = events.join();
+    let s = status.write_status(false);
+    log(Level::Info, format_args!("{}", s.summary()));
+    match failed {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}

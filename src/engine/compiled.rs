@@ -1,0 +1,50 @@
+//! A policy compiled for inspection: payload signatures and message rules,
+//! built together and handed together to the stream and HTTP inspectors.
+//!
+//! The two halves stay separate types ([`Matcher`] knows signatures only,
+//! [`MessageRules`] owns Squid-style rule semantics) so neither imports the
+//! other; this is the one place that joins them.
+
+use crate::engine::matcher::{Matcher, MatcherError};
+use crate::engine::message_rules::{MessageRules, RuleError};
+use crate::policy::{AppSet, Policy};
+
+/// Everything the inspectors match against.
+#[derive(Debug)]
+pub struct Compiled {
+    /// Payload signatures of every app.
+    pub sigs: Matcher,
+    /// Message rules (AND of conditions per HTTP head or TLS hello).
+    pub rules: MessageRules,
+}
+
+/// Errors compiling a policy for inspection.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// Signatures could not be compiled.
+    #[error(transparent)]
+    Signatures(#[from] MatcherError),
+    /// Message rules could not be compiled.
+    #[error(transparent)]
+    Rules(#[from] RuleError),
+}
+
+impl Compiled {
+    /// Compiles the signatures and message rules of a policy's library.
+    pub fn build(policy: &Policy) -> Result<Compiled, CompileError> {
+        Ok(Compiled {
+            sigs: Matcher::build(policy)?,
+            rules: MessageRules::build(policy)?,
+        })
+    }
+
+    /// Apps with at least one signature or rule (others are port-only).
+    pub fn inspected_apps(&self) -> AppSet {
+        self.sigs.inspected_apps() | self.rules.apps()
+    }
+
+    /// True when the HTTP walker has anything to look for.
+    pub fn wants_http(&self) -> bool {
+        self.rules.any() || self.sigs.wants_http()
+    }
+}

@@ -1,0 +1,134 @@
+//! What the engine remembers about one connection between its packets.
+//!
+//! The connection table ([`crate::flow::FlowTable`]) holds one [`ConnState`]
+//! per connection next to the connection's identity; everything here is the
+//! engine's own memory: the decision so far, and per direction where stream
+//! inspection stands (sequence number, carried-over bytes, parser states,
+//! held segments). Memory per connection is small and bounded: held
+//! segments and a ClientHello being collected are boxed, capped, and freed
+//! as soon as the connection is settled ([`ConnState::release_inspection`]).
+
+use crate::engine::http::HttpState;
+use crate::engine::matcher::StartState;
+use crate::engine::verdict::Reason;
+use crate::flow::Flow;
+use crate::policy::AppSet;
+
+/// Most bytes a direction carries over between segments.
+pub const MAX_CARRY: usize = 64;
+
+/// A connection as the engine sees it: identity from the table, state here.
+pub type Connection = Flow<ConnState>;
+
+/// What has been decided for a whole connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlowDecision {
+    /// Still inspecting.
+    #[default]
+    Inspecting,
+    /// Blocked for good.
+    Blocked(Reason),
+    /// Passed the inspection depth with no match: accepted without inspection.
+    Clean,
+    /// No listed host in it, or no app with signatures: accepted.
+    Ignored,
+}
+
+/// Inspection state of one direction.
+#[derive(Debug, Clone)]
+pub struct DirState {
+    /// Next expected TCP sequence number, once known.
+    pub next_seq: Option<u32>,
+    /// Last bytes of the stream, so literals split across segments match.
+    pub tail: [u8; MAX_CARRY],
+    /// Valid bytes in `tail`.
+    pub tail_len: u8,
+    /// `stream-start` comparison progress.
+    pub start: StartState,
+    /// HTTP walker state.
+    pub http: HttpState,
+    /// In-order payload bytes inspected.
+    pub bytes: u64,
+    /// Packets carrying payload.
+    pub payload_packets: u32,
+    /// Segments held because they arrived ahead of a gap (rare; boxed so the
+    /// common case costs one pointer).
+    pub reorder: Option<Box<Reorder>>,
+    /// Times the stream skipped a gap because the reorder buffer was full.
+    pub resyncs: u32,
+    /// Start of a TLS ClientHello being collected (only when host rules exist).
+    pub hello: Option<Box<Vec<u8>>>,
+    /// The stream start was looked at for a ClientHello.
+    pub hello_done: bool,
+}
+
+/// Segments that arrived ahead of a gap, waiting for it to fill.
+#[derive(Debug, Clone, Default)]
+pub struct Reorder {
+    /// (sequence number, payload) in arrival order.
+    pub segments: Vec<(u32, Vec<u8>)>,
+    /// Payload bytes held.
+    pub bytes: usize,
+}
+
+impl Default for DirState {
+    fn default() -> Self {
+        let mut tail = [0u8; MAX_CARRY];
+        tail[0] = b'\n';
+        DirState {
+            next_seq: None,
+            tail,
+            // Stream start counts as a line start.
+            tail_len: 1,
+            start: StartState::default(),
+            http: HttpState::default(),
+            bytes: 0,
+            payload_packets: 0,
+            reorder: None,
+            resyncs: 0,
+            hello: None,
+            hello_done: false,
+        }
+    }
+}
+
+impl DirState {
+    /// Forgets match progress (after a policy reload), keeping TCP position.
+    pub fn reset_matching(&mut self) {
+        let seq = self.next_seq;
+        let (bytes, pkts) = (self.bytes, self.payload_packets);
+        *self = DirState::default();
+        self.next_seq = seq;
+        self.bytes = bytes;
+        self.payload_packets = pkts;
+        // Mid-stream after a reload: neither line start nor stream start.
+        self.tail_len = 0;
+        self.start.begun = true;
+        self.start.alive = 0;
+    }
+}
+
+/// The engine's memory of one connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnState {
+    /// Apps that apply (set up on the first packet).
+    pub apps: AppSet,
+    /// Engine generation the matching state belongs to (0: not set up).
+    pub engine_gen: u64,
+    /// The decision so far.
+    pub decision: FlowDecision,
+    /// Per-direction state, indexed by [`crate::flow::Side`].
+    pub dirs: [DirState; 2],
+}
+
+impl ConnState {
+    /// Frees what only inspection needed (held segments, a ClientHello
+    /// being collected, HTTP fields) once the connection is settled.
+    pub fn release_inspection(&mut self) {
+        for d in &mut self.dirs {
+            d.reorder = None;
+            d.hello = None;
+            d.http = HttpState::default();
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The connection-mark contract between the queue workers and the kernel
+//! rules: which bits of the nfmark/connmark appwall owns, and what each
+//! value means.
+//!
+//! A worker that settles a connection answers its packet with `NF_REPEAT`
+//! and one of these marks OR-ed into the packet's nfmark (other bits kept);
+//! the first rules of appwall's mangle chain save that mark to the
+//! connection and act on it, so the rest of the connection never leaves the
+//! kernel: "blocked" is dropped (or reset in the filter table), "clean"
+//! returns at once. Only the bits in [`MarkBits::mask`] are ever read or
+//! written, so marks set by other tools on the same box survive. Every
+//! kernel backend and the worker take their bits from this one type.
+
+/// Connection-mark bits appwall owns (only these bits are read or written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkBits {
+    /// Mark of a blocked connection.
+    pub blocked: u32,
+    /// Mark of a clean connection.
+    pub clean: u32,
+    /// Mask covering both.
+    pub mask: u32,
+}
+
+impl Default for MarkBits {
+    fn default() -> Self {
+        MarkBits {
+            blocked: 0x0010_0000,
+            clean: 0x0020_0000,
+            mask: 0x0030_0000,
+        }
+    }
+}
+
+impl MarkBits {
+    /// The nfmark that hands a connection to the kernel as blocked,
+    /// keeping every bit outside the mask.
+    pub fn blocked_mark(&self, current: u32) -> u32 {
+        (current & !self.mask) | self.blocked
+    }
+
+    /// The nfmark that hands a connection to the kernel as clean.
+    pub fn clean_mark(&self, current: u32) -> u32 {
+        (current & !self.mask) | self.clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_keep_foreign_bits_and_replace_ours() {
+        let m = MarkBits::default();
+        let foreign = 0x0000_00ff;
+        assert_eq!(m.blocked_mark(foreign | m.clean), foreign | m.blocked);
+        assert_eq!(m.clean_mark(foreign | m.blocked), foreign | m.clean);
+        assert_eq!(m.blocked & m.clean, 0, "the two marks are distinct bits");
+        assert_eq!(m.blocked | m.clean, m.mask);
+    }
+}
