@@ -55,6 +55,7 @@ pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod commands;
+pub mod decap;
 pub mod engine;
 pub mod flow;
 pub mod install;
