@@ -341,8 +341,7 @@ pub(crate) struct IpInfo {
     pub len: usize,
     /// Fewer bytes captured than the header declares.
     pub truncated: bool,
-    /// Set for fragments (not for IPv6 atomic fragments' absence: those are
-    /// reported too, with offset 0 and `more` false).
+    /// Set for fragments, IPv6 atomic fragments included (offset 0, `more` false).
     pub frag: Option<FragInfo>,
 }
 

@@ -678,6 +678,59 @@ fn decapsulator_fragmented_tunnel_and_stats() {
     );
 }
 
+/// A little-endian microsecond pcap of Ethernet frames, one per second.
+fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut v = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+    v.extend_from_slice(&[0; 8]);
+    v.extend_from_slice(&65535u32.to_le_bytes());
+    v.extend_from_slice(&1u32.to_le_bytes());
+    for (i, f) in frames.iter().enumerate() {
+        let len = u32::try_from(f.len()).unwrap();
+        v.extend_from_slice(&u32::try_from(i).unwrap().to_le_bytes());
+        v.extend_from_slice(&0u32.to_le_bytes());
+        v.extend_from_slice(&len.to_le_bytes());
+        v.extend_from_slice(&len.to_le_bytes());
+        v.extend_from_slice(f);
+    }
+    v
+}
+
+#[test]
+fn capture_to_views_end_to_end() {
+    use crate::capture::CaptureReader;
+    // Messenger login inside VXLAN, its second half as a fragment over PPPoE,
+    // and an ARP frame: two views and every frame accounted for.
+    let login = tcp4(b"VER 1 MSNP8 CVR0\r\nUSR 2 TWN I someone@example.com\r\n");
+    let frags = frag4(&login, &[32]);
+    let frames = vec![
+        eth(0x0800, &ip4(17, &udp(40000, 4789, &vxlan(&eth(0x0800, &login))))),
+        eth(0x8864, &pppoe(0x0021, &frags[0])),
+        eth(0x0806, &[0; 28]),
+        eth(0x8864, &pppoe(0x0021, &frags[1])),
+    ];
+    let bytes = pcap(&frames);
+    let mut r = CaptureReader::new(
+        std::path::Path::new("mem.pcap"),
+        Box::new(std::io::Cursor::new(bytes)),
+    )
+    .unwrap();
+    let mut dc = Decapsulator::default();
+    let mut seen = Vec::new();
+    while let Some(f) = r.next_frame().unwrap() {
+        let link = LinkType::from_pcap(f.linktype).unwrap();
+        if let Outcome::Packet { ip, layers } = dc.push(link, f.ts_ns, f.data) {
+            let v = PacketView::from_ip(&ip).unwrap();
+            assert!(v.payload.starts_with(b"VER 1 MSNP8"));
+            seen.push(layers.to_string());
+        }
+    }
+    dc.finish();
+    assert_eq!(seen, ["vxlan", "pppoe/reassembled"]);
+    let s = dc.stats();
+    assert_eq!((s.frames, s.packets, s.not_ip, s.fragment_pending), (4, 2, 1, 1));
+    assert_eq!(dc.defrag_stats().dropped_timeout, 0);
+}
+
 fn count_all_links(dc: &mut Decapsulator, bytes: &[u8]) {
     for link in [
         LinkType::RawIp,
@@ -769,5 +822,41 @@ proptest! {
         }
         prop_assert_eq!(out, vec![pkt]);
         prop_assert_eq!(dc.defrag_stats().pending, 0);
+    }
+
+    #[test]
+    fn hostile_fragment_streams_stay_within_bounds(
+        frags in proptest::collection::vec(
+            (0u16..4, 0u16..8192, 0usize..600, any::<bool>(), any::<bool>(), 0u64..50),
+            1..60,
+        ),
+    ) {
+        let cfg = DefragConfig { max_datagrams: 3, max_bytes: 2000, timeout_ns: 20 };
+        let mut d = Defragmenter::new(cfg);
+        let base = tcp4(&payload(1200));
+        let mut ts = 0;
+        for (id, off, len, more, v6, step) in frags {
+            ts += step;
+            let bytes = if v6 {
+                let mut v = frag6_piece(&udp6(&payload(600)), 0, len.min(600), more, u32::from(id));
+                v[42..44].copy_from_slice(&((off & 0x1fff) << 3 | u16::from(more)).to_be_bytes());
+                v
+            } else {
+                let mut v = frag4_piece(&base, 0, len.min(1200), more);
+                v[4..6].copy_from_slice(&id.to_be_bytes());
+                v[6..8].copy_from_slice(&(off & 0x1fff | if more { 0x2000 } else { 0 }).to_be_bytes());
+                v
+            };
+            if let DefragResult::Complete(p) = d.push(ts, &bytes) {
+                // Whatever completes parses and has a consistent length.
+                prop_assert!(p.len() <= 65535 + 40);
+                let h = super::parse_ip(&p);
+                prop_assert!(matches!(h, Ok(i) if i.frag.is_none() && !i.truncated && i.len == p.len()));
+            }
+            prop_assert!(d.bytes_held() <= cfg.max_bytes);
+            prop_assert!(d.stats().pending <= 3);
+        }
+        d.expire_all();
+        prop_assert_eq!(d.bytes_held(), 0);
     }
 }
