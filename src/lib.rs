@@ -5,6 +5,9 @@
 //! The rooms follow a packet's path; imports only run down this list
 //! (a test keeps it so):
 //! - [`packet`]: checked views over untrusted packet bytes (+ [`packet::Proto`]);
+//! - [`decap`]: tunnels (PPPoE, GRE, IP-in-IP, VXLAN, GTP-U) and IP fragments
+//!   peeled off captured frames before the view (`scan`; live, the kernel
+//!   reassembles);
 //! - [`log`]: log lines on stderr / the journal;
 //! - [`policy`]: hosts file, app library (`rules/`), Squid import, loading;
 //!   validated into one immutable [`policy::Policy`];
@@ -64,6 +67,7 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod daemon;
+pub mod decap;
 pub mod engine;
 pub mod flow;
 pub mod kernel;

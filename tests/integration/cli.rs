@@ -241,8 +241,12 @@ fn damaged_captures_are_reported_not_fatal() {
 
 #[test]
 fn bad_command_lines_are_usage_errors() {
+    // Exit codes: 2 for bad input or usage, whatever the subcommand.
     let (code, _, err) = run(&["rules"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
+    assert_out!(err.contains("--hosts FILE is required"), err);
+    let (code, _, err) = run(&["kernel-rules"]);
+    assert_eq!(code, 2, "the new name and the old alias behave alike");
     assert_out!(err.contains("--hosts FILE is required"), err);
     let (code, _, err) = run(&["scan"]);
     assert_eq!(code, 2);

@@ -107,13 +107,13 @@ fn imported_rules_judge_traffic_like_squid() {
 #[test]
 fn import_reports_unreadable_input() {
     let (code, _, err) = run(&["import-squid", "/nonexistent/squid.conf"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "unreadable input is bad input");
     assert_out!(err.contains("/nonexistent/squid.conf: cannot read"), err);
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("squid.conf");
     std::fs::write(&conf, "http_port 3128\nhttp_access allow all\n").unwrap();
     let (code, _, err) = run(&["import-squid", conf.to_str().unwrap()]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a conf with nothing to translate is bad input");
     assert_out!(
         err.contains("no http_access/http_reply_access deny line could be translated"),
         err
