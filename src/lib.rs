@@ -77,3 +77,6 @@ pub mod packet;
 pub mod policy;
 pub mod sample;
 pub mod source;
+
+#[cfg(test)]
+mod layering;

@@ -315,7 +315,7 @@ pub fn hosts_file(data: &[u8]) {
         return;
     };
     let lib = crate::embedded_library();
-    let inspected = crate::engine(Which::All).matcher().inspected_apps();
+    let inspected = crate::engine(Which::All).inspected_apps();
     let defaults = ["msn".to_string(), "mysql".to_string()];
     for default_apps in [None, Some(&defaults[..])] {
         if let Ok(policy) = Policy::new(lib.clone(), &hosts, default_apps) {

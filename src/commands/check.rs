@@ -65,7 +65,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, AppError> {
         )?;
     }
     let opts = KernelRuleOptions::default();
-    let inspected = engine.matcher().inspected_apps();
+    let inspected = engine.inspected_apps();
     for fam in [Family::V4, Family::V6] {
         if !iptables::family_used(policy, fam) {
             continue;

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::cli::ScanArgs;
 use crate::commands::{AppError, build_engine, engine_config, load_policy};
+use crate::decap::{DecapStats, Decapsulator, DefragStats, Outcome};
 use crate::engine::{Engine, Reason, Verdict};
 use crate::packet::LinkType;
 use crate::policy::Proto;
@@ -42,15 +43,19 @@ pub struct FlowReport {
     pub last: Reason,
 }
 
-/// Counts of one capture's frames that gave no flow.
-#[derive(Debug, Clone, Copy, Default)]
+/// Counts of one capture's frames, so that none is dropped silently.
+#[derive(Debug, Clone, Default)]
 pub struct ScanCounts {
     /// Frames read.
     pub frames: u64,
     /// Frames of an unsupported link type.
     pub unsupported_link: u64,
-    /// Frames that were not parsable TCP/UDP over IP.
+    /// IP packets (after decapsulation and reassembly) that are not TCP/UDP.
     pub not_tcp_udp: u64,
+    /// What decapsulation made of the frames (tunnels peeled, skips by cause).
+    pub decap: DecapStats,
+    /// Fragment reassembly counters.
+    pub defrag: DefragStats,
 }
 
 /// The result of scanning one capture.
@@ -73,6 +78,7 @@ pub fn scan_capture(
 ) -> Result<ScanResult, AppError> {
     let mut reader = CaptureReader::open(path)?;
     let mut tracker = Tracker::new(max_flows, timeout_ns);
+    let mut decap = Decapsulator::default();
     let mut index: HashMap<u64, usize> = HashMap::new();
     let mut flows: Vec<FlowReport> = Vec::new();
     let mut counts = ScanCounts::default();
@@ -87,7 +93,12 @@ pub fn scan_capture(
             counts.unsupported_link += 1;
             continue;
         };
-        let Ok(j) = tracker.judge(engine, link, frame.data, frame.ts_ns) else {
+        // Tunnels and fragments first, as the kernel would have done live.
+        let ip = match decap.push(link, frame.ts_ns, frame.data) {
+            Outcome::Packet { ip, .. } => ip,
+            Outcome::Skip(_) => continue,
+        };
+        let Ok(j) = tracker.judge(engine, LinkType::RawIp, &ip, frame.ts_ns) else {
             counts.not_tcp_udp += 1;
             continue;
         };
@@ -116,6 +127,9 @@ pub fn scan_capture(
             r.blocked_at = Some(r.packets);
         }
     };
+    decap.finish();
+    counts.decap = *decap.stats();
+    counts.defrag = *decap.defrag_stats();
     Ok(ScanResult {
         flows,
         counts,
@@ -226,6 +240,26 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode, AppError> {
                 res.counts.not_tcp_udp,
                 res.counts.unsupported_link
             )?;
+            let d = &res.counts.decap;
+            let skipped: Vec<String> = d
+                .skipped()
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(c, n)| format!("{n} {c}"))
+                .collect();
+            if d.tunnelled + d.reassembled > 0 || !skipped.is_empty() {
+                writeln!(
+                    out,
+                    "-- decapsulated: {} from tunnels, {} reassembled from fragments; skipped: {}",
+                    d.tunnelled,
+                    d.reassembled,
+                    if skipped.is_empty() {
+                        "none".to_string()
+                    } else {
+                        skipped.join(", ")
+                    }
+                )?;
+            }
         }
     }
     if !args.json && args.captures.len() > 1 {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::daemon::DaemonError;
+use crate::daemon::error::DaemonError;
 
 /// Directory of the instance locks.
 pub const LOCK_DIR: &str = "/run/appwall";

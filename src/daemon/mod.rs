@@ -17,6 +17,7 @@
 //! [`status`] (status file, overflow accounting), [`events`] (blocked
 //! connections), [`reload`], [`lock`], [`privilege`], [`error`].
 
+pub mod config;
 pub mod error;
 pub mod events;
 pub mod lock;
@@ -26,7 +27,6 @@ pub mod stats;
 pub mod status;
 pub mod worker;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::thread::{self, JoinHandle};
@@ -36,12 +36,12 @@ use arc_swap::ArcSwap;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::Engine;
 use crate::kernel::install::{self, SystemRunner};
-use crate::kernel::iptables::KernelRuleOptions;
 use crate::log::{Level, log};
-use crate::policy::load::{Sources, load_policy};
+use crate::policy::load::load_policy;
 use crate::source::nfqueue::{self, NfqSource, QueueOptions};
+pub use config::Config;
 pub use error::DaemonError;
 use events::{BlockEvent, event_writer};
 pub use lock::{InstanceLock, LOCK_DIR, lock_path};
@@ -49,37 +49,6 @@ use reload::RulesGuard;
 use stats::WorkerStats;
 use status::Status;
 use worker::{EngineHandle, Worker, WorkerConfig};
-
-/// Everything `appwall run` needs to know, built from the command line.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Where the policy comes from (read again on every reload).
-    pub sources: Sources,
-    /// Inspection tunables.
-    pub engine: EngineConfig,
-    /// Connection table capacity per queue.
-    pub max_flows: usize,
-    /// Idle timeout of a connection, nanoseconds.
-    pub flow_timeout_ns: u64,
-    /// Shape of the kernel rules (queues, fail mode, port action, marks).
-    pub rules: KernelRuleOptions,
-    /// Most packets waiting in each kernel queue.
-    pub queue_maxlen: u32,
-    /// Netlink socket receive buffer per queue, bytes.
-    pub rcvbuf: usize,
-    /// JSON status file.
-    pub status_file: Option<PathBuf>,
-    /// JSON-lines event log ("-" for stdout).
-    pub events: Option<PathBuf>,
-    /// Seconds between status writes and summary lines.
-    pub stats_interval: u64,
-    /// User to become after start-up.
-    pub user: Option<String>,
-    /// Benchmarking: accept every packet unjudged.
-    pub accept_all: bool,
-    /// Benchmarking: judge every packet, never mark a connection.
-    pub no_fast_path: bool,
-}
 
 fn spawn_named<T: Send + 'static>(
     name: String,

@@ -9,9 +9,10 @@
 
 use std::sync::Arc;
 
+use crate::daemon::config::Config;
+use crate::daemon::error::DaemonError;
 use crate::daemon::status::Status;
 use crate::daemon::worker::EngineHandle;
-use crate::daemon::{Config, DaemonError};
 use crate::engine::Engine;
 use crate::kernel::install::{self, SystemRunner};
 use crate::log::{Level, log};

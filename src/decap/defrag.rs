@@ -37,7 +37,7 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::Serialize;
 
-use super::{IpError, parse_ip};
+use super::ip::{IpError, parse_ip};
 
 /// Largest reassembled IPv4 datagram or IPv6 payload.
 pub const MAX_DATAGRAM: usize = 65535;
@@ -514,7 +514,7 @@ fn arr<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
 
 /// The IPv6 unfragmentable part with the Next Header that named the
 /// Fragment header changed to what the fragment carries.
-fn unfragmentable(ip: &[u8], f: &super::FragInfo, proto: u8) -> Vec<u8> {
+fn unfragmentable(ip: &[u8], f: &super::ip::FragInfo, proto: u8) -> Vec<u8> {
     let mut v = ip.get(..f.frag_at).unwrap_or(&[]).to_vec();
     if let Some(b) = v.get_mut(f.nh_at) {
         *b = proto;

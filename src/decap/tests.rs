@@ -697,7 +697,7 @@ fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn capture_to_views_end_to_end() {
-    use crate::capture::CaptureReader;
+    use crate::source::capture::CaptureReader;
     // Messenger login inside VXLAN, its second half as a fragment over PPPoE,
     // and an ARP frame: two views and every frame accounted for.
     let login = tcp4(b"VER 1 MSNP8 CVR0\r\nUSR 2 TWN I someone@example.com\r\n");
@@ -850,7 +850,7 @@ proptest! {
             if let DefragResult::Complete(p) = d.push(ts, &bytes) {
                 // Whatever completes parses and has a consistent length.
                 prop_assert!(p.len() <= 65535 + 40);
-                let h = super::parse_ip(&p);
+                let h = super::ip::parse_ip(&p);
                 prop_assert!(matches!(h, Ok(i) if i.frag.is_none() && !i.truncated && i.len == p.len()));
             }
             prop_assert!(d.bytes_held() <= cfg.max_bytes);

@@ -16,7 +16,7 @@
 
 use crate::packet::LinkType;
 
-use super::{IpError, be16, parse_ip};
+use super::ip::{IpError, be16, parse_ip};
 
 /// Most tunnel layers recorded for one packet.
 pub const MAX_LAYERS: usize = 8;

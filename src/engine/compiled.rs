@@ -40,7 +40,7 @@ impl Compiled {
 
     /// Apps with at least one signature or rule (others are port-only).
     pub fn inspected_apps(&self) -> AppSet {
-        self.sigs.inspected_apps() | self.rules.apps()
+        self.sigs.signature_apps() | self.rules.apps()
     }
 
     /// True when the HTTP walker has anything to look for.

@@ -312,7 +312,7 @@ impl Matcher {
 
     /// Apps that have payload signatures (message rules add theirs in
     /// [`crate::engine::compiled::Compiled::inspected_apps`]).
-    pub fn inspected_apps(&self) -> AppSet {
+    pub fn signature_apps(&self) -> AppSet {
         self.inspected_apps
     }
 

@@ -13,6 +13,7 @@
 //! inspection until a signature matches or the inspection depth is passed.
 
 pub mod compiled;
+pub mod config;
 pub mod http;
 pub mod matcher;
 pub mod message_rules;
@@ -27,42 +28,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::packet::{PacketView, Proto};
 use crate::policy::{AppSet, Policy, PortSpec};
 use compiled::{CompileError, Compiled};
+pub use config::EngineConfig;
 use matcher::{Hit, Matcher, StartState};
 pub use state::{ConnState, Connection, FlowDecision};
 use stream::Found;
 pub use verdict::{Decision, FlowMark, Reason, Verdict};
-
-/// Tunables of inspection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EngineConfig {
-    /// A connection is clean once one direction has passed this many
-    /// inspected payload bytes with no match.
-    pub depth_bytes: u64,
-    /// ...or, when non-zero, once this many payload segments (both
-    /// directions) were inspected. Off by default: counting packets lets a
-    /// sender that cuts its bytes into tiny segments reach "clean" early.
-    pub depth_packets: u32,
-    /// Bytes per direction held for segments that arrive ahead of a gap.
-    pub reorder_bytes: usize,
-    /// Block a connection whose retransmitted bytes differ from the bytes
-    /// already inspected (an evasion attempt; see README).
-    pub block_conflicts: bool,
-    /// Apply the fast-path port rules (off: judge by payload alone, as
-    /// `scan --signatures-only` does to measure signature coverage).
-    pub port_rules: bool,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            depth_bytes: 8192,
-            depth_packets: 0,
-            reorder_bytes: 16 * 1024,
-            block_conflicts: true,
-            port_rules: true,
-        }
-    }
-}
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 

@@ -14,8 +14,8 @@
 //!   signature; beyond the bound the stream skips ahead (counted as a resync);
 //! - a connection picked up mid-stream (no SYN) starts at the first segment seen.
 
-use crate::engine::EngineConfig;
 use crate::engine::compiled::Compiled;
+use crate::engine::config::EngineConfig;
 use crate::engine::http::HttpHit;
 use crate::engine::matcher::{Hit, Matcher};
 use crate::engine::message_rules::{Message, RuleRef};

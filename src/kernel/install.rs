@@ -319,7 +319,7 @@ pub fn install(
     opts: &KernelRuleOptions,
 ) -> Result<InstallReport, InstallError> {
     let policy = engine.policy();
-    let inspected = engine.matcher().inspected_apps();
+    let inspected = engine.inspected_apps();
     let opts = KernelRuleOptions {
         jumps: true,
         ..opts.clone()
