@@ -20,7 +20,7 @@
 //!   installed, and the connmark contract ([`kernel::marks`]);
 //! - [`daemon`]: the live filter (`appwall run`): workers, reload, lock,
 //!   counters, status, events, privileges;
-//! - [`sample`], [`bench`], [`lab`]: synthetic traffic, verdict throughput
+//! - [`sample`], [`bench`](mod@bench), [`lab`]: synthetic traffic, verdict throughput
 //!   measurement, the network-namespace lab of `demo` and the live tests;
 //! - [`cli`], [`commands`]: the command line and one thin front end per subcommand.
 //!
@@ -61,8 +61,6 @@
 //! assert_eq!(&verdicts[..3], &[Verdict::Accept; 3]);
 //! assert!(verdicts[3..].iter().all(|v| *v == Verdict::Drop));
 //! ```
-#![deny(missing_docs)]
-
 pub mod bench;
 pub mod cli;
 pub mod commands;
