@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use appwall::bench::{Mix, Trace};
 use appwall::engine::{Engine, EngineConfig};
@@ -12,11 +12,10 @@ use appwall::policy::hosts::{AppChoice, HostLine};
 use appwall::policy::{HostsFile, Policy, RuleLibrary};
 use ipnet::IpNet;
 
-/// The shared captures are read in place, never copied into the repository.
+/// One shared capture, read in place from [`appwall::sample::captures_dir`]
+/// (`APPWALL_CAPTURES`), or `None` when it is absent.
 pub fn capture(name: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/captures")
-        .join(name);
+    let p = appwall::sample::captures_dir().join(name);
     if p.is_file() {
         Some(p)
     } else {

@@ -13,6 +13,17 @@ use etherparse::PacketBuilder;
 
 pub mod mix;
 
+/// Where the shared real captures are read from (tests and benches): the
+/// directory named by `APPWALL_CAPTURES`, or `../shared/captures` next to
+/// the crate when that variable is unset or empty. The captures are read
+/// in place, never copied into the repository.
+pub fn captures_dir() -> std::path::PathBuf {
+    match std::env::var_os("APPWALL_CAPTURES") {
+        Some(dir) if !dir.is_empty() => std::path::PathBuf::from(dir),
+        _ => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/captures"),
+    }
+}
+
 /// One direction's bytes in a connection script: (from client?, payload).
 pub type Exchange<'a> = (bool, &'a [u8]);
 

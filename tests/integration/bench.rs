@@ -1,13 +1,17 @@
 //! `appwall bench`: a fraction of a second of real measuring through the
 //! built binary, checking the report is well-formed and its counts add up.
 
-use crate::util::run;
+use crate::support::run;
+
+cases![
+    bench_json_is_well_formed_and_counts_add_up,
+    bench_table_and_bad_options,
+];
 
 fn num(v: &serde_json::Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
-#[test]
 fn bench_json_is_well_formed_and_counts_add_up() {
     let (code, out, err) = run(&[
         "bench",
@@ -71,7 +75,6 @@ fn bench_json_is_well_formed_and_counts_add_up() {
     }
 }
 
-#[test]
 fn bench_table_and_bad_options() {
     let (code, out, err) = run(&["bench", "--rounds", "1", "--seconds", "0.01", "--threads", "1"]);
     assert_eq!(code, 0, "stderr: {err}");

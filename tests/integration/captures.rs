@@ -1,11 +1,17 @@
-//! Acceptance on the real captures in ../shared/captures: the ground truth
-//! in flows.tsv, flow by flow.
+//! Acceptance on the real shared captures (`APPWALL_CAPTURES`, by default
+//! ../shared/captures): the ground truth in flows.tsv, flow by flow.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::util::{captures, run};
+use crate::support::{Need, captures_dir, run};
+
+cases![
+    every_flow_matches_the_ground_truth: &[Need::Captures],
+    signatures_alone_catch_every_chat_flow_with_payload_evidence: &[Need::Captures],
+    false_positive_trap_stays_clean_even_when_inspected_to_the_end: &[Need::Captures],
+];
 
 /// (file, proto, endpoint a, endpoint b) -> (expected verdict text, app text)
 type Truth = HashMap<(String, String, String, String), (String, String)>;
@@ -82,9 +88,8 @@ fn key(v: &Value) -> (String, String, String, String) {
     (file, v["proto"].as_str().unwrap().to_string(), a, b)
 }
 
-#[test]
 fn every_flow_matches_the_ground_truth() {
-    let Some(dir) = captures() else { return };
+    let dir = captures_dir();
     let truth = truth(&dir);
     let flows = scan_all(&dir, &[]);
     for k in [
@@ -114,9 +119,8 @@ fn every_flow_matches_the_ground_truth() {
     assert_eq!(checked, truth.len());
 }
 
-#[test]
 fn signatures_alone_catch_every_chat_flow_with_payload_evidence() {
-    let Some(dir) = captures() else { return };
+    let dir = captures_dir();
     let truth = truth(&dir);
     let flows = scan_all(&dir, &["--signatures-only"]);
     for v in &flows {
@@ -135,9 +139,8 @@ fn signatures_alone_catch_every_chat_flow_with_payload_evidence() {
     }
 }
 
-#[test]
 fn false_positive_trap_stays_clean_even_when_inspected_to_the_end() {
-    let Some(dir) = captures() else { return };
+    let dir = captures_dir();
     let mut files = Vec::new();
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();

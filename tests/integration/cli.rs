@@ -2,7 +2,22 @@
 
 use std::path::Path;
 
-use crate::util::{run, temp_file};
+use crate::support::{Need, run, temp_file};
+
+/// Root (to become an unprivileged user for the check) and `su`.
+const CAN_SU: &[Need] = &[Need::Root, Need::Tools(&["su"]), Need::User("nobody")];
+
+cases![
+    check_accepts_the_example_and_summarises,
+    check_reports_every_error_with_path_and_line,
+    check_reports_rule_file_errors_with_line,
+    rules_output_is_golden,
+    rules_merge_overlaps_and_use_ipsets_for_large_lists,
+    sample_capture_scans_as_expected,
+    damaged_captures_are_reported_not_fatal,
+    bad_command_lines_are_usage_errors,
+    run_without_privileges_says_what_it_needs: CAN_SU,
+];
 
 fn example() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -11,7 +26,6 @@ fn example() -> String {
         .to_string()
 }
 
-#[test]
 fn check_accepts_the_example_and_summarises() {
     let (code, out, err) = run(&["check", "--hosts", &example()]);
     assert_eq!(code, 0, "{err}");
@@ -22,7 +36,6 @@ fn check_accepts_the_example_and_summarises() {
     assert_out!(out.trim_end().ends_with("ok"), out);
 }
 
-#[test]
 fn check_reports_every_error_with_path_and_line() {
     let (_d, hosts) = temp_file(
         "hosts",
@@ -47,7 +60,6 @@ fn check_reports_every_error_with_path_and_line() {
     assert_out!(err.contains("/nonexistent/hosts: cannot read"), err);
 }
 
-#[test]
 fn check_reports_rule_file_errors_with_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -92,7 +104,6 @@ fn golden(name: &str, actual: &str) {
     );
 }
 
-#[test]
 fn rules_output_is_golden() {
     let ex = example();
     let cases: &[(&str, &[&str])] = &[
@@ -135,7 +146,6 @@ fn rules_output_is_golden() {
     }
 }
 
-#[test]
 fn rules_merge_overlaps_and_use_ipsets_for_large_lists() {
     let mut text = String::new();
     for i in 0..40 {
@@ -188,7 +198,6 @@ fn rules_merge_overlaps_and_use_ipsets_for_large_lists() {
     );
 }
 
-#[test]
 fn sample_capture_scans_as_expected() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("sample.pcap");
@@ -217,7 +226,6 @@ fn sample_capture_scans_as_expected() {
     assert_out!(table.contains("8 flows: 5 blocked, 3 allowed"), table);
 }
 
-#[test]
 fn damaged_captures_are_reported_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("sample.pcap");
@@ -239,7 +247,6 @@ fn damaged_captures_are_reported_not_fatal() {
     assert_out!(err.contains("/nonexistent.pcap: cannot open"), err);
 }
 
-#[test]
 fn bad_command_lines_are_usage_errors() {
     // Exit codes: 2 for bad input or usage, whatever the subcommand.
     let (code, _, err) = run(&["rules"]);
@@ -255,13 +262,7 @@ fn bad_command_lines_are_usage_errors() {
     assert_eq!(code, 2);
 }
 
-#[test]
 fn run_without_privileges_says_what_it_needs() {
-    use crate::util::{is_root, prerequisite};
-    // Needs root to become an unprivileged user for the check.
-    if !prerequisite(is_root(), "not root: cannot switch to an unprivileged user") {
-        return;
-    }
     let cmd = format!("{} run --hosts {}", env!("CARGO_BIN_EXE_appwall"), example());
     let out = std::process::Command::new("su")
         .args(["nobody", "-s", "/bin/sh", "-c", &cmd])

@@ -9,6 +9,12 @@ use appwall::packet::PacketView;
 use appwall::policy::{HostsFile, Policy, RuleLibrary};
 use etherparse::PacketBuilder;
 
+cases![
+    reorder_buffer_stays_within_its_bound,
+    squid_src_values_become_valid_hosts_lines_or_notes,
+    squid_header_names_are_checked_before_the_rule_file,
+];
+
 fn engine(config: EngineConfig) -> Engine {
     let hosts = HostsFile::parse(Path::new("hosts"), "0.0.0.0/0 all\n").unwrap();
     let policy = Policy::new(RuleLibrary::embedded().unwrap(), &hosts, None).unwrap();
@@ -30,7 +36,6 @@ fn segment(seq: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
 /// earliest held segment and then held the new one anyway. With small held
 /// segments separated by gaps, every big segment grew the buffer: held bytes
 /// were bounded by the sequence window, not by `reorder_bytes`.
-#[test]
 fn reorder_buffer_stays_within_its_bound() {
     let bound = 600;
     let e = engine(EngineConfig {
@@ -68,7 +73,6 @@ fn reorder_buffer_stays_within_its_bound() {
 /// ACL value was copied verbatim into the suggested hosts lines, so a typo,
 /// Squid's `a-b` range or its netmask form gave lines the hosts file refuses.
 /// Such a deny line is now reported as not translated instead.
-#[test]
 fn squid_src_values_become_valid_hosts_lines_or_notes() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("squid.conf");
@@ -108,7 +112,6 @@ fn squid_src_values_become_valid_hosts_lines_or_notes() {
 /// unchecked, so `Us/er-Agent` made `import-squid` fail as a whole with an
 /// error about its own output. Such a deny line is now reported as not
 /// translated, and the rest of the file still imports.
-#[test]
 fn squid_header_names_are_checked_before_the_rule_file() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("squid.conf");

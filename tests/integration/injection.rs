@@ -1,4 +1,4 @@
-//! Injection tests (issue 7, item 4): user-written inputs must never put
+//! Injection tests: user-written inputs must never put
 //! anything of their own into the text that root-run `iptables-restore`,
 //! `iptables` and `ipset restore` read.
 //!
@@ -13,6 +13,13 @@ use appwall::kernel::marks::MarkBits;
 use appwall::policy::{HostsFile, Policy, RuleLibrary};
 use proptest::prelude::*;
 
+cases![
+    hostile_hosts_lines_are_errors,
+    hostile_rule_files_are_errors,
+    checker_catches_injection,
+    generated_rules_hold_only_safe_tokens,
+];
+
 fn hosts_error(text: &str) -> Option<String> {
     match HostsFile::parse(Path::new("hosts"), text) {
         Err(e) => Some(e.to_string()),
@@ -22,7 +29,6 @@ fn hosts_error(text: &str) -> Option<String> {
     }
 }
 
-#[test]
 fn hostile_hosts_lines_are_errors() {
     let hostile = [
         "192.0.2.1 -j ACCEPT",
@@ -90,7 +96,6 @@ fn rule_error(stem: &str, text: &str) -> Option<String> {
     RuleLibrary::from_texts(&files).err().map(|e| e.to_string())
 }
 
-#[test]
 fn hostile_rule_files_are_errors() {
     let sig = |id: &str| {
         format!(
@@ -267,7 +272,6 @@ fn assert_safe(policy: &Policy) {
     }
 }
 
-#[test]
 fn checker_catches_injection() {
     // The checks themselves must reject what they guard against.
     for bad in [
@@ -359,8 +363,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     /// Random valid policies generate only expected lines and safe tokens.
-    #[test]
-    fn generated_rules_hold_only_safe_tokens(lines in prop::collection::vec(host_line(), 1..40)) {
+        fn generated_rules_hold_only_safe_tokens(lines in prop::collection::vec(host_line(), 1..40)) {
         let text = lines.join("\n");
         let hosts = HostsFile::parse(Path::new("hosts"), &text);
         prop_assume!(hosts.is_ok(), "generator made an invalid line: {:?}", hosts.err());

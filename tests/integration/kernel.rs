@@ -4,7 +4,17 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::util::{is_root, prerequisite, run, temp_file};
+use crate::support::{Need, run, temp_file};
+
+/// Root (namespaces) and the rule tools.
+const KERNEL: &[Need] = &[
+    Need::Root,
+    Need::Tools(&["iptables-restore", "ip6tables-restore", "ipset", "ip"]),
+];
+
+cases![
+    kernel_accepts_generated_rules_in_every_variant: KERNEL,
+];
 
 /// A network namespace deleted on drop, also when the test fails.
 struct Netns(String);
@@ -48,32 +58,12 @@ impl Drop for Netns {
     }
 }
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn ready() -> bool {
-    prerequisite(is_root(), "not root: cannot create network namespaces")
-        && prerequisite(
-            have("iptables-restore") && have("ip6tables-restore") && have("ipset") && have("ip"),
-            "iptables, ipset or iproute2 is not installed",
-        )
-}
-
 fn load(ns: &Netns, family_cmd: &str, text: &str) {
     let (ok, msg) = ns.exec(&[family_cmd, "--noflush"], Some(text));
     assert!(ok, "{family_cmd} refused the rules: {msg}\n{text}");
 }
 
-#[test]
 fn kernel_accepts_generated_rules_in_every_variant() {
-    if !ready() {
-        return;
-    }
     let ns = Netns::new("rules").expect("create namespace");
     let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/hosts.example");
     let ex = ex.to_str().unwrap();

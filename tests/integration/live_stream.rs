@@ -1,12 +1,19 @@
-//! Live tests for stream inspection (issue 4) and imported Squid rules
-//! (issue 6): real clients through a namespace gateway running `appwall run`.
+//! Live tests of stream inspection and of imported Squid rules: real
+//! clients through a lab gateway running `appwall run` (root).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use appwall::lab::{self, Lab, Outcome};
 
-use crate::live::{exe, lab};
+use crate::support::LAB;
+use crate::support::exe;
+use crate::support::lab::{stop, with_lab};
+
+cases![
+    live_one_byte_segments_cannot_hide_the_gateway_request: LAB,
+    live_imported_squid_rules_block_what_squid_denies: LAB,
+];
 
 /// Sends `argv[3]` one byte per TCP segment (TCP_NODELAY, a pause between
 /// sends), then prints what came back: ANSWER, CLOSED or BLOCKED.
@@ -37,37 +44,34 @@ fn drip(lab: &Lab, request: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
-#[test]
 fn live_one_byte_segments_cannot_hide_the_gateway_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(lab) = lab(dir.path()) else { return };
-    let hosts = dir.path().join("hosts");
-    std::fs::write(&hosts, "192.0.2.10 msn\n").unwrap();
-    let mut f = lab.start_filter(&exe(), &hosts, &["--reset"], "drip").unwrap();
-    let msn = "POST /gateway/gateway.dll?Action=open&Server=NS&IP=messenger.hotmail.com HTTP/1.1\\r\\n\
+    with_lab(|lab| {
+        let hosts = lab.dir().join("hosts");
+        std::fs::write(&hosts, "192.0.2.10 msn\n").unwrap();
+        let mut f = lab.start(&hosts, &["--reset"], "drip");
+        let msn = "POST /gateway/gateway.dll?Action=open&Server=NS&IP=messenger.hotmail.com HTTP/1.1\\r\\n\
                Host: 198.51.100.10\\r\\nContent-Type: application/x-msn-messenger\\r\\nContent-Length: 0\\r\\n\\r\\n";
-    let benign =
-        "GET /index.html?ref=msn HTTP/1.1\\r\\nHost: 198.51.100.10\\r\\nUser-Agent: Mozilla/5.0\\r\\n\\r\\n";
-    let got = drip(&lab, benign);
-    assert!(
-        got.starts_with("ANSWER"),
-        "benign request sent byte by byte: {got}\n{}",
-        f.log_text()
-    );
-    let got = drip(&lab, msn);
-    assert!(
-        !got.starts_with("ANSWER"),
-        "tunnelled MSN sent byte by byte passed: {got}"
-    );
-    let events = f.events();
-    assert!(
-        events
-            .iter()
-            .any(|e| e["signature"] == "gateway-dll" || e["signature"] == "gateway-content-type"),
-        "no event for the blocked request: {events:?}"
-    );
-    let st = f.stop(Duration::from_secs(10)).unwrap();
-    assert!(st.success(), "{}", f.log_text());
+        let benign = "GET /index.html?ref=msn HTTP/1.1\\r\\nHost: 198.51.100.10\\r\\nUser-Agent: Mozilla/5.0\\r\\n\\r\\n";
+        let got = drip(lab, benign);
+        assert!(
+            got.starts_with("ANSWER"),
+            "benign request sent byte by byte: {got}\n{}",
+            f.log_text()
+        );
+        let got = drip(lab, msn);
+        assert!(
+            !got.starts_with("ANSWER"),
+            "tunnelled MSN sent byte by byte passed: {got}"
+        );
+        let events = f.events();
+        assert!(
+            events
+                .iter()
+                .any(|e| e["signature"] == "gateway-dll" || e["signature"] == "gateway-content-type"),
+            "no event for the blocked request: {events:?}"
+        );
+        stop(&mut f);
+    });
 }
 
 const SQUID: &str = "acl msnd dstdomain .messenger.hotmail.com messenger.msn.com\n\
@@ -75,73 +79,69 @@ const SQUID: &str = "acl msnd dstdomain .messenger.hotmail.com messenger.msn.com
                      http_access deny msnd\n\
                      http_access deny msn\n";
 
-#[test]
 fn live_imported_squid_rules_block_what_squid_denies() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(lab) = lab(dir.path()) else { return };
-    let conf = dir.path().join("squid.conf");
-    std::fs::write(&conf, SQUID).unwrap();
-    let rules = dir.path().join("rules");
-    std::fs::create_dir(&rules).unwrap();
-    let out = std::process::Command::new(exe())
-        .args(["import-squid", conf.to_str().unwrap(), "-o"])
-        .arg(rules.join("site.toml"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let hosts = dir.path().join("hosts");
-    // Only the imported app: what Squid denies, nothing else.
-    std::fs::write(&hosts, "192.0.2.10 site\n").unwrap();
-    let mut f = lab
-        .start_filter(&exe(), &hosts, &["--rules", rules.to_str().unwrap()], "squid")
-        .unwrap();
-    let curl = |args: &[&str]| {
-        let mut a = vec!["-sS", "--max-time", "4", "-o", "/dev/null", "-w", "%{http_code}"];
-        a.extend_from_slice(args);
-        let o = lab
-            .exec(&lab.client, "curl", &a, Duration::from_secs(10))
+    with_lab(|lab| {
+        let conf = lab.dir().join("squid.conf");
+        std::fs::write(&conf, SQUID).unwrap();
+        let rules = lab.dir().join("rules");
+        std::fs::create_dir(&rules).unwrap();
+        let out = std::process::Command::new(exe())
+            .args(["import-squid", conf.to_str().unwrap(), "-o"])
+            .arg(rules.join("site.toml"))
+            .output()
             .unwrap();
-        String::from_utf8_lossy(&o.stdout).to_string()
-    };
-    // Denied by dstdomain (Host header) and by url_regex.
-    assert_ne!(
-        curl(&[
-            "-H",
-            "Host: gateway.messenger.hotmail.com",
-            "http://198.51.100.10/"
-        ]),
-        "200"
-    );
-    assert_ne!(
-        curl(&["http://198.51.100.10/gateway/GATEWAY.DLL?Action=poll"]),
-        "200"
-    );
-    // Allowed: other hosts and paths.
-    assert_eq!(
-        curl(&[
-            "-H",
-            "Host: www.example.com",
-            "http://198.51.100.10/news/msn.html"
-        ]),
-        "200"
-    );
-    // dstdomain also holds on 443 without a proxy: the TLS server name.
-    let dst: SocketAddr = format!("{}:443", lab::SERVER4).parse().unwrap();
-    let hello = appwall::sample::tls_client_hello("chat.messenger.hotmail.com");
-    let (o, _) = lab::tcp_exchange(&lab.client, dst, &hello, hello.len(), Duration::from_secs(3));
-    assert!(!o.passed(), "ClientHello for a denied domain passed: {o:?}");
-    let hello = appwall::sample::tls_client_hello("www.example.com");
-    let (o, _) = lab::tcp_exchange(&lab.client, dst, &hello, hello.len(), Duration::from_secs(3));
-    assert!(
-        matches!(o, Outcome::Answered(_)),
-        "ClientHello for an allowed domain: {o:?}"
-    );
-    let reasons: Vec<String> = f
-        .events()
-        .iter()
-        .map(|e| e["rule"].to_string() + &e["signature"].to_string())
-        .collect();
-    assert!(reasons.iter().any(|r| r.contains("squid-line-3")), "{reasons:?}");
-    let st = f.stop(Duration::from_secs(10)).unwrap();
-    assert!(st.success(), "{}", f.log_text());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let hosts = lab.dir().join("hosts");
+        // Only the imported app: what Squid denies, nothing else.
+        std::fs::write(&hosts, "192.0.2.10 site\n").unwrap();
+        let mut f = lab.start(&hosts, &["--rules", rules.to_str().unwrap()], "squid");
+        let curl = |args: &[&str]| {
+            let mut a = vec!["-sS", "--max-time", "4", "-o", "/dev/null", "-w", "%{http_code}"];
+            a.extend_from_slice(args);
+            let o = lab
+                .exec(&lab.client, "curl", &a, Duration::from_secs(10))
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).to_string()
+        };
+        // Denied by dstdomain (Host header) and by url_regex.
+        assert_ne!(
+            curl(&[
+                "-H",
+                "Host: gateway.messenger.hotmail.com",
+                "http://198.51.100.10/"
+            ]),
+            "200"
+        );
+        assert_ne!(
+            curl(&["http://198.51.100.10/gateway/GATEWAY.DLL?Action=poll"]),
+            "200"
+        );
+        // Allowed: other hosts and paths.
+        assert_eq!(
+            curl(&[
+                "-H",
+                "Host: www.example.com",
+                "http://198.51.100.10/news/msn.html"
+            ]),
+            "200"
+        );
+        // dstdomain also holds on 443 without a proxy: the TLS server name.
+        let dst: SocketAddr = format!("{}:443", lab::SERVER4).parse().unwrap();
+        let hello = appwall::sample::tls_client_hello("chat.messenger.hotmail.com");
+        let (o, _) = lab::tcp_exchange(&lab.client, dst, &hello, hello.len(), Duration::from_secs(3));
+        assert!(!o.passed(), "ClientHello for a denied domain passed: {o:?}");
+        let hello = appwall::sample::tls_client_hello("www.example.com");
+        let (o, _) = lab::tcp_exchange(&lab.client, dst, &hello, hello.len(), Duration::from_secs(3));
+        assert!(
+            matches!(o, Outcome::Answered(_)),
+            "ClientHello for an allowed domain: {o:?}"
+        );
+        let reasons: Vec<String> = f
+            .events()
+            .iter()
+            .map(|e| e["rule"].to_string() + &e["signature"].to_string())
+            .collect();
+        assert!(reasons.iter().any(|r| r.contains("squid-line-3")), "{reasons:?}");
+        stop(&mut f);
+    });
 }

@@ -1,5 +1,6 @@
 //! `appwall import-squid` end to end: a squid.conf becomes a rule file, and
-//! generated traffic scanned through it is judged as Squid would.
+//! generated traffic scanned through it is judged as Squid would; hostile
+//! values in a squid.conf never reach the kernel rules. No lab needed.
 
 use std::net::IpAddr;
 
@@ -7,7 +8,13 @@ use appwall::sample::TcpFlowBuilder;
 use appwall::source::capture::write_pcap;
 use serde_json::Value;
 
-use crate::util::run;
+use crate::support::{appwall, run};
+
+cases![
+    imported_rules_judge_traffic_like_squid,
+    import_reports_unreadable_input,
+    injection_squid_values_never_reach_iptables,
+];
 
 const SQUID_CONF: &str = "\
 # Block Messenger for everyone behind the proxy
@@ -30,7 +37,6 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-#[test]
 fn imported_rules_judge_traffic_like_squid() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("squid.conf");
@@ -104,7 +110,6 @@ fn imported_rules_judge_traffic_like_squid() {
     }
 }
 
-#[test]
 fn import_reports_unreadable_input() {
     let (code, _, err) = run(&["import-squid", "/nonexistent/squid.conf"]);
     assert_eq!(code, 2, "unreadable input is bad input");
@@ -118,4 +123,65 @@ fn import_reports_unreadable_input() {
         err.contains("no http_access/http_reply_access deny line could be translated"),
         err
     );
+}
+
+/// Hostile values in a squid.conf: port values are checked (only digits
+/// reach iptables), everything else becomes userspace matching and never
+/// reaches the kernel rules. Hosts and rule files: see `injection.rs`.
+fn injection_squid_values_never_reach_iptables() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("squid.conf");
+    std::fs::write(
+        &conf,
+        "acl ok port 5050\nacl p port 1863 -j ACCEPT\nacl q port 5050;reboot\nacl r port $(reboot)\n\
+         acl d dstdomain .evil.example -j ACCEPT\nacl s src 192.0.2.1 -j ACCEPT\n\
+         http_access deny ok\nhttp_access deny p\nhttp_access deny q\nhttp_access deny r\n\
+         http_access deny d\nhttp_access deny s d\n",
+    )
+    .unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let out = appwall()
+        .args(["import-squid", conf.to_str().unwrap(), "-o"])
+        .arg(rules.join("site.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for line in [8, 9, 10, 12] {
+        assert!(
+            err.contains(&format!("squid.conf:{line}: not translated")),
+            "{err}"
+        );
+    }
+    let h = dir.path().join("hosts");
+    std::fs::write(&h, "192.0.2.10 site\n2001:db8:1::10 site\n").unwrap();
+    for format in ["restore", "commands", "ipset"] {
+        let (code, text, err) = run(&[
+            "rules",
+            "--hosts",
+            h.to_str().unwrap(),
+            "--rules",
+            rules.to_str().unwrap(),
+            "--ipset-threshold",
+            "0",
+            "--format",
+            format,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let body: String = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for bad in ["reboot", "evil", "ACCEPT", "$(", ";"] {
+            assert!(
+                !body.contains(bad),
+                "{format}: {bad:?} reached the rules:\n{text}"
+            );
+        }
+        if format == "restore" {
+            assert!(text.contains("--dports 5050 "), "the valid port is in:\n{text}");
+        }
+    }
 }
