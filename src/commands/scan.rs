@@ -137,8 +137,29 @@ pub fn scan_capture(
     })
 }
 
+/// The last line for each capture in `--json`: what became of every frame.
+#[derive(Serialize)]
+struct JsonSummary<'a> {
+    /// Always "stats".
+    event_type: &'static str,
+    file: &'a str,
+    frames: u64,
+    packets: u64,
+    flows: u64,
+    blocked: u64,
+    tunnelled: u64,
+    reassembled: u64,
+    not_tcp_udp: u64,
+    unsupported_link: u64,
+    skipped: std::collections::BTreeMap<&'static str, u64>,
+    defrag: &'a DefragStats,
+    damage: Option<&'a str>,
+}
+
 #[derive(Serialize)]
 struct JsonFlow<'a> {
+    /// Always "flow".
+    event_type: &'static str,
     file: &'a str,
     proto: &'static str,
     src: String,
@@ -185,6 +206,7 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode, AppError> {
             for f in &res.flows {
                 let reason = f.blocked.unwrap_or(f.last);
                 let j = JsonFlow {
+                    event_type: "flow",
                     file: &name,
                     proto: f.proto.name(),
                     src: f.src.to_string(),
@@ -202,6 +224,24 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode, AppError> {
                 serde_json::to_writer(&mut out, &j)?;
                 writeln!(out)?;
             }
+            let d = &res.counts.decap;
+            let summary = JsonSummary {
+                event_type: "stats",
+                file: &name,
+                frames: res.counts.frames,
+                packets: d.packets,
+                flows: res.flows.len() as u64,
+                blocked,
+                tunnelled: d.tunnelled,
+                reassembled: d.reassembled,
+                not_tcp_udp: res.counts.not_tcp_udp,
+                unsupported_link: res.counts.unsupported_link,
+                skipped: d.skipped().into_iter().collect(),
+                defrag: &res.counts.defrag,
+                damage: res.damage.as_deref(),
+            };
+            serde_json::to_writer(&mut out, &summary)?;
+            writeln!(out)?;
         } else {
             writeln!(out, "== {name}")?;
             writeln!(

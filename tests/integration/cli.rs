@@ -210,7 +210,23 @@ fn sample_capture_scans_as_expected() {
         .collect();
     let (code, out, err) = run(&["scan", "--json", "--hosts", &example(), pcap.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    let got: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let all: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // One line per flow, then one summary line that accounts for every frame.
+    let (summary, got) = all.split_last().unwrap();
+    assert_eq!(summary["event_type"], "stats", "{summary}");
+    assert!(got.iter().all(|v| v["event_type"] == "flow"));
+    let skipped: u64 = summary["skipped"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        summary["frames"].as_u64().unwrap(),
+        summary["packets"].as_u64().unwrap() + skipped + summary["unsupported_link"].as_u64().unwrap(),
+        "every frame is a packet or a counted skip: {summary}"
+    );
+    assert_eq!(summary["flows"].as_u64().unwrap(), got.len() as u64);
     let verdicts: Vec<&str> = got.iter().map(|v| v["verdict"].as_str().unwrap()).collect();
     assert_eq!(verdicts, expected);
     // The tunnelled request is caught by its request target, not by the port.

@@ -21,6 +21,7 @@ mod injection;
 mod kernel;
 mod live;
 mod live_stream;
+mod scan_decap;
 mod squid;
 
 fn main() {
@@ -47,6 +48,7 @@ fn main() {
         kernel::cases(),
         live::cases(),
         live_stream::cases(),
+        scan_decap::cases(),
         squid::cases(),
     ];
     let mut trials: Vec<_> = cases.into_iter().flatten().map(|c| c.trial(ci)).collect();
