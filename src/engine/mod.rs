@@ -12,8 +12,10 @@
 //! them (opener's source listed, opener's destination port), then payload
 //! inspection until a signature matches or the inspection depth is passed.
 
+pub mod hello;
 pub mod http;
 pub mod matcher;
+pub mod quic;
 pub mod rules;
 pub mod stream;
 pub mod tls;
