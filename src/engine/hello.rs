@@ -511,6 +511,20 @@ pub(crate) mod build {
         msg
     }
 
+    /// Bytes from hex text (whitespace ignored).
+    pub fn unhex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The first record of a real OpenSSL client (see testdata/README.md).
+    pub fn openssl_record() -> Vec<u8> {
+        unhex(include_str!("testdata/openssl_client_hello.hex"))
+    }
+
     /// `msg` cut into handshake records of at most `max` bytes each.
     pub fn records(msg: &[u8], max: usize) -> Vec<u8> {
         let mut out = Vec::new();
@@ -524,7 +538,7 @@ pub(crate) mod build {
 
 #[cfg(test)]
 mod tests {
-    use super::build::{client_hello, records};
+    use super::build::{client_hello, openssl_record, records};
     use super::*;
     use proptest::prelude::*;
 
@@ -639,6 +653,33 @@ mod tests {
             panic!("not parsed");
         };
         assert_eq!(i.server_name_str(), Some("gateway.messenger.hotmail.com"));
+    }
+
+    #[test]
+    fn reads_a_real_openssl_hello() {
+        let rec = openssl_record();
+        assert_eq!(rec.len(), 517);
+        let mut a = HelloAssembler::new();
+        let Status::Done(i) = a.push(&rec) else {
+            panic!("not parsed");
+        };
+        assert_eq!(i.server_name_str(), Some("www.example.org"));
+        assert_eq!(i.alpn, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert!(!i.ech);
+        assert_eq!(i.legacy_version, 0x0303);
+        assert!(i.supported_versions.contains(&0x0304));
+        // The first-record parser this one replaces agrees on the name.
+        assert_eq!(
+            crate::engine::tls::server_name(&rec),
+            crate::engine::tls::Hello::Done(Some(&b"www.example.org"[..]))
+        );
+        // The same message in 100-byte records, fed at every cut.
+        let stream = records(&rec[5..], 100);
+        for cut in 0..=stream.len() {
+            let mut a = HelloAssembler::new();
+            a.push(&stream[..cut]);
+            assert_eq!(a.push(&stream[cut..]), Status::Done(i.clone()), "cut {cut}");
+        }
     }
 
     /// A hello over two records, then fed cut at every byte boundary.

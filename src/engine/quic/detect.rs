@@ -10,7 +10,8 @@
 //! a server keeps whichever it got first too, and a caller may treat a
 //! disagreement as an evasion attempt.
 
-use super::{QuicError, Version, client_initial};
+use super::crypto::InitialKeys;
+use super::{Pinned, QuicError, Version, open_initials};
 use crate::engine::hello::{self, Hello, HelloInfo};
 
 /// Most CRYPTO stream bytes kept for one attempt (offsets past it are an
@@ -117,7 +118,9 @@ pub enum QuicStatus {
 #[derive(Debug, Clone)]
 struct Attempt {
     version: Version,
+    /// The ID its keys come from (the client's first destination ID).
     dcid: Vec<u8>,
+    keys: InitialKeys,
     stream: CryptoStream,
 }
 
@@ -125,14 +128,17 @@ struct Attempt {
 /// client's datagrams) until its ClientHello is known.
 ///
 /// An attempt is pinned by the version and destination connection ID of
-/// the first Initial that decrypts. An Initial with another ID or version
-/// that decrypts starts over (a client does exactly that after a Retry or
-/// Version Negotiation). Packets that do not decrypt are ignored. Once the
+/// the first Initial that decrypts. Later Initials sent to another ID (the
+/// server's, once it has answered) are opened with the attempt's keys, as
+/// the client protects them; one that decrypts only with its own ID's keys,
+/// or has another version, starts over (a client does exactly that after a
+/// Retry or Version Negotiation). Packets that do not decrypt are ignored. Once the
 /// answer is [`QuicStatus::Done`] or [`QuicStatus::Error`] it stays so and
 /// the buffers are freed.
 #[derive(Debug, Clone, Default)]
 pub struct QuicHello {
-    attempt: Option<Attempt>,
+    /// Boxed: a flow that never sends an Initial pays one pointer.
+    attempt: Option<Box<Attempt>>,
     result: Option<QuicStatus>,
     version: Option<Version>,
     conflict: bool,
@@ -149,7 +155,12 @@ impl QuicHello {
         if let Some(r) = &self.result {
             return r.clone();
         }
-        let payloads = client_initial(d).unwrap_or_default();
+        let pinned = self.attempt.as_ref().map(|a| Pinned {
+            version: a.version,
+            dcid: &a.dcid,
+            keys: &a.keys,
+        });
+        let payloads = open_initials(d, pinned).unwrap_or_default();
         if payloads.is_empty() {
             return match self.attempt {
                 Some(_) => QuicStatus::NeedMore,
@@ -163,11 +174,12 @@ impl QuicHello {
                 .is_some_and(|a| a.version == p.version && a.dcid == p.dcid);
             if !same {
                 self.version = Some(p.version);
-                self.attempt = Some(Attempt {
+                self.attempt = Some(Box::new(Attempt {
                     version: p.version,
+                    keys: InitialKeys::client(p.version, &p.dcid),
                     dcid: p.dcid,
                     stream: CryptoStream::default(),
-                });
+                }));
             }
             let Some(a) = self.attempt.as_mut() else {
                 continue;

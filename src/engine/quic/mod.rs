@@ -112,6 +112,24 @@ pub struct InitialPayload {
 /// an Initial in a datagram under 1200 bytes. A later packet that fails
 /// ends the walk and keeps what was found before it.
 pub fn client_initial(datagram: &[u8]) -> Result<Vec<InitialPayload>, QuicError> {
+    open_initials(datagram, None)
+}
+
+/// The keys of an attempt in progress, tried on Initials sent to another
+/// connection ID: once the server has answered, a client addresses its
+/// retransmitted Initials to the server's chosen ID but keeps protecting
+/// them with the keys of its first ID (RFC 9001 5.2).
+pub(crate) struct Pinned<'k> {
+    pub version: Version,
+    pub dcid: &'k [u8],
+    pub keys: &'k InitialKeys,
+}
+
+/// [`client_initial`], also trying an attempt's keys.
+pub(crate) fn open_initials(
+    datagram: &[u8],
+    pinned: Option<Pinned<'_>>,
+) -> Result<Vec<InitialPayload>, QuicError> {
     let mut out = Vec::new();
     let mut first = true;
     for item in packet::packets(datagram) {
@@ -129,10 +147,10 @@ pub fn client_initial(datagram: &[u8]) -> Result<Vec<InitialPayload>, QuicError>
             Err(QuicError::ShortDatagram(datagram.len()))
         } else {
             let bytes = datagram.get(at..at + h.len).ok_or(QuicError::Truncated)?;
-            InitialKeys::client(h.version, h.dcid).open(bytes, h.pn_offset)
+            open_one(bytes, &h, pinned.as_ref())
         };
-        let o = match opened {
-            Ok(o) => o,
+        let (o, key_dcid) = match opened {
+            Ok(x) => x,
             Err(e) if was_first => return Err(e),
             Err(_) => break,
         };
@@ -152,7 +170,7 @@ pub fn client_initial(datagram: &[u8]) -> Result<Vec<InitialPayload>, QuicError>
         }
         out.push(InitialPayload {
             version: h.version,
-            dcid: h.dcid.to_vec(),
+            dcid: key_dcid.to_vec(),
             packet_number: o.packet_number,
             plaintext: o.plaintext,
             crypto,
@@ -160,6 +178,30 @@ pub fn client_initial(datagram: &[u8]) -> Result<Vec<InitialPayload>, QuicError>
         });
     }
     Ok(out)
+}
+
+/// Opens one Initial with the keys of its own destination ID (reusing the
+/// attempt's when they are those), else with the attempt's; returns the
+/// plaintext and the ID the working keys came from.
+fn open_one<'a>(
+    bytes: &[u8],
+    h: &packet::LongHeader<'a>,
+    pinned: Option<&Pinned<'a>>,
+) -> Result<(crypto::Opened, &'a [u8]), QuicError> {
+    let same_version = pinned.filter(|p| p.version == h.version);
+    if let Some(p) = same_version.filter(|p| p.dcid == h.dcid) {
+        return p.keys.open(bytes, h.pn_offset).map(|o| (o, p.dcid));
+    }
+    let own = InitialKeys::client(h.version, h.dcid).open(bytes, h.pn_offset);
+    match (own, same_version) {
+        (Ok(o), _) => Ok((o, h.dcid)),
+        (Err(e), None) => Err(e),
+        (Err(e), Some(p)) => p
+            .keys
+            .open(bytes, h.pn_offset)
+            .map(|o| (o, p.dcid))
+            .map_err(|_| e),
+    }
 }
 
 #[cfg(test)]

@@ -5,16 +5,8 @@ use super::crypto::{InitialKeys, InitialSecrets};
 use super::detect::{CryptoStream, MAX_CRYPTO, MAX_RANGES};
 use super::packet::{PacketType, Version};
 use super::*;
-use crate::engine::hello::build::client_hello;
+use crate::engine::hello::build::{client_hello, openssl_record, unhex};
 use proptest::prelude::*;
-
-fn unhex(s: &str) -> Vec<u8> {
-    let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 const DCID: &str = "8394c8f03e515708";
 const V1_PACKET: &str = include_str!("testdata/rfc9001_client_initial.hex");
@@ -210,6 +202,18 @@ fn crypto(offset: u64, data: &[u8]) -> Vec<u8> {
 /// A protected client Initial of `version` to `dcid` carrying `frames`,
 /// padded with PADDING frames to `size` bytes when shorter.
 fn initial(version: Version, dcid: &[u8], pn: u16, frames: &[u8], size: usize) -> Vec<u8> {
+    initial_keyed(version, dcid, dcid, pn, frames, size)
+}
+
+/// [`initial`] sent to `dcid` but protected with the keys of `key_dcid`.
+fn initial_keyed(
+    version: Version,
+    dcid: &[u8],
+    key_dcid: &[u8],
+    pn: u16,
+    frames: &[u8],
+    size: usize,
+) -> Vec<u8> {
     let scid = b"clnt";
     let mut h = vec![0xc1 | version.type_bits(PacketType::Initial)]; // 2-byte pn
     h.extend_from_slice(&version.wire().to_be_bytes());
@@ -225,7 +229,7 @@ fn initial(version: Version, dcid: &[u8], pn: u16, frames: &[u8], size: usize) -
     }
     h.extend_from_slice(&(0x4000 | (2 + payload.len() + 16) as u16).to_be_bytes());
     h.extend_from_slice(&pn.to_be_bytes());
-    InitialKeys::client(version, dcid).seal(&h, u64::from(pn), &payload)
+    InitialKeys::client(version, key_dcid).seal(&h, u64::from(pn), &payload)
 }
 
 fn datagram(packets: &[Vec<u8>]) -> Vec<u8> {
@@ -245,7 +249,7 @@ fn split_hello(version: Version) -> (HelloInfo, Vec<u8>, Vec<u8>) {
     let b = datagram(&[initial(version, DCID2, 1, &crypto(cut as u64, &msg[cut..]), 1200)]);
     (h.to_info(), a, b)
 }
-use crate::engine::hello::Hello;
+use crate::engine::hello::{Hello, HelloAssembler, Status};
 
 #[test]
 fn hello_split_over_two_initials_in_either_order() {
@@ -262,6 +266,23 @@ fn hello_split_over_two_initials_in_either_order() {
             assert_eq!(q.push_datagram(first), QuicStatus::Done(want.clone()));
         }
     }
+}
+
+#[test]
+fn a_real_openssl_hello_over_three_initials_in_reverse() {
+    let rec = openssl_record();
+    let Status::Done(want) = HelloAssembler::new().push(&rec) else {
+        panic!("not parsed");
+    };
+    let msg = &rec[5..]; // CRYPTO frames carry no record layer
+    let mut q = QuicHello::new();
+    let mut last = QuicStatus::NotQuic;
+    for (pn, i) in (0..3u16).rev().enumerate() {
+        let part = msg.chunks(180).nth(usize::from(i)).unwrap();
+        let frame = crypto(u64::from(i) * 180, part);
+        last = q.push_datagram(&datagram(&[initial(Version::V1, DCID2, pn as u16, &frame, 1200)]));
+    }
+    assert_eq!(last, QuicStatus::Done(want));
 }
 
 #[test]
@@ -354,6 +375,22 @@ fn a_new_connection_id_starts_over() {
     };
     assert_eq!(h.server_name_str(), Some("retry.example"));
     assert_eq!(q.version(), Some(Version::V2));
+}
+
+#[test]
+fn retransmission_to_the_servers_id_keeps_the_first_keys() {
+    let msg = client_hello(Some("late.example"), &["h3"], false, 900);
+    let (a, b) = msg.split_at(600);
+    let first = initial(Version::V2, b"client-first", 0, &crypto(0, a), 1200);
+    let late = initial_keyed(Version::V2, b"srv", b"client-first", 3, &crypto(600, b), 1200);
+    // Alone, the late packet does not open: its keys are not its ID's.
+    assert_eq!(client_initial(&late), Err(QuicError::Decrypt));
+    let mut q = QuicHello::new();
+    assert_eq!(q.push_datagram(&first), QuicStatus::NeedMore);
+    let QuicStatus::Done(h) = q.push_datagram(&late) else {
+        panic!("no hello");
+    };
+    assert_eq!(h.server_name_str(), Some("late.example"));
 }
 
 #[test]
