@@ -285,6 +285,54 @@ fn a_real_openssl_hello_over_three_initials_in_reverse() {
     assert_eq!(last, QuicStatus::Done(want));
 }
 
+/// Datagrams of a hex file, one a line.
+fn datagrams(text: &str) -> Vec<Vec<u8>> {
+    text.lines().filter(|l| !l.is_empty()).map(unhex).collect()
+}
+
+#[test]
+fn first_flights_of_a_real_client_v1_and_v2() {
+    for (file, v) in [
+        (include_str!("testdata/aioquic_v1.hex"), Version::V1),
+        (include_str!("testdata/aioquic_v2.hex"), Version::V2),
+    ] {
+        let d = datagrams(file);
+        assert_eq!(d.len(), 1);
+        let p = client_initial(&d[0]).unwrap();
+        assert_eq!((p.len(), p[0].version, p[0].frame_error.clone()), (1, v, None));
+        let mut q = QuicHello::new();
+        let QuicStatus::Done(h) = q.push_datagram(&d[0]) else {
+            panic!("{v:?}: no hello");
+        };
+        assert_eq!(h.server_name_str(), Some("quic.example.org"));
+        assert_eq!(h.alpn, [b"h3".to_vec()]);
+        assert_eq!(h.supported_versions, [0x0304]);
+    }
+}
+
+#[test]
+fn a_real_clients_hello_over_three_datagrams_in_every_order() {
+    let d = datagrams(include_str!("testdata/aioquic_v1_split.hex"));
+    assert_eq!(d.len(), 3);
+    let orders = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+    for order in orders {
+        let mut q = QuicHello::new();
+        let got: Vec<QuicStatus> = order.iter().map(|&i| q.push_datagram(&d[i])).collect();
+        assert_eq!(
+            got[..2],
+            [QuicStatus::NeedMore, QuicStatus::NeedMore],
+            "{order:?}"
+        );
+        let QuicStatus::Done(h) = &got[2] else {
+            panic!("{order:?}: {:?}", got[2]);
+        };
+        assert_eq!(h.server_name_str(), Some("quic.example.org"));
+        assert_eq!(h.alpn.len(), 26);
+        assert_eq!(h.alpn[0], b"h3");
+        assert!(h.alpn[25].starts_with(b"x024y"));
+    }
+}
+
 #[test]
 fn reordered_overlapping_frames_with_pings_acks_and_padding() {
     let msg = client_hello(Some("frames.example"), &["h3", "hq"], false, 400);
@@ -482,6 +530,12 @@ proptest! {
         let _ = client_initial(&d);
         let _ = QuicHello::new().push_datagram(&d);
     }
+
+}
+
+proptest! {
+    // Each case seals up to 8 packets: fewer cases keep the suite quick.
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
     fn crypto_frames_in_any_order_give_the_hello(seed in any::<u64>(), parts in 2usize..8) {
