@@ -185,6 +185,13 @@ fn announced_len(buf: &[u8]) -> Result<Option<usize>, ()> {
     Ok(Some(body + 4))
 }
 
+/// Length of the ClientHello message (4-byte header included) that `buf`
+/// starts with, once its header is there; `None` before that or when `buf`
+/// does not start with a ClientHello's type byte.
+pub fn client_hello_len(buf: &[u8]) -> Option<usize> {
+    announced_len(buf).ok().flatten()
+}
+
 /// Parses a ClientHello handshake message (type byte, 3-byte length, body)
 /// at the start of `msg`; bytes after the message are ignored.
 pub fn parse_client_hello(msg: &[u8]) -> Hello<'_> {

@@ -130,14 +130,15 @@ struct Attempt {
 /// An attempt is pinned by the version and destination connection ID of
 /// the first Initial that decrypts. Later Initials sent to another ID (the
 /// server's, once it has answered) are opened with the attempt's keys, as
-/// the client protects them; one that decrypts only with its own ID's keys,
-/// or has another version, starts over (a client does exactly that after a
-/// Retry or Version Negotiation). Packets that do not decrypt are ignored. Once the
-/// answer is [`QuicStatus::Done`] or [`QuicStatus::Error`] it stays so and
-/// the buffers are freed.
+/// the client protects them; one that decrypts only with its own ID's
+/// keys, or has another version, starts over (a client does exactly that
+/// after a Retry or Version Negotiation). Packets that do not decrypt are
+/// ignored. Once the answer is [`QuicStatus::Done`] or
+/// [`QuicStatus::Error`] it stays so and the buffers are freed.
 #[derive(Debug, Clone, Default)]
 pub struct QuicHello {
-    /// Boxed: a flow that never sends an Initial pays one pointer.
+    /// Boxed: keys and buffers (about 1 KiB before any CRYPTO data) exist
+    /// only while an attempt is followed.
     attempt: Option<Box<Attempt>>,
     result: Option<QuicStatus>,
     version: Option<Version>,
@@ -198,13 +199,8 @@ impl QuicHello {
         let status = match hello::parse_client_hello(head) {
             Hello::Done(h) => QuicStatus::Done(h.to_info()),
             Hello::NotHello => QuicStatus::Error(QuicError::NotHello),
-            Hello::NeedMore => match head.get(1..4) {
-                Some(l)
-                    if 4 + (usize::from(l[0]) << 16 | usize::from(l[1]) << 8 | usize::from(l[2]))
-                        > hello::MAX_HELLO =>
-                {
-                    QuicStatus::Error(QuicError::HelloTooLong)
-                }
+            Hello::NeedMore => match hello::client_hello_len(head) {
+                Some(n) if n > hello::MAX_HELLO => QuicStatus::Error(QuicError::HelloTooLong),
                 _ => return QuicStatus::NeedMore,
             },
         };
