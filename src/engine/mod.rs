@@ -14,10 +14,12 @@
 
 pub mod compiled;
 pub mod config;
+pub mod hello;
 pub mod http;
 pub mod matcher;
 pub mod message_rules;
 pub mod names;
+pub mod quic;
 pub mod state;
 pub mod stream;
 pub mod tls;

@@ -11,10 +11,10 @@ use std::fs;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use appwall::source::capture::CaptureReader;
 use appwall::flow::FlowKey;
 use appwall::packet::{LinkType, PacketView};
 use appwall::policy::Proto;
+use appwall::source::capture::CaptureReader;
 use appwall_fuzz::wire::{self, Segment, SeqTracker, SplitInput, StreamInput};
 
 /// Most seeds of one kind taken from one capture file.
