@@ -503,6 +503,8 @@ pub fn import(conf: &Path, name: &str) -> Result<Import, SquidError> {
     let mut rules = String::new();
     let mut ports: Vec<PortSpec> = Vec::new();
     let mut hosts = Vec::new();
+    let mut seen_hosts = std::collections::HashSet::new();
+    let mut seen_ports = std::collections::HashSet::new();
     let mut translated = 0;
     let mut ids = std::collections::HashSet::new();
     let note = |notes: &mut Vec<Note>, d: &Directive, m: String| {
@@ -551,7 +553,7 @@ pub fn import(conf: &Path, name: &str) -> Result<Import, SquidError> {
                     Ok(Translated::Ports(p)) => {
                         translated += 1;
                         for x in p {
-                            if !ports.contains(&x) {
+                            if seen_ports.insert(x) {
                                 ports.push(x);
                             }
                         }
@@ -568,7 +570,7 @@ pub fn import(conf: &Path, name: &str) -> Result<Import, SquidError> {
                             );
                             for n in nets {
                                 let h = format!("{n} {name}");
-                                if !hosts.contains(&h) {
+                                if seen_hosts.insert(h.clone()) {
                                     hosts.push(h);
                                 }
                             }
@@ -930,7 +932,8 @@ fn define_acl(acls: &mut BTreeMap<String, Acl>, d: &Directive, base: &Path) -> V
         return vec!["acl line without name and type".into()];
     };
     let (name, kind) = (&name.text, &kind.text);
-    let mut acl = acls.get(name).cloned().unwrap_or(Acl {
+    // In place: an ACL spread over many lines is not copied per line.
+    let acl = acls.entry(name.clone()).or_insert_with(|| Acl {
         kind: kind.clone(),
         values: Vec::new(),
         header: None,
@@ -965,14 +968,7 @@ fn define_acl(acls: &mut BTreeMap<String, Acl>, d: &Directive, base: &Path) -> V
     let add = |acl: &mut Acl, v: &str, nocase: &mut bool, options: bool| match v {
         "-i" if options => *nocase = true,
         "+i" if options => *nocase = false,
-        _ => {
-            // Redefining a predefined ACL (Squid <= 4 configurations define
-            // CONNECT themselves) must not double its values.
-            let value = (v.to_string(), *nocase);
-            if !acl.values.contains(&value) {
-                acl.values.push(value);
-            }
-        }
+        _ => acl.values.push((v.to_string(), *nocase)),
     };
     for w in rest {
         if !w.quoted && options {
@@ -1005,7 +1001,7 @@ fn define_acl(acls: &mut BTreeMap<String, Acl>, d: &Directive, base: &Path) -> V
                         .map(|(_, l)| format!("{l}\n"))
                         .collect();
                     for v in file_values(&good) {
-                        add(&mut acl, &v, &mut nocase, options);
+                        add(acl, &v, &mut nocase, options);
                     }
                 }
                 Err(e) => {
@@ -1016,9 +1012,8 @@ fn define_acl(acls: &mut BTreeMap<String, Acl>, d: &Directive, base: &Path) -> V
             }
             continue;
         }
-        add(&mut acl, &w.text, &mut nocase, options && !w.quoted);
+        add(acl, &w.text, &mut nocase, options && !w.quoted);
     }
-    acls.insert(name.clone(), acl);
     notes
 }
 
@@ -1062,6 +1057,9 @@ fn translate_deny(acls: &BTreeMap<String, Acl>, names: &[String], reply: bool) -
         let mixed = acl.values.iter().any(|v| v.1 != acl.values[0].1);
         let nocase = !mixed && acl.values[0].1;
         // Mixed -i / +i values: each regex carries its own case rule.
+        // Duplicates go (a configuration redefining a predefined ACL, such
+        // as CONNECT in Squid 4 files, repeats its values).
+        let mut seen = std::collections::HashSet::new();
         let vals: Vec<String> = acl
             .values
             .iter()
@@ -1072,6 +1070,7 @@ fn translate_deny(acls: &BTreeMap<String, Acl>, names: &[String], reply: bool) -
                     v.clone()
                 }
             })
+            .filter(|v| seen.insert(v.clone()))
             .collect();
         let request_only = |what: &str| -> Result<(), String> {
             if reply {
@@ -1141,6 +1140,7 @@ fn translate_deny(acls: &BTreeMap<String, Acl>, names: &[String], reply: bool) -
                 // Each value becomes hosts-file lines: netmasks and ranges
                 // are turned into CIDR networks, anything else refused.
                 let mut nets = Vec::new();
+                let mut seen = std::collections::HashSet::new();
                 for v in &vals {
                     for n in src_networks(v).map_err(|e| format!("acl {name}: {e}"))? {
                         // A single host as the classic hosts file writes it.
@@ -1149,7 +1149,7 @@ fn translate_deny(acls: &BTreeMap<String, Acl>, names: &[String], reply: bool) -
                         } else {
                             n.to_string()
                         };
-                        if !nets.contains(&n) {
+                        if seen.insert(n.clone()) {
                             nets.push(n);
                         }
                     }

@@ -5,6 +5,20 @@
 //! says where in the traffic the bytes count. Unknown keys are refused and
 //! every error carries `path:line`. The shipped library is compiled into the
 //! binary, so appwall works without a `rules/` directory on disk.
+//!
+//! A file is checked in one pass: TOML syntax errors (the parser recovers
+//! and goes on), lines that are not UTF-8 (decoded lossily, each reported),
+//! and every table's own errors, each `[[signature]]` and `[[rule]]` being
+//! read on its own; a table holding a syntax error is left out rather than
+//! reported again. Parsing is linear in the file size (lines are found by
+//! binary search over line starts computed once).
+//!
+//! Limits, so hostile or mistaken input is refused early and memory stays
+//! bounded: files at most [`MAX_FILE_BYTES`], lines at most
+//! [`MAX_LINE_BYTES`] (both refused before TOML parsing), regular
+//! expressions at most [`MAX_REGEX_BYTES`] long and [`MAX_REGEX_COMPILED`]
+//! compiled. A leading UTF-8 byte order mark is accepted; quoted values in
+//! messages are cut to 120 characters.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -15,6 +29,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::error::{ConfigError, ConfigErrors, Decoded, LineIndex, decode, read_limited, shorten};
+pub use super::error::{MAX_FILE_BYTES, MAX_LINE_BYTES};
 use super::hosts::{PortSpec, Proto, is_app_name};
 
 /// The most apps one library may hold (an app set is a 64-bit mask).
@@ -292,13 +307,25 @@ impl RuleLibrary {
     }
 
     /// Parses rule files given as (path, text); the path names the app.
-    /// A leading byte order mark is skipped; lines longer than
-    /// [`MAX_LINE_BYTES`](super::error::MAX_LINE_BYTES) are refused.
+    /// A leading byte order mark is skipped; texts over [`MAX_FILE_BYTES`]
+    /// and lines over [`MAX_LINE_BYTES`] are refused.
     pub fn from_texts(files: &[(PathBuf, String)]) -> Result<RuleLibrary, ConfigErrors> {
-        let decoded: Vec<(PathBuf, Decoded)> = files
-            .iter()
-            .map(|(p, t)| (p.clone(), decode(p, t.as_bytes())))
-            .collect();
+        let mut errors = Vec::new();
+        let mut decoded = Vec::new();
+        for (p, t) in files {
+            if t.len() > MAX_FILE_BYTES {
+                errors.push(ConfigError::file(
+                    p,
+                    format!(
+                        "file is {} bytes; configuration files may have at most {MAX_FILE_BYTES}",
+                        t.len()
+                    ),
+                ));
+            } else {
+                decoded.push((p.clone(), decode(p, t.as_bytes())));
+            }
+        }
+        ConfigErrors::check(errors)?;
         RuleLibrary::from_decoded(&decoded)
     }
 
@@ -387,6 +414,13 @@ fn parse_app(path: &Path, decoded: &Decoded) -> Result<App, Vec<ConfigError>> {
         }
     }
     let broken = !errors.is_empty();
+    // Lines of table headers (`[x]`, `[[x]]`), for the extent of each table.
+    let headers: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with('['))
+        .map(|(i, _)| i + 1)
+        .collect();
     let root_span = root.span();
     let mut root = root.into_inner();
     let raw_sigs = root.remove("signature");
@@ -411,9 +445,14 @@ fn parse_app(path: &Path, decoded: &Decoded) -> Result<App, Vec<ConfigError>> {
             None
         }
     };
+    // Sorted, so each table's check is a binary search.
+    let mut skip: Vec<usize> = reported.iter().copied().collect();
+    skip.sort_unstable();
     let mut ids = HashSet::new();
     let mut signatures = Vec::new();
-    for (line, s) in tables::<SigToml>(raw_sigs, "signature", &lines, &mut |l, m| push(&mut errors, l, m)) {
+    for (line, s) in tables::<SigToml>(raw_sigs, "signature", &lines, &headers, &skip, &mut |l, m| {
+        push(&mut errors, l, m)
+    }) {
         if !ids.insert(s.id.clone()) {
             push(
                 &mut errors,
@@ -427,7 +466,9 @@ fn parse_app(path: &Path, decoded: &Decoded) -> Result<App, Vec<ConfigError>> {
         }
     }
     let mut rules = Vec::new();
-    for (line, r) in tables::<RuleToml>(raw_rules, "rule", &lines, &mut |l, m| push(&mut errors, l, m)) {
+    for (line, r) in tables::<RuleToml>(raw_rules, "rule", &lines, &headers, &skip, &mut |l, m| {
+        push(&mut errors, l, m)
+    }) {
         if !ids.insert(r.id.clone()) {
             push(
                 &mut errors,
@@ -497,10 +538,15 @@ fn parse_app(path: &Path, decoded: &Decoded) -> Result<App, Vec<ConfigError>> {
 /// Deserializes each table of an array of tables (`[[signature]]`) on its
 /// own, so one bad table does not hide the others' errors. Yields (line of
 /// the table, value); reports the rest through `report(line, message)`.
+///
+/// A table holding a line already reported (`skip`) is left out silently:
+/// what the TOML parser recovered of it would only give follow-on errors.
 fn tables<T: serde::de::DeserializeOwned>(
     value: Option<Spanned<DeValue<'_>>>,
     key: &str,
     lines: &LineIndex,
+    headers: &[usize],
+    skip: &[usize],
     report: &mut dyn FnMut(usize, String),
 ) -> Vec<(usize, T)> {
     let Some(value) = value else { return Vec::new() };
@@ -512,6 +558,14 @@ fn tables<T: serde::de::DeserializeOwned>(
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let line = lines.line_of(item.span().start);
+        // The table runs from its header to the next header (included: a
+        // broken header leaves its keys to the table before).
+        let next = headers.partition_point(|&h| h <= line);
+        let end = headers.get(next).copied().unwrap_or(usize::MAX);
+        let first_skipped = skip.partition_point(|&l| l < line);
+        if skip.get(first_skipped).is_some_and(|&l| l <= end) {
+            continue;
+        }
         match T::deserialize(ValueDeserializer::from(item)) {
             Ok(v) => out.push((line, v)),
             Err(e) => {
@@ -530,8 +584,8 @@ fn parse_signature(s: SigToml, line: usize) -> Result<Signature, String> {
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
     if !id_ok {
         return Err(format!(
-            "signature id {:?} must be letters, digits, '-' or '_'",
-            s.id
+            "signature id {} must be letters, digits, '-' or '_'",
+            q(&s.id)
         ));
     }
     let scope = match (s.scope.as_str(), &s.header) {
@@ -544,20 +598,21 @@ fn parse_signature(s: SigToml, line: usize) -> Result<Signature, String> {
             let ok =
                 !h.is_empty() && h.len() <= 64 && h.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-');
             if !ok {
-                return Err(format!("{h:?} is not an HTTP header name"));
+                return Err(format!("{} is not an HTTP header name", q(h)));
             }
             Scope::HttpHeader(h.to_ascii_lowercase())
         }
         ("http-header", None) => return Err("scope http-header needs header = \"Name\"".into()),
         (_, Some(_)) if is_scope(&s.scope) => {
             return Err(format!(
-                "header = ... only goes with scope = \"http-header\", not {:?}",
-                s.scope
+                "header = ... only goes with scope = \"http-header\", not {}",
+                q(&s.scope)
             ));
         }
         (other, _) => {
             return Err(format!(
-                "unknown scope {other:?} (anywhere, line-start, stream-start, segment-start, http-target, http-header)"
+                "unknown scope {} (anywhere, line-start, stream-start, segment-start, http-target, http-header)",
+                q(other)
             ));
         }
     };
@@ -603,10 +658,13 @@ fn parse_rule(r: RuleToml, line: usize) -> Result<MessageRule, String> {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
     if !id_ok {
-        return Err(format!("rule id {:?} must be letters, digits, '-' or '_'", r.id));
+        return Err(format!(
+            "rule id {} must be letters, digits, '-' or '_'",
+            q(&r.id)
+        ));
     }
     if r.matches.is_empty() {
-        return Err(format!("rule {:?} has no [[rule.match]] conditions", r.id));
+        return Err(format!("rule {} has no [[rule.match]] conditions", q(&r.id)));
     }
     if r.matches.iter().all(|c| c.negate) {
         return Err(format!(
@@ -616,7 +674,7 @@ fn parse_rule(r: RuleToml, line: usize) -> Result<MessageRule, String> {
     }
     let mut conditions = Vec::new();
     for c in r.matches {
-        conditions.push(parse_condition(c, r.reply).map_err(|e| format!("rule {:?}: {e}", r.id))?);
+        conditions.push(parse_condition(c, r.reply).map_err(|e| format!("rule {}: {e}", q(&r.id)))?);
     }
     Ok(MessageRule {
         id: r.id,
@@ -638,19 +696,21 @@ fn parse_condition(c: CondToml, reply: bool) -> Result<Condition, String> {
             let ok =
                 !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
             if !ok {
-                return Err(format!("{h:?} is not an HTTP header name"));
+                return Err(format!("{} is not an HTTP header name", q(h)));
             }
             Field::Header(h.to_ascii_lowercase())
         }
         ("header", None) => return Err("field \"header\" needs header = \"Name\"".into()),
         (f, Some(_)) => {
             return Err(format!(
-                "header = ... only goes with field = \"header\", not {f:?}"
+                "header = ... only goes with field = \"header\", not {}",
+                q(f)
             ));
         }
         (f, None) => {
             return Err(format!(
-                "unknown field {f:?} (url, path, host, method, header, port)"
+                "unknown field {} (url, path, host, method, header, port)",
+                q(f)
             ));
         }
     };
@@ -695,7 +755,7 @@ fn parse_condition(c: CondToml, reply: bool) -> Result<Condition, String> {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
             if !ok {
-                return Err(format!("{d:?} is not a domain name"));
+                return Err(format!("{} is not a domain name", q(d)));
             }
         }
         Test::Domains(v.into_iter().map(|d| d.to_ascii_lowercase()).collect())
@@ -730,6 +790,11 @@ pub const MAX_REGEX_BYTES: usize = 4096;
 /// Compiled size limit of one regular expression (`regex`'s `size_limit`),
 /// 1 MiB: a pattern like `a{1000}{1000}` is refused instead of growing.
 pub const MAX_REGEX_COMPILED: usize = 1 << 20;
+
+/// `s` quoted for a message, cut to [`SHOWN_CHARS`](super::error::SHOWN_CHARS).
+fn q(s: &str) -> String {
+    format!("{:?}", shorten(s))
+}
 
 /// Checks that `re` is a valid, bounded regular expression (bytes mode).
 /// `nocase` compiles it case-insensitively, as the engine will.
@@ -768,7 +833,7 @@ type HexPattern = (Vec<u8>, Option<Vec<bool>>);
 fn parse_hex(text: &str) -> Result<HexPattern, String> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     if !digits.len().is_multiple_of(2) {
-        return Err(format!("hex {text:?} has an odd number of digits"));
+        return Err(format!("hex {} has an odd number of digits", q(text)));
     }
     let mut bytes = Vec::with_capacity(digits.len() / 2);
     let mut mask = Vec::with_capacity(digits.len() / 2);
@@ -779,7 +844,8 @@ fn parse_hex(text: &str) -> Result<HexPattern, String> {
             continue;
         }
         let s = std::str::from_utf8(pair).unwrap_or("");
-        let b = u8::from_str_radix(s, 16).map_err(|_| format!("{s:?} in hex {text:?} is not a hex byte"))?;
+        let b =
+            u8::from_str_radix(s, 16).map_err(|_| format!("{s:?} in hex {} is not a hex byte", q(text)))?;
         bytes.push(b);
         mask.push(true);
     }
@@ -928,6 +994,23 @@ hex = "2a 01 ?? ?? 00 04"
         for (g, w) in got.iter().zip(want) {
             assert!(g.contains(w), "{g} should contain {w}");
         }
+    }
+
+    #[test]
+    fn a_syntax_error_gives_no_follow_on_errors() {
+        let text = "name = \"t\"\ndescription = \"d\"\nports.tcp = [\"1\"]\n\
+                    [[signature]]\nid = \"b\"\nscope = \"anywhere\"\nhex = \"zz\"\n\
+                    [[signature]]\nid = \"a\"\njunk\nscope = \"anywhere\"\ntext = \"x\"\n\
+                    [[signature\nid = \"c\"\nscope = \"anywhere\"\ntext = \"x\"\n";
+        let err = lib(text).unwrap_err();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 3, "{err}");
+        assert!(
+            lines[0].contains("t.toml:4: \"zz\" in hex \"zz\" is not a hex byte"),
+            "{err}"
+        );
+        assert!(lines[1].contains("t.toml:10: key with no value"), "{err}");
+        assert!(lines[2].contains("t.toml:13: unclosed array table"), "{err}");
     }
 
     #[test]
