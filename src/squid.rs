@@ -157,16 +157,22 @@ struct Reader {
     stack: Vec<PathBuf>,
     quoted_values: bool,
     out: Vec<Directive>,
-    notes: Vec<Note>,
+    /// (directives read before it, note): placed before that directive's
+    /// own notes when all are put in reading order.
+    notes: Vec<(usize, Note)>,
 }
 
 impl Reader {
     fn note(&mut self, path: &Path, line: usize, message: String) {
-        self.notes.push(Note {
-            path: path.to_path_buf(),
-            line,
-            message,
-        });
+        let at = self.out.len();
+        self.notes.push((
+            at,
+            Note {
+                path: path.to_path_buf(),
+                line,
+                message,
+            },
+        ));
     }
 
     /// Reads one file at include depth `depth` (the main file is 0).
@@ -496,9 +502,13 @@ pub fn import(conf: &Path, name: &str) -> Result<Import, SquidError> {
     reader.read(conf, 0).map_err(err)?;
     let Reader {
         out: directives,
-        mut notes,
+        notes: read_notes,
         ..
     } = reader;
+    let mut notes: Vec<Note> = Vec::new();
+    // Notes of reading (includes, encoding) merged in reading order: those
+    // made before directive i come before directive i's own notes.
+    let mut read_notes = read_notes.into_iter().peekable();
     let mut acls = predefined();
     let mut rules = String::new();
     let mut ports: Vec<PortSpec> = Vec::new();
@@ -514,7 +524,10 @@ pub fn import(conf: &Path, name: &str) -> Result<Import, SquidError> {
             message: m,
         })
     };
-    for d in &directives {
+    for (i, d) in directives.iter().enumerate() {
+        while let Some((_, n)) = read_notes.next_if(|(at, _)| *at <= i) {
+            notes.push(n);
+        }
         let first = d.words[0].text.as_str();
         match first {
             "acl" => {
@@ -584,6 +597,7 @@ pub fn import(conf: &Path, name: &str) -> Result<Import, SquidError> {
             _ => {}
         }
     }
+    notes.extend(read_notes.map(|(_, n)| n));
     let mut toml = String::new();
     let _ = writeln!(
         toml,
