@@ -50,6 +50,9 @@ use crate::policy::rules::check_regex;
 pub const MAX_INCLUDE_DEPTH: usize = 16;
 /// Most files one `include` line (its wildcards) may pull in.
 pub const MAX_INCLUDE_MATCHES: usize = 1000;
+/// Most bytes read from all files together (squid.conf, includes, value
+/// files): wildcard includes cannot make an import read without end.
+pub const MAX_TOTAL_BYTES: u64 = 64 << 20;
 /// Most directives read from all files together (a bound on memory for
 /// include trees that fan out).
 pub const MAX_DIRECTIVES: usize = 1_000_000;
@@ -156,6 +159,8 @@ struct Reader {
     /// Files being read (canonical paths), outermost first: cycle check.
     stack: Vec<PathBuf>,
     quoted_values: bool,
+    /// Bytes left to read (see [`MAX_TOTAL_BYTES`]).
+    budget: u64,
     out: Vec<Directive>,
     /// (directives read before it, note): placed before that directive's
     /// own notes when all are put in reading order.
@@ -177,7 +182,7 @@ impl Reader {
 
     /// Reads one file at include depth `depth` (the main file is 0).
     fn read(&mut self, path: &Path, depth: usize) -> Result<(), String> {
-        let bytes = read_regular(path)?;
+        let bytes = read_regular(path, &mut self.budget)?;
         let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         self.stack.push(canon);
         let decoded = decode(path, &bytes);
@@ -286,12 +291,20 @@ impl Reader {
 
 /// Reads a file that must be a regular file (not a FIFO or device, which
 /// could block or never end) within [`crate::policy::error::MAX_FILE_BYTES`].
-fn read_regular(path: &Path) -> Result<Vec<u8>, String> {
+/// `budget` is what is left of [`MAX_TOTAL_BYTES`].
+fn read_regular(path: &Path, budget: &mut u64) -> Result<Vec<u8>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
     if !meta.is_file() {
         return Err("not a regular file".into());
     }
-    read_limited(path).map_err(|e| e.message().to_string())
+    if meta.len() > *budget {
+        return Err(format!(
+            "not read: the files of one import may have at most {MAX_TOTAL_BYTES} bytes together"
+        ));
+    }
+    let bytes = read_limited(path).map_err(|e| e.message().to_string())?;
+    *budget = budget.saturating_sub(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
+    Ok(bytes)
 }
 
 /// `text` as a path, relative ones taken from `base`.
@@ -496,6 +509,7 @@ pub fn import(conf: &Path, name: &str) -> Result<Import, SquidError> {
         base: base.clone(),
         stack: Vec::new(),
         quoted_values: false,
+        budget: MAX_TOTAL_BYTES,
         out: Vec::new(),
         notes: Vec::new(),
     };
@@ -503,6 +517,7 @@ pub fn import(conf: &Path, name: &str) -> Result<Import, SquidError> {
     let Reader {
         out: directives,
         notes: read_notes,
+        mut budget,
         ..
     } = reader;
     let mut notes: Vec<Note> = Vec::new();
@@ -531,7 +546,7 @@ pub fn import(conf: &Path, name: &str) -> Result<Import, SquidError> {
         let first = d.words[0].text.as_str();
         match first {
             "acl" => {
-                let problems = define_acl(&mut acls, d, &base);
+                let problems = define_acl(&mut acls, d, &base, &mut budget);
                 for p in problems {
                     note(&mut notes, d, p);
                 }
@@ -940,7 +955,7 @@ fn supported(kind: &str) -> bool {
 
 /// Adds an `acl` line to `acls`; returns notes about it (files that could
 /// not be read, options appwall does not know).
-fn define_acl(acls: &mut BTreeMap<String, Acl>, d: &Directive, base: &Path) -> Vec<String> {
+fn define_acl(acls: &mut BTreeMap<String, Acl>, d: &Directive, base: &Path, budget: &mut u64) -> Vec<String> {
     let mut notes = Vec::new();
     let (Some(name), Some(kind)) = (d.words.get(1), d.words.get(2)) else {
         return vec!["acl line without name and type".into()];
@@ -1001,7 +1016,7 @@ fn define_acl(acls: &mut BTreeMap<String, Acl>, d: &Directive, base: &Path) -> V
         }
         if w.file || (w.quoted && !d.quoted_values) {
             let p = resolve(base, &w.text);
-            match read_regular(&p) {
+            match read_regular(&p, budget) {
                 Ok(bytes) => {
                     let decoded = decode(&p, &bytes);
                     for e in &decoded.errors {

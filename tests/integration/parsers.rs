@@ -63,3 +63,28 @@ fn squid_import_of_big_lists_is_linear() {
     assert_eq!(lib.rule_count(), 2);
     assert!(took < Duration::from_secs(30), "took {took:?}");
 }
+
+/// Value files are read at most up to 64 MiB in total per import (a
+/// wildcard include or many ACLs naming big files cannot read without end);
+/// the ACL past the budget is reported at its line.
+#[test]
+fn squid_import_reads_a_bounded_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = format!("{}\n", "v".repeat(60_000)).repeat(175);
+    std::fs::write(dir.path().join("big.txt"), big).unwrap();
+    let conf = (0..7)
+        .map(|i| format!("acl a{i} dstdomain \"big.txt\"\n"))
+        .collect::<String>()
+        + "acl d dstdomain d.example\nhttp_access deny d\n";
+    let path = dir.path().join("squid.conf");
+    std::fs::write(&path, conf).unwrap();
+    let imp = appwall::squid::import(&path, "site").unwrap();
+    assert_eq!(imp.translated, 1);
+    let refused: Vec<_> = imp
+        .notes
+        .iter()
+        .filter(|n| n.message.contains("at most 67108864 bytes together"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{:?}", imp.notes);
+    assert_eq!(refused[0].line, 7);
+}
