@@ -5,6 +5,13 @@
 //! CIDR, IPv6 and a per-line app list. Parsing is purely syntactic: app names
 //! are checked against the rule library by [`crate::policy::Policy`].
 //!
+//! IPv6 with a port must be bracketed (`[2001:db8::5]:1863`); a bare form
+//! that could be either an address or address plus port
+//! (`2001:db8::5:1863`) is refused with both spellings as a hint (the exact
+//! rule is on `ambiguous_v6_port`). The file may start with a UTF-8 byte
+//! order mark; a line that is not UTF-8 or is longer than 64 KiB is reported
+//! by number, and files over 16 MiB are refused unread.
+//!
 //! Guarantees: every malformed line is reported as `path:line: what`, all of
 //! them in one pass; nothing that reaches iptables can carry an option
 //! (`192.0.2.1 -j ACCEPT` is an error, not a rule).
@@ -15,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
-use super::error::{ConfigError, ConfigErrors};
+use super::error::{ConfigError, ConfigErrors, Decoded, decode, read_limited, shorten};
 
 pub use crate::packet::Proto;
 
@@ -72,7 +79,7 @@ impl fmt::Display for PortSpec {
 
 fn parse_port(text: &str) -> Result<u16, String> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{text:?} is not a port number"));
+        return Err(format!("{:?} is not a port number", shorten(text)));
     }
     match text.parse::<u32>() {
         Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
@@ -114,25 +121,35 @@ pub struct HostsFile {
 }
 
 impl HostsFile {
-    /// Reads and parses a hosts file.
+    /// Reads and parses a hosts file. Files over
+    /// [`MAX_FILE_BYTES`](super::error::MAX_FILE_BYTES) are refused unread;
+    /// a line that is not UTF-8 or longer than
+    /// [`MAX_LINE_BYTES`](super::error::MAX_LINE_BYTES) is reported with its
+    /// number and the other lines are still checked.
     pub fn load(path: &Path) -> Result<HostsFile, ConfigErrors> {
-        let text = std::fs::read(path)
-            .map_err(|e| ConfigErrors::one(ConfigError::file(path, format!("cannot read: {e}"))))?;
-        let text = String::from_utf8(text).map_err(|e| {
-            let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count();
-            ConfigErrors::one(ConfigError::at(path, line, "not valid UTF-8 text"))
-        })?;
-        HostsFile::parse(path, &text)
+        let bytes = read_limited(path).map_err(ConfigErrors::one)?;
+        HostsFile::parse_decoded(path, &decode(path, &bytes))
     }
 
-    /// Parses hosts-file text; `path` is used only in messages.
+    /// Parses hosts-file text; `path` is used only in messages. A leading
+    /// byte order mark is skipped.
     pub fn parse(path: &Path, text: &str) -> Result<HostsFile, ConfigErrors> {
+        HostsFile::parse_decoded(path, &decode(path, text.as_bytes()))
+    }
+
+    fn parse_decoded(path: &Path, decoded: &Decoded) -> Result<HostsFile, ConfigErrors> {
+        let (file, errors) = HostsFile::parse_partial(path, decoded);
+        ConfigErrors::check(errors)?;
+        Ok(file)
+    }
+
+    /// Parses what it can: the good lines, and an error for every other one
+    /// (encoding and length problems included), so a caller can check the
+    /// good lines' app names and report everything in one pass.
+    pub fn parse_partial(path: &Path, decoded: &Decoded) -> (HostsFile, Vec<ConfigError>) {
         let mut lines = Vec::new();
-        let mut errors = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
+        let mut errors = decoded.errors.clone();
+        for (i, raw) in decoded.text.lines().enumerate() {
             let n = i + 1;
             let content = raw.split('#').next().unwrap_or("").trim();
             if content.is_empty() {
@@ -140,14 +157,17 @@ impl HostsFile {
             }
             match parse_line(content, n) {
                 Ok(l) => lines.push(l),
+                // A line already reported (not UTF-8) gets one message.
+                Err(_) if decoded.is_bad(n) => {}
                 Err(msg) => errors.push(ConfigError::at(path, n, msg)),
             }
         }
-        ConfigErrors::check(errors)?;
-        Ok(HostsFile {
+        errors.sort_by_key(ConfigError::line);
+        let file = HostsFile {
             path: path.to_path_buf(),
             lines,
-        })
+        };
+        (file, errors)
     }
 }
 
@@ -167,7 +187,8 @@ fn parse_line(content: &str, line: usize) -> Result<HostLine, String> {
         for name in rest.join(",").split(',').filter(|s| !s.is_empty()) {
             if !is_app_name(name) {
                 return Err(format!(
-                    "{name:?} is not an app name (expected a list like msn,yahoo after the address)"
+                    "{:?} is not an app name (expected a list like msn,yahoo after the address)",
+                    shorten(name)
                 ));
             }
             names.push((name.to_string(), line));
@@ -197,18 +218,22 @@ pub fn is_app_name(name: &str) -> bool {
 
 /// Parses `ADDR`, `ADDR/LEN`, `IPv4[/LEN]:PORT[/proto]`, `[IPv6[/LEN]]:PORT[/proto]`.
 fn parse_address(text: &str) -> Result<(IpNet, Option<PortSpec>), String> {
+    let q = shorten(text);
     let (addr, port) = if let Some(rest) = text.strip_prefix('[') {
         let (inside, after) = rest
             .split_once(']')
-            .ok_or_else(|| format!("{text:?}: missing ']'"))?;
+            .ok_or_else(|| format!("{q:?}: missing ']'"))?;
         let port = after
             .strip_prefix(':')
-            .ok_or_else(|| format!("{text:?}: expected ':PORT' after ']'"))?;
+            .ok_or_else(|| format!("{q:?}: expected ':PORT' after ']'"))?;
         (inside, Some(port))
     } else if text.contains('.') && text.contains(':') {
         let (a, p) = text.rsplit_once(':').unwrap_or((text, ""));
         (a, Some(p))
     } else {
+        if let Some(hint) = ambiguous_v6_port(text) {
+            return Err(hint);
+        }
         (text, None)
     };
     let net = parse_net(addr)?;
@@ -219,37 +244,70 @@ fn parse_address(text: &str) -> Result<(IpNet, Option<PortSpec>), String> {
                 Some((r, "tcp")) => (r, Proto::Tcp),
                 Some((r, "udp")) => (r, Proto::Udp),
                 Some((_, other)) => {
-                    return Err(format!("{other:?} is not a protocol (use tcp or udp)"));
+                    return Err(format!("{:?} is not a protocol (use tcp or udp)", shorten(other)));
                 }
                 None => (p, Proto::Tcp),
             };
-            Some(PortSpec::parse_range(proto, range).map_err(|e| format!("{text:?}: {e}"))?)
+            Some(PortSpec::parse_range(proto, range).map_err(|e| format!("{q:?}: {e}"))?)
         }
     };
     Ok((net, port))
 }
 
+/// The rule for IPv6 with a port: the port form is `[ADDR]:PORT` only. A bare
+/// IPv6 text `A:P` where `A` alone is an IPv6 address and `P` is a port or
+/// port range (decimal, 1-65535, optional `/tcp` or `/udp`) is refused with
+/// a hint, whether or not `A:P` happens to be an address too: in
+/// `2001:db8::5:1863` the `::` lets `1863` be a group *or* a port, and
+/// guessing either way would guard the wrong thing. Such an address is
+/// written unambiguously as `2001:db8::5:1863/128` or in full
+/// (`2001:db8:0:0:0:0:5:1863`). Addresses whose last group is not decimal,
+/// or whose rest is no address (`2001:db8::1`, `::1`), are not affected.
+fn ambiguous_v6_port(text: &str) -> Option<String> {
+    if text.contains('.') || text.contains('[') {
+        return None;
+    }
+    let (addr, port) = text.rsplit_once(':')?;
+    let range = match port.split_once('/') {
+        Some((r, "tcp" | "udp")) => r,
+        Some(_) => return None,
+        None => port,
+    };
+    if range.is_empty() || !range.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        return None;
+    }
+    PortSpec::parse_range(Proto::Tcp, range).ok()?;
+    addr.parse::<std::net::Ipv6Addr>().ok()?;
+    let q = shorten(text);
+    Some(if text.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!(
+            "{q:?} is ambiguous: write [{addr}]:{port} for port {port} of {addr}, or {text}/128 for the address {text}"
+        )
+    } else {
+        format!("{q:?}: an IPv6 address with a port must be bracketed: [{addr}]:{port}")
+    })
+}
+
 fn parse_net(text: &str) -> Result<IpNet, String> {
+    let q = shorten(text);
     if text.is_empty() {
         return Err("missing address".to_string());
     }
     if let Some((_, len)) = text.split_once('/') {
         let net: IpNet = text
             .parse()
-            .map_err(|_| format!("{text:?} is not an IPv4 or IPv6 network"))?;
+            .map_err(|_| format!("{q:?} is not an IPv4 or IPv6 network"))?;
         if net.trunc() != net {
-            return Err(
-                format!("{text:?} has host bits set; did you mean {}? ", net.trunc())
-                    .trim_end()
-                    .to_string(),
-            );
+            return Err(format!("{q:?} has host bits set; did you mean {}? ", net.trunc())
+                .trim_end()
+                .to_string());
         }
         let _ = len;
         Ok(net)
     } else {
         let ip: IpAddr = text
             .parse()
-            .map_err(|_| format!("{text:?} is not an IPv4 or IPv6 address"))?;
+            .map_err(|_| format!("{q:?} is not an IPv4 or IPv6 address"))?;
         Ok(IpNet::from(ip))
     }
 }
@@ -327,6 +385,28 @@ mod tests {
                 named(&["msn"]),
             ),
             ("192.0.2.0/24:3306", "192.0.2.0/24", tcp(3306), AppChoice::None),
+            // IPv6 forms the port rule leaves alone.
+            (
+                "2001:db8::5:1863/128",
+                "2001:db8::5:1863/128",
+                None,
+                AppChoice::Default,
+            ),
+            (
+                "2001:db8:0:0:0:0:5:1863",
+                "2001:db8::5:1863/128",
+                None,
+                AppChoice::Default,
+            ),
+            (
+                "2001:db8::5:abcd",
+                "2001:db8::5:abcd/128",
+                None,
+                AppChoice::Default,
+            ),
+            ("::1", "::1/128", None, AppChoice::Default),
+            ("2001:db8::1 msn", "2001:db8::1/128", None, named(&["msn"])),
+            ("\u{feff}192.0.2.7", "192.0.2.7/32", None, AppChoice::Default),
         ];
         for (line, net, port, apps) in table {
             let got = one(line).unwrap_or_else(|e| panic!("{line}: {e}"));
@@ -352,6 +432,21 @@ mod tests {
             ("[2001:db8::5]", "expected ':PORT'"),
             ("[2001:db8::5:1863", "missing ']'"),
             ("192.0.2.1 MSN", "not an app name"),
+            (
+                "2001:db8::5:1863",
+                "\"2001:db8::5:1863\" is ambiguous: write [2001:db8::5]:1863 for port 1863 of 2001:db8::5, or 2001:db8::5:1863/128 for the address",
+            ),
+            ("2001:db8::5:1863 msn", "is ambiguous"),
+            ("2001:db8::5:18630", "must be bracketed: [2001:db8::5]:18630"),
+            (
+                "2001:db8::5:1863/udp",
+                "must be bracketed: [2001:db8::5]:1863/udp",
+            ),
+            (
+                "2001:db8::5:6660-7000",
+                "must be bracketed: [2001:db8::5]:6660-7000",
+            ),
+            ("::5:1863", "ambiguous: write [::5]:1863"),
         ];
         for (line, want) in table {
             let err = one(line).expect_err(line);
@@ -372,5 +467,48 @@ mod tests {
         let lines: Vec<_> = err.errors().iter().map(|e| e.line()).collect();
         assert_eq!(lines, vec![Some(2), Some(4)]);
         assert!(err.to_string().starts_with("hosts:2: "));
+    }
+
+    #[test]
+    fn encoding_bom_and_long_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hosts");
+        let mut bytes = b"\xEF\xBB\xBF192.0.2.1\n192.0.2.2 # caf\xE9\n192.0.2.3 m\xFCsn\nnonsense\n".to_vec();
+        bytes.extend_from_slice(format!("192.0.2.4 {}\n", "x".repeat(100_000)).as_bytes());
+        bytes.extend_from_slice(format!("{}\n192.0.2.5\n", "9".repeat(1000)).as_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        let err = HostsFile::load(&p).unwrap_err();
+        let lines: Vec<_> = err.errors().iter().map(|e| e.line()).collect();
+        assert_eq!(lines, vec![Some(2), Some(3), Some(4), Some(5), Some(6)], "{err}");
+        let msgs: Vec<&str> = err.errors().iter().map(|e| e.message()).collect();
+        assert!(
+            msgs[0].starts_with("not valid UTF-8 (byte 0xE9 at column 16)"),
+            "{}",
+            msgs[0]
+        );
+        assert!(
+            msgs[1].starts_with("not valid UTF-8 (byte 0xFC at column 12)"),
+            "{}",
+            msgs[1]
+        );
+        assert!(
+            msgs[3].starts_with("line is 100010 bytes; lines may have at most 65536"),
+            "{}",
+            msgs[3]
+        );
+        // A long bad token is quoted cut at 120 characters.
+        assert!(
+            msgs[4].contains(&format!("\"{}…\" is not", "9".repeat(120))),
+            "{}",
+            msgs[4]
+        );
+        assert!(msgs.iter().all(|m| m.len() < 300));
+
+        // Good lines survive, so app names can be checked in the same pass.
+        let d = decode(&p, &bytes);
+        let (file, errors) = HostsFile::parse_partial(&p, &d);
+        assert_eq!(errors.len(), 5);
+        let nets: Vec<String> = file.lines.iter().map(|l| l.net.to_string()).collect();
+        assert_eq!(nets, vec!["192.0.2.1/32", "192.0.2.2/32", "192.0.2.5/32"]);
     }
 }

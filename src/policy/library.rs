@@ -5,6 +5,20 @@
 //! says where in the traffic the bytes count. Unknown keys are refused and
 //! every error carries `path:line`. The shipped library is compiled into the
 //! binary, so appwall works without a `rules/` directory on disk.
+//!
+//! A file is checked in one pass: TOML syntax errors (the parser recovers
+//! and goes on), lines that are not UTF-8 (decoded lossily, each reported),
+//! and every table's own errors, each `[[signature]]` and `[[rule]]` being
+//! read on its own; a table holding a syntax error is left out rather than
+//! reported again. Parsing is linear in the file size (lines are found by
+//! binary search over line starts computed once).
+//!
+//! Limits, so hostile or mistaken input is refused early and memory stays
+//! bounded: files at most [`MAX_FILE_BYTES`], lines at most
+//! [`MAX_LINE_BYTES`] (both refused before TOML parsing), regular
+//! expressions at most [`MAX_REGEX_BYTES`] long and [`MAX_REGEX_COMPILED`]
+//! compiled. A leading UTF-8 byte order mark is accepted; quoted values in
+//! messages are cut to 120 characters.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -12,8 +26,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::error::{ConfigError, ConfigErrors};
+use super::error::{ConfigError, ConfigErrors, Decoded, LineIndex, decode, read_limited, shorten};
+pub use super::error::{MAX_FILE_BYTES, MAX_LINE_BYTES};
 use super::hosts::{PortSpec, Proto, is_app_name};
 
 /// The most apps one library may hold (an app set is a 64-bit mask).
@@ -120,19 +136,17 @@ pub struct RuleLibrary {
     apps: Vec<App>,
 }
 
+/// A rule file's keys other than its arrays of tables, which are read one
+/// table at a time (see `tables`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AppToml {
+struct HeadToml {
     name: Spanned<String>,
     description: String,
     #[serde(default = "yes")]
     default: bool,
     #[serde(default)]
     ports: PortsToml,
-    #[serde(default)]
-    signature: Vec<Spanned<SigToml>>,
-    #[serde(default)]
-    rule: Vec<Spanned<RuleToml>>,
 }
 
 #[derive(Deserialize)]
@@ -277,20 +291,45 @@ impl RuleLibrary {
         let mut files = Vec::new();
         let mut errors = Vec::new();
         for p in paths {
-            match std::fs::read_to_string(&p) {
-                Ok(t) => files.push((p, t)),
-                Err(e) => errors.push(ConfigError::file(&p, format!("cannot read: {e}"))),
+            match read_limited(&p) {
+                Ok(bytes) => {
+                    let d = decode(&p, &bytes);
+                    files.push((p, d));
+                }
+                Err(e) => errors.push(e),
             }
         }
         if files.is_empty() && errors.is_empty() {
             errors.push(ConfigError::file(dir, "no *.toml rule files"));
         }
         ConfigErrors::check(errors)?;
-        RuleLibrary::from_texts(&files)
+        RuleLibrary::from_decoded(&files)
     }
 
     /// Parses rule files given as (path, text); the path names the app.
+    /// A leading byte order mark is skipped; texts over [`MAX_FILE_BYTES`]
+    /// and lines over [`MAX_LINE_BYTES`] are refused.
     pub fn from_texts(files: &[(PathBuf, String)]) -> Result<RuleLibrary, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut decoded = Vec::new();
+        for (p, t) in files {
+            if t.len() > MAX_FILE_BYTES {
+                errors.push(ConfigError::file(
+                    p,
+                    format!(
+                        "file is {} bytes; configuration files may have at most {MAX_FILE_BYTES}",
+                        t.len()
+                    ),
+                ));
+            } else {
+                decoded.push((p.clone(), decode(p, t.as_bytes())));
+            }
+        }
+        ConfigErrors::check(errors)?;
+        RuleLibrary::from_decoded(&decoded)
+    }
+
+    fn from_decoded(files: &[(PathBuf, Decoded)]) -> Result<RuleLibrary, ConfigErrors> {
         let mut apps = Vec::new();
         let mut errors = Vec::new();
         for (path, text) in files {
@@ -360,96 +399,182 @@ impl RuleLibrary {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    1 + text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-}
-
-fn parse_app(path: &Path, text: &str) -> Result<App, Vec<ConfigError>> {
-    let raw: AppToml = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
-        vec![ConfigError::at(path, line, e.message().trim().to_string())]
-    })?;
-    let mut errors = Vec::new();
-    let name_line = line_of(text, raw.name.span().start);
-    let name = raw.name.into_inner();
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-    if !is_app_name(&name) {
-        errors.push(ConfigError::at(
-            path,
-            name_line,
-            format!("app name {name:?} must be lower-case letters, digits, '-' or '_' (at most 20)"),
-        ));
-    } else if name != stem {
-        errors.push(ConfigError::at(
-            path,
-            name_line,
-            format!("app {name:?} must live in a file called {name}.toml"),
-        ));
-    }
-    let mut ports = Vec::new();
-    for (proto, list) in [(Proto::Tcp, &raw.ports.tcp), (Proto::Udp, &raw.ports.udp)] {
-        for p in list {
-            match PortSpec::parse_range(proto, p.get_ref()) {
-                Ok(spec) => ports.push(spec),
-                Err(e) => errors.push(ConfigError::at(path, line_of(text, p.span().start), e)),
-            }
+fn parse_app(path: &Path, decoded: &Decoded) -> Result<App, Vec<ConfigError>> {
+    let text = decoded.text.as_str();
+    let lines = LineIndex::new(text);
+    let mut errors = decoded.errors.clone();
+    // Lines already reported (bad encoding, too long, TOML syntax): later
+    // complaints about them would only repeat the first.
+    let mut reported: HashSet<usize> = decoded.bad_lines.iter().copied().collect();
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    for e in &syntax {
+        let line = e.span().map_or(1, |s| lines.line_of(s.start));
+        if reported.insert(line) {
+            errors.push(ConfigError::at(path, line, shorten(e.message().trim())));
         }
     }
-    let mut signatures = Vec::new();
+    let broken = !errors.is_empty();
+    // Lines of table headers (`[x]`, `[[x]]`), for the extent of each table.
+    let headers: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with('['))
+        .map(|(i, _)| i + 1)
+        .collect();
+    let root_span = root.span();
+    let mut root = root.into_inner();
+    let raw_sigs = root.remove("signature");
+    let raw_rules = root.remove("rule");
+    let push = |errors: &mut Vec<ConfigError>, line: usize, msg: String| {
+        if !reported.contains(&line) {
+            errors.push(ConfigError::at(path, line, msg));
+        }
+    };
+    let head = HeadToml::deserialize(ValueDeserializer::from(Spanned::new(
+        root_span,
+        DeValue::Table(root),
+    )));
+    let head = match head {
+        Ok(h) => Some(h),
+        Err(e) => {
+            // After a syntax error a missing key is most likely on the broken line.
+            if !(broken && e.message().starts_with("missing field")) {
+                let line = e.span().map_or(1, |s| lines.line_of(s.start));
+                push(&mut errors, line, shorten(e.message().trim()));
+            }
+            None
+        }
+    };
+    // Sorted, so each table's check is a binary search.
+    let mut skip: Vec<usize> = reported.iter().copied().collect();
+    skip.sort_unstable();
     let mut ids = HashSet::new();
-    for s in raw.signature {
-        let line = line_of(text, s.span().start);
-        let s = s.into_inner();
+    let mut signatures = Vec::new();
+    for (line, s) in tables::<SigToml>(raw_sigs, "signature", &lines, &headers, &skip, &mut |l, m| {
+        push(&mut errors, l, m)
+    }) {
         if !ids.insert(s.id.clone()) {
-            errors.push(ConfigError::at(
-                path,
+            push(
+                &mut errors,
                 line,
-                format!("signature id {:?} is used twice", s.id),
-            ));
+                format!("signature id {:?} is used twice", shorten(&s.id)),
+            );
         }
         match parse_signature(s, line) {
             Ok(sig) => signatures.push(sig),
-            Err(msg) => errors.push(ConfigError::at(path, line, msg)),
+            Err(msg) => push(&mut errors, line, msg),
         }
     }
     let mut rules = Vec::new();
-    for r in raw.rule {
-        let line = line_of(text, r.span().start);
-        let r = r.into_inner();
+    for (line, r) in tables::<RuleToml>(raw_rules, "rule", &lines, &headers, &skip, &mut |l, m| {
+        push(&mut errors, l, m)
+    }) {
         if !ids.insert(r.id.clone()) {
-            errors.push(ConfigError::at(
-                path,
+            push(
+                &mut errors,
                 line,
-                format!("rule id {:?} is used twice", r.id),
-            ));
+                format!("rule id {:?} is used twice", shorten(&r.id)),
+            );
         }
         match parse_rule(r, line) {
             Ok(rule) => rules.push(rule),
-            Err(msg) => errors.push(ConfigError::at(path, line, msg)),
+            Err(msg) => push(&mut errors, line, msg),
         }
     }
-    if ports.is_empty() && signatures.is_empty() && rules.is_empty() {
-        errors.push(ConfigError::at(
-            path,
+    let Some(head) = head else {
+        errors.sort_by_key(ConfigError::line);
+        return Err(errors);
+    };
+    let name_line = lines.line_of(head.name.span().start);
+    let name = head.name.into_inner();
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    if !is_app_name(&name) {
+        push(
+            &mut errors,
             name_line,
-            "the app has neither ports nor signatures",
-        ));
+            format!(
+                "app name {:?} must be lower-case letters, digits, '-' or '_' (at most 20)",
+                shorten(&name)
+            ),
+        );
+    } else if name != stem {
+        push(
+            &mut errors,
+            name_line,
+            format!("app {name:?} must live in a file called {name}.toml"),
+        );
+    }
+    let mut ports = Vec::new();
+    for (proto, list) in [(Proto::Tcp, &head.ports.tcp), (Proto::Udp, &head.ports.udp)] {
+        for p in list {
+            match PortSpec::parse_range(proto, p.get_ref()) {
+                Ok(spec) => ports.push(spec),
+                Err(e) => push(&mut errors, lines.line_of(p.span().start), e),
+            }
+        }
+    }
+    if ports.is_empty() && signatures.is_empty() && rules.is_empty() && !broken {
+        push(
+            &mut errors,
+            name_line,
+            "the app has neither ports nor signatures".to_string(),
+        );
     }
     if !errors.is_empty() {
+        errors.sort_by_key(ConfigError::line);
         return Err(errors);
     }
     Ok(App {
         name,
-        description: raw.description,
-        default_enabled: raw.default,
+        description: head.description,
+        default_enabled: head.default,
         ports,
         signatures,
         rules,
         source: path.to_path_buf(),
     })
+}
+
+/// Deserializes each table of an array of tables (`[[signature]]`) on its
+/// own, so one bad table does not hide the others' errors. Yields (line of
+/// the table, value); reports the rest through `report(line, message)`.
+///
+/// A table holding a line already reported (`skip`) is left out silently:
+/// what the TOML parser recovered of it would only give follow-on errors.
+fn tables<T: serde::de::DeserializeOwned>(
+    value: Option<Spanned<DeValue<'_>>>,
+    key: &str,
+    lines: &LineIndex,
+    headers: &[usize],
+    skip: &[usize],
+    report: &mut dyn FnMut(usize, String),
+) -> Vec<(usize, T)> {
+    let Some(value) = value else { return Vec::new() };
+    let at = lines.line_of(value.span().start);
+    let DeValue::Array(items) = value.into_inner() else {
+        report(at, format!("`{key}` must be an array of tables: [[{key}]]"));
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let line = lines.line_of(item.span().start);
+        // The table runs from its header to the next header (included: a
+        // broken header leaves its keys to the table before).
+        let next = headers.partition_point(|&h| h <= line);
+        let end = headers.get(next).copied().unwrap_or(usize::MAX);
+        let first_skipped = skip.partition_point(|&l| l < line);
+        if skip.get(first_skipped).is_some_and(|&l| l <= end) {
+            continue;
+        }
+        match T::deserialize(ValueDeserializer::from(item)) {
+            Ok(v) => out.push((line, v)),
+            Err(e) => {
+                let l = e.span().map_or(line, |s| lines.line_of(s.start));
+                report(l, shorten(e.message().trim()));
+            }
+        }
+    }
+    out
 }
 
 fn parse_signature(s: SigToml, line: usize) -> Result<Signature, String> {
@@ -459,8 +584,8 @@ fn parse_signature(s: SigToml, line: usize) -> Result<Signature, String> {
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
     if !id_ok {
         return Err(format!(
-            "signature id {:?} must be letters, digits, '-' or '_'",
-            s.id
+            "signature id {} must be letters, digits, '-' or '_'",
+            q(&s.id)
         ));
     }
     let scope = match (s.scope.as_str(), &s.header) {
@@ -473,20 +598,21 @@ fn parse_signature(s: SigToml, line: usize) -> Result<Signature, String> {
             let ok =
                 !h.is_empty() && h.len() <= 64 && h.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-');
             if !ok {
-                return Err(format!("{h:?} is not an HTTP header name"));
+                return Err(format!("{} is not an HTTP header name", q(h)));
             }
             Scope::HttpHeader(h.to_ascii_lowercase())
         }
         ("http-header", None) => return Err("scope http-header needs header = \"Name\"".into()),
         (_, Some(_)) if is_scope(&s.scope) => {
             return Err(format!(
-                "header = ... only goes with scope = \"http-header\", not {:?}",
-                s.scope
+                "header = ... only goes with scope = \"http-header\", not {}",
+                q(&s.scope)
             ));
         }
         (other, _) => {
             return Err(format!(
-                "unknown scope {other:?} (anywhere, line-start, stream-start, segment-start, http-target, http-header)"
+                "unknown scope {} (anywhere, line-start, stream-start, segment-start, http-target, http-header)",
+                q(other)
             ));
         }
     };
@@ -532,10 +658,13 @@ fn parse_rule(r: RuleToml, line: usize) -> Result<MessageRule, String> {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
     if !id_ok {
-        return Err(format!("rule id {:?} must be letters, digits, '-' or '_'", r.id));
+        return Err(format!(
+            "rule id {} must be letters, digits, '-' or '_'",
+            q(&r.id)
+        ));
     }
     if r.matches.is_empty() {
-        return Err(format!("rule {:?} has no [[rule.match]] conditions", r.id));
+        return Err(format!("rule {} has no [[rule.match]] conditions", q(&r.id)));
     }
     if r.matches.iter().all(|c| c.negate) {
         return Err(format!(
@@ -545,7 +674,7 @@ fn parse_rule(r: RuleToml, line: usize) -> Result<MessageRule, String> {
     }
     let mut conditions = Vec::new();
     for c in r.matches {
-        conditions.push(parse_condition(c, r.reply).map_err(|e| format!("rule {:?}: {e}", r.id))?);
+        conditions.push(parse_condition(c, r.reply).map_err(|e| format!("rule {}: {e}", q(&r.id)))?);
     }
     Ok(MessageRule {
         id: r.id,
@@ -567,19 +696,21 @@ fn parse_condition(c: CondToml, reply: bool) -> Result<Condition, String> {
             let ok =
                 !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
             if !ok {
-                return Err(format!("{h:?} is not an HTTP header name"));
+                return Err(format!("{} is not an HTTP header name", q(h)));
             }
             Field::Header(h.to_ascii_lowercase())
         }
         ("header", None) => return Err("field \"header\" needs header = \"Name\"".into()),
         (f, Some(_)) => {
             return Err(format!(
-                "header = ... only goes with field = \"header\", not {f:?}"
+                "header = ... only goes with field = \"header\", not {}",
+                q(f)
             ));
         }
         (f, None) => {
             return Err(format!(
-                "unknown field {f:?} (url, path, host, method, header, port)"
+                "unknown field {} (url, path, host, method, header, port)",
+                q(f)
             ));
         }
     };
@@ -606,10 +737,7 @@ fn parse_condition(c: CondToml, reply: bool) -> Result<Condition, String> {
     let test = if let Some(v) = c.regex {
         let v = nonempty(v, "regex")?;
         for re in &v {
-            regex::bytes::RegexBuilder::new(re)
-                .size_limit(1 << 20)
-                .build()
-                .map_err(|e| format!("bad regex {re:?}: {}", e.to_string().lines().last().unwrap_or("")))?;
+            check_regex(re, c.nocase)?;
         }
         Test::Regex(v)
     } else if let Some(v) = c.text {
@@ -627,7 +755,7 @@ fn parse_condition(c: CondToml, reply: bool) -> Result<Condition, String> {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
             if !ok {
-                return Err(format!("{d:?} is not a domain name"));
+                return Err(format!("{} is not a domain name", q(d)));
             }
         }
         Test::Domains(v.into_iter().map(|d| d.to_ascii_lowercase()).collect())
@@ -655,6 +783,43 @@ fn parse_condition(c: CondToml, reply: bool) -> Result<Condition, String> {
     })
 }
 
+/// Longest regular expression a rule may hold, in bytes. Squid-style URL
+/// and header patterns are far shorter; the limit keeps the regex parser's
+/// own memory small before [`MAX_REGEX_COMPILED`] applies.
+pub const MAX_REGEX_BYTES: usize = 4096;
+/// Compiled size limit of one regular expression (`regex`'s `size_limit`),
+/// 1 MiB: a pattern like `a{1000}{1000}` is refused instead of growing.
+pub const MAX_REGEX_COMPILED: usize = 1 << 20;
+
+/// `s` quoted for a message, cut to [`SHOWN_CHARS`](super::error::SHOWN_CHARS).
+fn q(s: &str) -> String {
+    format!("{:?}", shorten(s))
+}
+
+/// Checks that `re` is a valid, bounded regular expression (bytes mode).
+/// `nocase` compiles it case-insensitively, as the engine will.
+pub fn check_regex(re: &str, nocase: bool) -> Result<(), String> {
+    if re.len() > MAX_REGEX_BYTES {
+        return Err(format!(
+            "regex is {} bytes; at most {MAX_REGEX_BYTES} allowed: {:?}",
+            re.len(),
+            shorten(re)
+        ));
+    }
+    regex::bytes::RegexBuilder::new(re)
+        .case_insensitive(nocase)
+        .size_limit(MAX_REGEX_COMPILED)
+        .build()
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "bad regex {:?}: {}",
+                shorten(re),
+                e.to_string().lines().last().unwrap_or("").trim()
+            )
+        })
+}
+
 fn is_scope(s: &str) -> bool {
     matches!(
         s,
@@ -668,7 +833,7 @@ type HexPattern = (Vec<u8>, Option<Vec<bool>>);
 fn parse_hex(text: &str) -> Result<HexPattern, String> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     if !digits.len().is_multiple_of(2) {
-        return Err(format!("hex {text:?} has an odd number of digits"));
+        return Err(format!("hex {} has an odd number of digits", q(text)));
     }
     let mut bytes = Vec::with_capacity(digits.len() / 2);
     let mut mask = Vec::with_capacity(digits.len() / 2);
@@ -679,7 +844,8 @@ fn parse_hex(text: &str) -> Result<HexPattern, String> {
             continue;
         }
         let s = std::str::from_utf8(pair).unwrap_or("");
-        let b = u8::from_str_radix(s, 16).map_err(|_| format!("{s:?} in hex {text:?} is not a hex byte"))?;
+        let b =
+            u8::from_str_radix(s, 16).map_err(|_| format!("{s:?} in hex {} is not a hex byte", q(text)))?;
         bytes.push(b);
         mask.push(true);
     }
@@ -807,5 +973,90 @@ hex = "2a 01 ?? ?? 00 04"
             "x".repeat(65)
         );
         assert!(lib(&long).unwrap_err().contains("at most 64"));
+    }
+
+    #[test]
+    fn every_error_of_a_file_in_one_pass() {
+        let text = "\u{feff}name = \"t\"\ndescription = \"d\"\n\
+                    [[signature]]\nid = \"a\"\nscope = \"anywhere\"\ntext = \"unterminated\n\
+                    [[signature]]\nid = \"b\"\nscope = \"anywhere\"\ntext = \"x\"\ncolour = 1\n\
+                    [[signature]]\nid = \"c\"\nscope = \"body\"\ntext = \"x\"\n\
+                    [[rule]]\nid = \"r\"\n[[rule.match]]\nfield = \"url\"\nregex = [\"(\"]\n";
+        let err = RuleLibrary::from_texts(&[(PathBuf::from("rules/t.toml"), text.to_string())]).unwrap_err();
+        let got: Vec<String> = err.errors().iter().map(|e| e.to_string()).collect();
+        let want = [
+            "t.toml:6: ",
+            "t.toml:11: unknown field `colour`",
+            "t.toml:12: unknown scope",
+            "t.toml:16: rule \"r\": bad regex",
+        ];
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.contains(w), "{g} should contain {w}");
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_gives_no_follow_on_errors() {
+        let text = "name = \"t\"\ndescription = \"d\"\nports.tcp = [\"1\"]\n\
+                    [[signature]]\nid = \"b\"\nscope = \"anywhere\"\nhex = \"zz\"\n\
+                    [[signature]]\nid = \"a\"\njunk\nscope = \"anywhere\"\ntext = \"x\"\n\
+                    [[signature\nid = \"c\"\nscope = \"anywhere\"\ntext = \"x\"\n";
+        let err = lib(text).unwrap_err();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 3, "{err}");
+        assert!(
+            lines[0].contains("t.toml:4: \"zz\" in hex \"zz\" is not a hex byte"),
+            "{err}"
+        );
+        assert!(lines[1].contains("t.toml:10: key with no value"), "{err}");
+        assert!(lines[2].contains("t.toml:13: unclosed array table"), "{err}");
+    }
+
+    #[test]
+    fn encoding_bom_and_long_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = b"\xEF\xBB\xBFname = \"t\"\n# caf\xE9 comment\ndescription = \"d\xFF\"\n".to_vec();
+        bytes.extend_from_slice(b"ports.tcp = [\"1863\"]\n");
+        std::fs::write(dir.path().join("t.toml"), &bytes).unwrap();
+        let err = RuleLibrary::load_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("t.toml:2: not valid UTF-8 (byte 0xE9 at column 6)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("t.toml:3: not valid UTF-8 (byte 0xFF at column 17)"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 2, "{err}");
+
+        // The byte order mark alone is fine.
+        std::fs::write(
+            dir.path().join("t.toml"),
+            b"\xEF\xBB\xBFname = \"t\"\ndescription = \"d\"\nports.tcp = [\"1863\"]\n",
+        )
+        .unwrap();
+        RuleLibrary::load_dir(dir.path()).unwrap();
+
+        // A 10 MB line is refused before TOML or regex parsing, quoted briefly.
+        let start = std::time::Instant::now();
+        let huge = format!(
+            "name = \"t\"\ndescription = \"d\"\nports.tcp = [\"1\"]\n[[rule]]\nid = \"r\"\n[[rule.match]]\nfield = \"url\"\nregex = [\"{}\"]\n",
+            "a".repeat(10 << 20)
+        );
+        let err = lib(&huge).unwrap_err();
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        assert!(
+            err.contains("t.toml:8: line is 10485772 bytes; lines may have at most 65536"),
+            "{err}"
+        );
+        assert!(err.len() < 400, "{}", err.len());
+        // A long regex within the line limit is refused by the regex limit.
+        let long = huge.replace(&"a".repeat(10 << 20), &"a".repeat(5000));
+        let err = lib(&long).unwrap_err();
+        assert!(err.contains("regex is 5000 bytes; at most 4096"), "{err}");
+        assert!(err.contains("aaa…"), "{err}");
+        let blowup = huge.replace(&"a".repeat(10 << 20), "(a{1000}){1000}");
+        assert!(lib(&blowup).unwrap_err().contains("bad regex"));
     }
 }

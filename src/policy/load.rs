@@ -37,25 +37,24 @@ pub enum LoadError {
 /// `everyone` decides: every host listed (scan, bench) or an error (run).
 pub fn load_policy(src: &Sources, everyone: bool) -> Result<Policy, LoadError> {
     let library = load_library(src);
-    // Report library and hosts errors together.
-    let hosts = src.hosts.as_ref().map(|p| HostsFile::load(p));
-    let (library, hosts) = match (library, hosts) {
-        (Ok(l), Some(Ok(h))) => (l, Some(h)),
-        (Ok(l), None) => (l, None),
-        (Err(a), Some(Err(b))) => {
-            let mut all = a.errors().to_vec();
-            all.extend_from_slice(b.errors());
-            return Err(match ConfigErrors::check(all) {
-                Err(e) => e.into(),
-                Ok(()) => a.into(),
-            });
-        }
-        (Err(e), _) | (_, Some(Err(e))) => return Err(e.into()),
-    };
-    match hosts {
-        Some(h) => Ok(Policy::new(library, &h, src.default_apps.as_deref())?),
-        None if everyone => Ok(Policy::everyone(library)),
-        None => Err(LoadError::NoHosts),
+    match (library, &src.hosts) {
+        // Hosts syntax errors and unknown app names, together.
+        (Ok(l), Some(h)) => Ok(Policy::load(l, h, src.default_apps.as_deref())?),
+        (Ok(l), None) if everyone => Ok(Policy::everyone(l)),
+        (Ok(_), None) => Err(LoadError::NoHosts),
+        // Library and hosts errors together (apps cannot be checked then).
+        (Err(lib), Some(h)) => match HostsFile::load(h) {
+            Ok(_) => Err(lib.into()),
+            Err(hosts) => {
+                let mut all = lib.errors().to_vec();
+                all.extend_from_slice(hosts.errors());
+                Err(match ConfigErrors::check(all) {
+                    Err(e) => e.into(),
+                    Ok(()) => lib.into(),
+                })
+            }
+        },
+        (Err(lib), None) => Err(lib.into()),
     }
 }
 

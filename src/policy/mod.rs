@@ -49,7 +49,29 @@ impl Policy {
         hosts: &HostsFile,
         default_apps: Option<&[String]>,
     ) -> Result<Policy, ConfigErrors> {
-        let mut errors = Vec::new();
+        Policy::join(library, hosts, default_apps, Vec::new())
+    }
+
+    /// Reads the hosts file at `hosts_path` and joins it with `library`,
+    /// reporting its syntax errors and the unknown app names of its good
+    /// lines together, in line order (see [`HostsFile::load`] for limits).
+    pub fn load(
+        library: RuleLibrary,
+        hosts_path: &Path,
+        default_apps: Option<&[String]>,
+    ) -> Result<Policy, ConfigErrors> {
+        let bytes = error::read_limited(hosts_path).map_err(ConfigErrors::one)?;
+        let decoded = error::decode(hosts_path, &bytes);
+        let (hosts, errors) = HostsFile::parse_partial(hosts_path, &decoded);
+        Policy::join(library, &hosts, default_apps, errors)
+    }
+
+    fn join(
+        library: RuleLibrary,
+        hosts: &HostsFile,
+        default_apps: Option<&[String]>,
+        mut errors: Vec<ConfigError>,
+    ) -> Result<Policy, ConfigErrors> {
         let default = match default_apps {
             Some(names) => {
                 let mut set = 0;
@@ -94,6 +116,7 @@ impl Policy {
             }
             merged.entry(line.net).or_default().merge(&rule);
         }
+        errors.sort_by_key(ConfigError::line);
         ConfigErrors::check(errors)?;
         let entries: Vec<HostEntry> = merged
             .into_iter()
@@ -210,5 +233,26 @@ mod tests {
         let err = policy("192.0.2.1 msn\n192.0.2.2 skype,icq\n").unwrap_err();
         assert!(err.starts_with("hosts:2: unknown app \"skype\""), "{err}");
         assert!(err.contains("hosts:2: unknown app \"icq\""), "{err}");
+    }
+
+    #[test]
+    fn load_reports_syntax_and_unknown_apps_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hosts");
+        std::fs::write(
+            &p,
+            "192.0.2.1 skype\n2001:db8::5:1863\n192.0.2.2 msn\n192.0.2.3 icq\n",
+        )
+        .unwrap();
+        let err = Policy::load(RuleLibrary::embedded().unwrap(), &p, None).unwrap_err();
+        let got: Vec<(Option<usize>, &str)> = err.errors().iter().map(|e| (e.line(), e.message())).collect();
+        assert_eq!(got.len(), 3, "{err}");
+        assert_eq!(got[0].0, Some(1));
+        assert!(got[0].1.starts_with("unknown app \"skype\""));
+        assert_eq!(got[1].0, Some(2));
+        assert!(got[1].1.contains("ambiguous"));
+        assert_eq!(got[2].0, Some(4));
+        std::fs::write(&p, "192.0.2.2 msn\n").unwrap();
+        Policy::load(RuleLibrary::embedded().unwrap(), &p, None).unwrap();
     }
 }

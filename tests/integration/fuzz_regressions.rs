@@ -72,17 +72,26 @@ fn reorder_buffer_stays_within_its_bound() {
 /// Found by `squid_import` ("suggested hosts lines do not parse"): a `src`
 /// ACL value was copied verbatim into the suggested hosts lines, so a typo,
 /// Squid's `a-b` range or its netmask form gave lines the hosts file refuses.
-/// Such a deny line is now reported as not translated instead.
+/// Such a deny line is now reported as not translated instead; ranges and
+/// netmasks (Squid syntax) are turned into CIDR networks.
 fn squid_src_values_become_valid_hosts_lines_or_notes() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("squid.conf");
-    for bad in [
-        "192./.2.0/24",
-        "192.0.2.1-192.0.2.9",
-        "10.0.0.0/255.0.0.0",
-        "192.0.2.1/24",
-        "office.example",
+    for (squid, hosts) in [
+        ("192.0.2.1-192.0.2.3", &["192.0.2.1", "192.0.2.2/31"][..]),
+        ("10.0.0.0/255.0.0.0", &["10.0.0.0/8"][..]),
+        ("192.0.2.1/24", &["192.0.2.0/24"][..]),
     ] {
+        let text =
+            format!("acl msn url_regex gateway.dll\nacl office src {squid}\nhttp_access deny msn office\n");
+        std::fs::write(&conf, text).unwrap();
+        let imp = appwall::policy::squid::import(&conf, "site").unwrap();
+        assert_eq!(imp.translated, 1, "{squid}");
+        let want: Vec<String> = hosts.iter().map(|h| format!("{h} site")).collect();
+        assert_eq!(imp.hosts, want, "{squid}");
+        HostsFile::parse(Path::new("hosts"), &imp.hosts.join("\n")).unwrap();
+    }
+    for bad in ["192./.2.0/24", "10.0.0.0/255.0.255.0", "office.example"] {
         let text = format!(
             "acl msn url_regex gateway.dll\nacl office src 192.0.2.0/24 {bad}\nhttp_access deny msn office\n"
         );

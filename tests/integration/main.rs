@@ -21,6 +21,7 @@ mod injection;
 mod kernel;
 mod live;
 mod live_stream;
+mod parsers;
 mod scan_decap;
 mod squid;
 
@@ -48,6 +49,7 @@ fn main() {
         kernel::cases(),
         live::cases(),
         live_stream::cases(),
+        parsers::cases(),
         scan_decap::cases(),
         squid::cases(),
     ];
