@@ -98,8 +98,8 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// How the demo runs the filter in its gateway; [`explain_unlogged`] reads
-/// the port action from here, so the table says what this mode does.
+/// How the demo runs the filter in its gateway; the table's explanations
+/// take the port action from here, so they say what this mode does.
 const FILTER_ARGS: [&str; 3] = ["--reset", "--port-action", PORT_ACTION];
 
 /// The `--port-action` of [`FILTER_ARGS`].
@@ -118,8 +118,9 @@ fn port_rule(port: u16) -> Option<String> {
 }
 
 /// Why a blocked connection left no event: the kernel port rule (when the
-/// filter runs and the port is one of the app's), else what was seen.
-fn explain_unlogged(rule: Option<&str>, outcome: &Outcome) -> String {
+/// filter runs and the port is one of the app's) and what its `action`
+/// did, else what was seen.
+fn explain_unlogged(rule: Option<&str>, action: &str, outcome: &Outcome) -> String {
     let seen = match outcome {
         Outcome::Timeout => "no answer".to_string(),
         Outcome::Reset => "connection reset".to_string(),
@@ -128,7 +129,7 @@ fn explain_unlogged(rule: Option<&str>, outcome: &Outcome) -> String {
     };
     match rule {
         Some(rule) => {
-            let what = match (PORT_ACTION, outcome) {
+            let what = match (action, outcome) {
                 ("reject", Outcome::Reset) => "rejected with a TCP reset".to_string(),
                 ("drop", Outcome::Timeout) => "dropped".to_string(),
                 (action, _) => format!("--port-action {action}, seen: {seen}"),
@@ -255,7 +256,7 @@ fn demo(args: &DemoArgs, dir: &std::path::Path, interrupted: &AtomicBool) -> Res
                     } else {
                         None
                     };
-                    explain_unlogged(rule.as_deref(), outcome)
+                    explain_unlogged(rule.as_deref(), PORT_ACTION, outcome)
                 })
         } else {
             "answered by the server".into()
@@ -313,20 +314,40 @@ mod tests {
     }
 
     #[test]
-    fn the_explanation_follows_what_was_seen() {
+    fn the_explanation_follows_the_mode_and_what_was_seen() {
         let rule = Some("msn (tcp/1863)");
-        let reset = explain_unlogged(rule, &Outcome::Reset);
-        assert!(
-            reset.contains("msn (tcp/1863)") && reset.contains("TCP reset"),
-            "{reset}"
-        );
-        let silent = explain_unlogged(rule, &Outcome::Timeout);
-        assert!(
-            silent.contains("no answer") && !silent.contains("TCP reset"),
-            "{silent}"
-        );
-        // No filter, or not a port rule: never claim one.
-        assert_eq!(explain_unlogged(None, &Outcome::Reset), "connection reset");
-        assert_eq!(explain_unlogged(None, &Outcome::Timeout), "no answer");
+        let cases: [(Option<&str>, &str, Outcome, &str); 6] = [
+            (
+                rule,
+                "reject",
+                Outcome::Reset,
+                "kernel port rule for msn (tcp/1863): rejected with a TCP reset, never queued",
+            ),
+            (
+                rule,
+                "drop",
+                Outcome::Timeout,
+                "kernel port rule for msn (tcp/1863): dropped, never queued",
+            ),
+            // A mode and an outcome that disagree are shown as seen.
+            (
+                rule,
+                "reject",
+                Outcome::Timeout,
+                "kernel port rule for msn (tcp/1863): --port-action reject, seen: no answer, never queued",
+            ),
+            (
+                rule,
+                "drop",
+                Outcome::Reset,
+                "kernel port rule for msn (tcp/1863): --port-action drop, seen: connection reset, never queued",
+            ),
+            // No filter, or not a port rule: never claim one.
+            (None, "reject", Outcome::Reset, "connection reset"),
+            (None, "reject", Outcome::Timeout, "no answer"),
+        ];
+        for (rule, action, outcome, want) in cases {
+            assert_eq!(explain_unlogged(rule, action, &outcome), want);
+        }
     }
 }
