@@ -38,6 +38,9 @@ pub enum Command {
     Sample(SampleArgs),
     /// Translate a squid.conf's deny rules (and the ACLs they use) into an app library file of message rules.
     ImportSquid(ImportSquidArgs),
+    /// Write the man pages or shell completions generated from this command line (for packagers).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
 }
 
 /// Where the policy comes from.
@@ -306,4 +309,26 @@ pub struct ImportSquidArgs {
     /// App name when writing to standard output.
     #[arg(long, value_name = "NAME", default_value = "squid")]
     pub name: String,
+}
+
+/// What `appwall generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GenerateWhat {
+    /// Man pages: appwall.8 and one appwall-COMMAND.8 per subcommand.
+    Man,
+    /// Shell completions: appwall.bash, _appwall (zsh), appwall.fish.
+    Completions,
+    /// Both, into DIR/man and DIR/completions (`appwall generate all dist`).
+    All,
+}
+
+/// `appwall generate` (hidden: a packaging step, not an admin's command).
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// What to write.
+    #[arg(value_enum)]
+    pub what: GenerateWhat,
+    /// Directory to write into (created if missing); appwall's own stale files there are removed.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }

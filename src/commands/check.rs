@@ -1,4 +1,8 @@
 //! `appwall check`: validate everything, summarise, exit 0 only when valid.
+//!
+//! A valid policy that lists no host (an empty or all-comment hosts file) is
+//! still valid, so `check` exits 0, but it warns on stderr: `run` with such a
+//! file filters nothing, which is rarely what was meant.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -7,10 +11,25 @@ use crate::cli::CheckArgs;
 use crate::commands::{AppError, build_engine, load_policy};
 use crate::engine::EngineConfig;
 use crate::kernel::iptables::{self, Family, KernelRuleOptions};
+use crate::log::{Level, log};
+use crate::policy::Policy;
+
+/// The warning for a policy that lists no host, or `None` when it lists some.
+pub fn no_hosts_warning(policy: &Policy) -> Option<String> {
+    policy.entries().is_empty().then(|| {
+        let file = policy
+            .hosts_path()
+            .map_or("the hosts file".into(), |p| p.display().to_string());
+        format!("{file} lists no hosts: appwall run would install no rules and filter nothing")
+    })
+}
 
 /// Runs `appwall check`.
 pub fn run(args: &CheckArgs) -> Result<ExitCode, AppError> {
     let policy = load_policy(&args.policy, false)?;
+    if let Some(w) = no_hosts_warning(&policy) {
+        log(Level::Warning, format_args!("{w}"));
+    }
     let started = std::time::Instant::now();
     let engine = build_engine(policy, EngineConfig::default())?;
     let compile = started.elapsed();
@@ -80,4 +99,30 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, AppError> {
     }
     writeln!(out, "ok")?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::policy::{HostsFile, RuleLibrary};
+
+    fn policy(text: &str) -> Policy {
+        let hosts = HostsFile::parse(Path::new("hosts"), text).unwrap();
+        Policy::new(RuleLibrary::embedded().unwrap(), &hosts, None).unwrap()
+    }
+
+    #[test]
+    fn empty_and_comment_only_files_warn_and_listed_hosts_do_not() {
+        for text in ["", "\n\n", "# nobody yet\n   # indented\n"] {
+            let w = no_hosts_warning(&policy(text));
+            assert!(
+                w.as_deref().is_some_and(|w| w.contains("lists no hosts")),
+                "{text:?}: {w:?}"
+            );
+        }
+        assert_eq!(no_hosts_warning(&policy("192.0.2.10\n")), None);
+        assert_eq!(no_hosts_warning(&policy("# desk\n2001:db8::5 msn\n")), None);
+    }
 }

@@ -98,6 +98,48 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
+/// How the demo runs the filter in its gateway; the table's explanations
+/// take the port action from here, so they say what this mode does.
+const FILTER_ARGS: [&str; 3] = ["--reset", "--port-action", PORT_ACTION];
+
+/// The `--port-action` of [`FILTER_ARGS`].
+const PORT_ACTION: &str = "reject";
+
+/// The kernel port rule a listed client meets on `port` (`msn (tcp/1863)`),
+/// from the built-in library the demo's hosts file uses.
+fn port_rule(port: u16) -> Option<String> {
+    let lib = crate::policy::RuleLibrary::embedded().ok()?;
+    let app = lib.apps().iter().find(|a| a.name == "msn")?;
+    let spec = app
+        .ports
+        .iter()
+        .find(|p| p.contains(crate::packet::Proto::Tcp, port))?;
+    Some(format!("{} ({spec})", app.name))
+}
+
+/// Why a blocked connection left no event: the kernel port rule (when the
+/// filter runs and the port is one of the app's) and what its `action`
+/// did, else what was seen.
+fn explain_unlogged(rule: Option<&str>, action: &str, outcome: &Outcome) -> String {
+    let seen = match outcome {
+        Outcome::Timeout => "no answer".to_string(),
+        Outcome::Reset => "connection reset".to_string(),
+        Outcome::Error(e) => e.clone(),
+        Outcome::Answered(_) => "empty answer".to_string(),
+    };
+    match rule {
+        Some(rule) => {
+            let what = match (action, outcome) {
+                ("reject", Outcome::Reset) => "rejected with a TCP reset".to_string(),
+                ("drop", Outcome::Timeout) => "dropped".to_string(),
+                (action, _) => format!("--port-action {action}, seen: {seen}"),
+            };
+            format!("kernel port rule for {rule}: {what}, never queued")
+        }
+        None => seen,
+    }
+}
+
 fn check_root() -> Result<(), AppError> {
     if !nix::unistd::Uid::effective().is_root() {
         return Err(AppError::NeedsRoot("demo"));
@@ -138,13 +180,18 @@ fn demo(args: &DemoArgs, dir: &std::path::Path, interrupted: &AtomicBool) -> Res
     )?;
     let exe = std::env::current_exe()?;
     let mut filter = if args.no_filter {
+        writeln!(
+            out,
+            "no filter (--no-filter): every connection is expected to pass"
+        )?;
         None
     } else {
         writeln!(
             out,
-            "starting appwall run --reset --port-action reject in the gateway..."
+            "starting appwall run {} in the gateway...",
+            FILTER_ARGS.join(" ")
         )?;
-        Some(lab.start_filter(&exe, &hosts, &["--reset", "--port-action", "reject"], "demo")?)
+        Some(lab.start_filter(&exe, &hosts, &FILTER_ARGS, "demo")?)
     };
     let mut rows = Vec::new();
     for s in scenarios() {
@@ -203,19 +250,20 @@ fn demo(args: &DemoArgs, dir: &std::path::Path, interrupted: &AtomicBool) -> Res
                         }
                     )
                 })
-                .unwrap_or_else(|| match outcome {
-                    _ if s.from_listed && s.port == 1863 => {
-                        "kernel port rule for msn (tcp/1863): rejected, never queued".into()
-                    }
-                    Outcome::Timeout => "no answer".into(),
-                    Outcome::Reset => "connection reset".into(),
-                    Outcome::Error(e) => e.clone(),
-                    Outcome::Answered(_) => String::new(),
+                .unwrap_or_else(|| {
+                    let rule = if filter.is_some() && s.from_listed {
+                        port_rule(s.port)
+                    } else {
+                        None
+                    };
+                    explain_unlogged(rule.as_deref(), PORT_ACTION, outcome)
                 })
         } else {
             "answered by the server".into()
         };
-        let ok = blocked == s.expect_blocked || args.no_filter;
+        // Without the filter nothing may be blocked: a block then is the lab's fault.
+        let expect_blocked = s.expect_blocked && filter.is_some();
+        let ok = blocked == expect_blocked;
         if !ok {
             bad += 1;
         }
@@ -223,7 +271,7 @@ fn demo(args: &DemoArgs, dir: &std::path::Path, interrupted: &AtomicBool) -> Res
             out,
             "{:<40} {:<8} {:<9} {:<5} {}",
             s.what,
-            if s.expect_blocked { "block" } else { "pass" },
+            if expect_blocked { "block" } else { "pass" },
             if blocked { "BLOCKED" } else { "passed" },
             if ok { "yes" } else { "NO" },
             why
@@ -253,4 +301,53 @@ fn demo(args: &DemoArgs, dir: &std::path::Path, interrupted: &AtomicBool) -> Res
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_rule_names_the_library_port() {
+        assert_eq!(port_rule(1863).as_deref(), Some("msn (tcp/1863)"));
+        assert_eq!(port_rule(80), None);
+    }
+
+    #[test]
+    fn the_explanation_follows_the_mode_and_what_was_seen() {
+        let rule = Some("msn (tcp/1863)");
+        let cases: [(Option<&str>, &str, Outcome, &str); 6] = [
+            (
+                rule,
+                "reject",
+                Outcome::Reset,
+                "kernel port rule for msn (tcp/1863): rejected with a TCP reset, never queued",
+            ),
+            (
+                rule,
+                "drop",
+                Outcome::Timeout,
+                "kernel port rule for msn (tcp/1863): dropped, never queued",
+            ),
+            // A mode and an outcome that disagree are shown as seen.
+            (
+                rule,
+                "reject",
+                Outcome::Timeout,
+                "kernel port rule for msn (tcp/1863): --port-action reject, seen: no answer, never queued",
+            ),
+            (
+                rule,
+                "drop",
+                Outcome::Reset,
+                "kernel port rule for msn (tcp/1863): --port-action drop, seen: connection reset, never queued",
+            ),
+            // No filter, or not a port rule: never claim one.
+            (None, "reject", Outcome::Reset, "connection reset"),
+            (None, "reject", Outcome::Timeout, "no answer"),
+        ];
+        for (rule, action, outcome, want) in cases {
+            assert_eq!(explain_unlogged(rule, action, &outcome), want);
+        }
+    }
 }

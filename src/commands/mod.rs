@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod check;
 pub mod demo;
+pub mod generate;
 pub mod import_squid;
 pub mod kernel_rules;
 pub mod run;
@@ -144,6 +145,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
         Command::Bench(a) => bench::run(&a),
         Command::Sample(a) => sample::run(&a),
         Command::ImportSquid(a) => import_squid::run(&a),
+        Command::Generate(a) => generate::run(&a),
     };
     match result {
         Ok(code) => code,
