@@ -281,7 +281,7 @@ impl Counts {
             Verdict::Drop => self.drop += 1,
         }
         match d.reason {
-            Reason::Port { .. } => self.port += 1,
+            Reason::Port { .. } | Reason::QuicBlocked { .. } => self.port += 1,
             Reason::Signature(_) | Reason::Rule(_) => self.signature += 1,
             Reason::Evasion => self.evasion += 1,
             Reason::Inspecting => self.inspecting += 1,

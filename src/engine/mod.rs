@@ -27,11 +27,14 @@ pub mod verdict;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::flow::Side;
 use crate::packet::{PacketView, Proto};
-use crate::policy::{AppSet, Policy, PortSpec};
+use crate::policy::{AppSet, Policy, PortSpec, QuicPolicy};
 use compiled::{CompileError, Compiled};
 pub use config::EngineConfig;
 use matcher::{Hit, Matcher, StartState};
+use message_rules::Message;
+use quic::{QuicHello, QuicStatus};
 pub use state::{ConnState, Connection, FlowDecision};
 use stream::Found;
 pub use verdict::{Decision, FlowMark, Reason, Verdict};
@@ -44,6 +47,10 @@ pub struct Engine {
     policy: Policy,
     compiled: Compiled,
     config: EngineConfig,
+    /// Apps whose hosts may not use QUIC (`quic = "block"`).
+    quic_block: AppSet,
+    /// Apps whose message rules do not apply to QUIC (`quic = "allow"`).
+    quic_allow: AppSet,
     generation: u64,
 }
 
@@ -59,9 +66,21 @@ impl Engine {
     /// Compiles a policy.
     pub fn new(policy: Policy, config: EngineConfig) -> Result<Engine, EngineError> {
         let compiled = Compiled::build(&policy)?;
+        let quic_apps = |want: QuicPolicy| {
+            policy
+                .library()
+                .apps()
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.quic == want)
+                .fold(0, |s, (i, _)| s | (1u64 << i))
+        };
+        let (quic_block, quic_allow) = (quic_apps(QuicPolicy::Block), quic_apps(QuicPolicy::Allow));
         Ok(Engine {
             policy,
             compiled,
+            quic_block,
+            quic_allow,
             config,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         })
@@ -132,7 +151,15 @@ impl Engine {
                 let dir = &mut flow.dirs[side as usize];
                 dir.bytes += p.payload.len() as u64;
                 dir.payload_packets += u32::from(!p.payload.is_empty());
-                self.inspect_datagram(p.payload, flow.apps).map(Found::Sig)
+                let quic = if side == Side::Orig && !flow.quic_done {
+                    self.inspect_quic(flow, p.payload, orig_dport)
+                } else {
+                    None
+                };
+                quic.or_else(|| {
+                    self.inspect_datagram(p.payload, flow.apps)
+                        .map(|h| Reason::Signature(h.sig))
+                })
             }
             Proto::Tcp => {
                 let tcp = p.tcp.unwrap_or_default();
@@ -147,14 +174,14 @@ impl Engine {
                     apps,
                     orig_dport,
                 )
+                .map(|found| match found {
+                    Found::Sig(hit) => Reason::Signature(hit.sig),
+                    Found::Rule(r) => Reason::Rule(r),
+                    Found::Conflict => Reason::Evasion,
+                })
             }
         };
-        if let Some(found) = found {
-            let r = match found {
-                Found::Sig(hit) => Reason::Signature(hit.sig),
-                Found::Rule(r) => Reason::Rule(r),
-                Found::Conflict => Reason::Evasion,
-            };
+        if let Some(r) = found {
             flow.decision = FlowDecision::Blocked(r);
             flow.release_inspection();
             return Decision::drop(r).marked(FlowMark::Blocked);
@@ -220,6 +247,66 @@ impl Engine {
         None
     }
 
+    /// The opener's datagrams of a UDP flow, read as QUIC client Initials:
+    /// the app's QUIC policy, then the ClientHello's server name against the
+    /// message rules, as for TLS over TCP. Once the answer is in (or the
+    /// flow is not QUIC), the flow is not looked at as QUIC again.
+    fn inspect_quic(&self, flow: &mut ConnState, data: &[u8], port: u16) -> Option<Reason> {
+        let wanted = self.compiled.rules.needs_host() || flow.apps & self.quic_block != 0;
+        if !wanted || data.is_empty() {
+            flow.quic_done = true;
+            return None;
+        }
+        let blocked = || {
+            let b = flow.apps & self.quic_block;
+            (b != 0).then(|| Reason::QuicBlocked {
+                app: u8::try_from(b.trailing_zeros()).unwrap_or(u8::MAX),
+            })
+        };
+        let status = flow
+            .quic
+            .get_or_insert_with(|| Box::new(QuicHello::new()))
+            .push_datagram(data);
+        match status {
+            QuicStatus::NotQuic => {
+                flow.quic = None;
+                flow.quic_done = true;
+                None
+            }
+            // QUIC, not yet readable (or of a version without known keys):
+            // only the block policy can decide now.
+            QuicStatus::NeedMore => blocked(),
+            QuicStatus::Error(_) => {
+                flow.quic = None;
+                flow.quic_done = true;
+                blocked()
+            }
+            QuicStatus::Done(info) => {
+                flow.quic = None;
+                flow.quic_done = true;
+                flow.ech |= info.ech;
+                if let Some(r) = blocked() {
+                    return Some(r);
+                }
+                let name = info.server_name.as_deref()?;
+                let mut lower = [0u8; 256];
+                let n = name.len().min(lower.len());
+                for (o, c) in lower.iter_mut().zip(&name[..n]) {
+                    *o = c.to_ascii_lowercase();
+                }
+                let msg = Message {
+                    host: Some(&lower[..n]),
+                    port,
+                    ..Message::default()
+                };
+                self.compiled
+                    .rules
+                    .eval(&msg, flow.apps & !self.quic_allow)
+                    .map(Reason::Rule)
+            }
+        }
+    }
+
     /// A UDP datagram is a message on its own: no state crosses datagrams.
     fn inspect_datagram(&self, data: &[u8], apps: AppSet) -> Option<Hit> {
         if data.is_empty() {
@@ -241,6 +328,7 @@ impl Engine {
             Reason::Port { app: Some(i), .. } => apps.get(*i as usize).map(|a| a.name.as_str()),
             Reason::Signature(s) => apps.get(s.app as usize).map(|a| a.name.as_str()),
             Reason::Rule(r) => apps.get(r.app as usize).map(|a| a.name.as_str()),
+            Reason::QuicBlocked { app } => apps.get(*app as usize).map(|a| a.name.as_str()),
             _ => None,
         }
     }
@@ -264,6 +352,10 @@ impl Engine {
                 None => "signature ?".to_string(),
             },
             Reason::Evasion => "evasion: retransmitted bytes differ from the inspected ones".to_string(),
+            Reason::QuicBlocked { app } => format!(
+                "QUIC blocked for app {} (the client falls back to TCP, where TLS is judged)",
+                apps.get(*app as usize).map_or("?", |a| &a.name)
+            ),
             Reason::Inspecting => "no match".to_string(),
             Reason::Rule(r) => match apps
                 .get(r.app as usize)
@@ -306,3 +398,5 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_quic;

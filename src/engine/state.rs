@@ -10,6 +10,7 @@
 
 use crate::engine::http::HttpState;
 use crate::engine::matcher::StartState;
+use crate::engine::quic::QuicHello;
 use crate::engine::verdict::Reason;
 use crate::flow::Flow;
 use crate::policy::AppSet;
@@ -119,6 +120,14 @@ pub struct ConnState {
     pub decision: FlowDecision,
     /// Per-direction state, indexed by [`crate::flow::Side`].
     pub dirs: [DirState; 2],
+    /// QUIC Initial inspection of the opener's datagrams (UDP only; boxed,
+    /// present only while an attempt is being followed).
+    pub quic: Option<Box<QuicHello>>,
+    /// The opener's datagrams were looked at for QUIC and the answer is in.
+    pub quic_done: bool,
+    /// The client's hello (TLS or QUIC) offered Encrypted Client Hello: its
+    /// server name is the provider's, not the real one.
+    pub ech: bool,
 }
 
 impl ConnState {
@@ -130,5 +139,6 @@ impl ConnState {
             d.hello = None;
             d.http = HttpState::default();
         }
+        self.quic = None;
     }
 }

@@ -29,6 +29,12 @@ pub enum Reason {
     Signature(SigRef),
     /// A message rule held for an HTTP head or TLS hello.
     Rule(RuleRef),
+    /// A QUIC connection attempt of a host whose app says `quic = "block"`
+    /// (`app` = its index): dropped so the client falls back to TCP.
+    QuicBlocked {
+        /// App index.
+        app: u8,
+    },
     /// Retransmitted bytes differed from the bytes already inspected: the
     /// sender tries to show the filter one stream and the receiver another.
     Evasion,
@@ -47,7 +53,7 @@ pub enum Reason {
 
 impl Reason {
     /// Number of distinct reason kinds.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     /// Machine names of the reason kinds, indexed by [`Reason::index`]: the
     /// one table counters, status, events and scan output all use.
     pub const KINDS: [&'static str; Reason::COUNT] = [
@@ -60,6 +66,7 @@ impl Reason {
         "unparsable",
         "evasion",
         "rule",
+        "quic",
     ];
 
     /// Position of this reason's kind in [`Reason::KINDS`].
@@ -75,6 +82,7 @@ impl Reason {
             Reason::Unparsable => 6,
             Reason::Evasion => 7,
             Reason::Rule(_) => 8,
+            Reason::QuicBlocked { .. } => 9,
         }
     }
 

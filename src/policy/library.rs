@@ -126,8 +126,25 @@ pub struct App {
     pub signatures: Vec<Signature>,
     /// HTTP/TLS message rules (AND of conditions), e.g. imported from Squid.
     pub rules: Vec<MessageRule>,
+    /// What happens to QUIC (HTTP/3) from the app's hosts.
+    pub quic: QuicPolicy,
     /// The file it came from.
     pub source: PathBuf,
+}
+
+/// What an app does with QUIC connection attempts of its hosts (`quic =` in
+/// the app's file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuicPolicy {
+    /// Judge the ClientHello inside the client's Initial packets by its
+    /// server name, as a TLS ClientHello over TCP is judged (default).
+    #[default]
+    Inspect,
+    /// Drop every QUIC attempt of the app's hosts, so clients fall back to
+    /// TCP, where TLS is judged.
+    Block,
+    /// Leave QUIC alone: the app's message rules do not apply to it.
+    Allow,
 }
 
 /// All apps, in name order; at most [`MAX_APPS`].
@@ -147,6 +164,7 @@ struct HeadToml {
     default: bool,
     #[serde(default)]
     ports: PortsToml,
+    quic: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -513,7 +531,24 @@ fn parse_app(path: &Path, decoded: &Decoded) -> Result<App, Vec<ConfigError>> {
             }
         }
     }
-    if ports.is_empty() && signatures.is_empty() && rules.is_empty() && !broken {
+    let quic = match head.quic.as_ref().map(|q| (q.get_ref().as_str(), q.span())) {
+        None | Some(("inspect", _)) => QuicPolicy::Inspect,
+        Some(("block", _)) => QuicPolicy::Block,
+        Some(("allow", _)) => QuicPolicy::Allow,
+        Some((other, span)) => {
+            push(
+                &mut errors,
+                lines.line_of(span.start),
+                format!(
+                    "quic must be \"inspect\", \"block\" or \"allow\", not {:?}",
+                    shorten(other)
+                ),
+            );
+            QuicPolicy::Inspect
+        }
+    };
+    let quic_only = quic == QuicPolicy::Block;
+    if ports.is_empty() && signatures.is_empty() && rules.is_empty() && !quic_only && !broken {
         push(
             &mut errors,
             name_line,
@@ -531,6 +566,7 @@ fn parse_app(path: &Path, decoded: &Decoded) -> Result<App, Vec<ConfigError>> {
         ports,
         signatures,
         rules,
+        quic,
         source: path.to_path_buf(),
     })
 }
