@@ -16,7 +16,9 @@ pub mod compiled;
 pub mod http;
 pub mod matcher;
 pub mod message_rules;
+pub mod msnp;
 pub mod names;
+pub mod protocols;
 pub mod state;
 pub mod stream;
 pub mod tls;
@@ -45,7 +47,10 @@ pub struct EngineConfig {
     /// Bytes per direction held for segments that arrive ahead of a gap.
     pub reorder_bytes: usize,
     /// Block a connection whose retransmitted bytes differ from the bytes
-    /// already inspected (an evasion attempt; see README).
+    /// already inspected. Off by default: both versions are inspected anyway
+    /// (a decoy cannot hide a signature), and benign stacks do re-send
+    /// unacknowledged data differently; conflicts are counted either way
+    /// ([`Decision::conflict`]).
     pub block_conflicts: bool,
     /// Apply the fast-path port rules (off: judge by payload alone, as
     /// `scan --signatures-only` does to measure signature coverage).
@@ -58,7 +63,7 @@ impl Default for EngineConfig {
             depth_bytes: 8192,
             depth_packets: 0,
             reorder_bytes: 16 * 1024,
-            block_conflicts: true,
+            block_conflicts: false,
             port_rules: true,
         }
     }
@@ -153,6 +158,7 @@ impl Engine {
                 return d;
             }
         }
+        let mut conflict = false;
         let found = match p.proto {
             Proto::Udp => {
                 // Datagrams are judged alone, but count towards the depth so
@@ -165,8 +171,10 @@ impl Engine {
             Proto::Tcp => {
                 let tcp = p.tcp.unwrap_or_default();
                 let apps = flow.apps;
+                msnp::share(&mut flow.dirs);
                 let dir = &mut flow.dirs[side as usize];
-                stream::inspect_segment(
+                let before = dir.conflicts;
+                let found = stream::inspect_segment(
                     &self.compiled,
                     &self.config,
                     dir,
@@ -174,7 +182,9 @@ impl Engine {
                     p.payload,
                     apps,
                     orig_dport,
-                )
+                );
+                conflict = dir.conflicts != before;
+                found
             }
         };
         if let Some(found) = found {
@@ -185,7 +195,9 @@ impl Engine {
             };
             flow.decision = FlowDecision::Blocked(r);
             flow.release_inspection();
-            return Decision::drop(r).marked(FlowMark::Blocked);
+            return Decision::drop(r)
+                .marked(FlowMark::Blocked)
+                .with_conflict(conflict);
         }
         let d = &flow.dirs;
         let packets = d[0].payload_packets + d[1].payload_packets;
@@ -194,9 +206,11 @@ impl Engine {
         if deep {
             flow.decision = FlowDecision::Clean;
             flow.release_inspection();
-            return Decision::accept(Reason::Clean).marked(FlowMark::Clean);
+            return Decision::accept(Reason::Clean)
+                .marked(FlowMark::Clean)
+                .with_conflict(conflict);
         }
-        Decision::accept(Reason::Inspecting)
+        Decision::accept(Reason::Inspecting).with_conflict(conflict)
     }
 
     /// First packet of a connection: host lookup and port rules.
@@ -259,6 +273,7 @@ impl Engine {
             m.find_segment_start(data, apps),
             m.feed_stream_start(&mut start, data, apps),
         );
+        let anchored = Hit::first(anchored, m.find_datagram(data, apps));
         Hit::first(anchored, stream::scan_with_context(m, b"\n", data, apps))
     }
 

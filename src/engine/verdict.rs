@@ -102,6 +102,10 @@ pub struct Decision {
     pub reason: Reason,
     /// Set on the packet that settled the connection's fate (once per flow).
     pub mark: Option<FlowMark>,
+    /// This packet retransmitted bytes that differ from the ones already
+    /// inspected (both versions were inspected; see
+    /// [`crate::engine::EngineConfig::block_conflicts`]). For counters.
+    pub conflict: bool,
 }
 
 impl Decision {
@@ -110,6 +114,7 @@ impl Decision {
             verdict: Verdict::Accept,
             reason,
             mark: None,
+            conflict: false,
         }
     }
 
@@ -118,11 +123,17 @@ impl Decision {
             verdict: Verdict::Drop,
             reason,
             mark: None,
+            conflict: false,
         }
     }
 
     pub(crate) fn marked(mut self, mark: FlowMark) -> Decision {
         self.mark = Some(mark);
+        self
+    }
+
+    pub(crate) fn with_conflict(mut self, conflict: bool) -> Decision {
+        self.conflict = conflict;
         self
     }
 }
