@@ -348,4 +348,6 @@ impl Engine {
 }
 
 #[cfg(test)]
+mod precision_tests;
+#[cfg(test)]
 mod tests;

@@ -97,11 +97,16 @@ impl MsnpDir {
 
 impl MsnpDir {
     /// A throw-away reader for a retransmitted copy that starts a line (or
-    /// not), in a stream whose kind is already known.
-    pub fn retransmission(&self, line_start: bool) -> MsnpDir {
+    /// not; `first`: the stream's first line), in a stream whose kind is
+    /// already known.
+    pub fn retransmission(&self, line_start: bool, first: bool) -> MsnpDir {
         MsnpDir {
-            mode: if line_start { Mode::Line } else { Mode::Rest },
-            first_done: true,
+            mode: if line_start || first {
+                Mode::Line
+            } else {
+                Mode::Rest
+            },
+            first_done: !first,
             kind: self.kind,
             ..MsnpDir::default()
         }
@@ -125,6 +130,8 @@ pub fn feed(m: &Matcher, st: &mut MsnpDir, context: &[u8], data: &[u8], apps: Ap
     }
     let mut hit = None;
     let mut i = 0;
+    // Where in `data` the stream is known to be MSNP (anywhere literals count from there).
+    let mut msnp_from = (st.kind == StreamKind::Msnp).then_some(0);
     while i < data.len() && hit.is_none() && st.kind != StreamKind::Foreign {
         match st.mode {
             Mode::Payload(left) => {
@@ -159,6 +166,9 @@ pub fn feed(m: &Matcher, st: &mut MsnpDir, context: &[u8], data: &[u8], apps: Ap
                 let full = usize::from(st.len) == LINE_MAX;
                 if ended || full {
                     hit = judge_line(m, st, ended, apps).map(|sig| Hit { sig, end: i });
+                    if msnp_from.is_none() && st.kind == StreamKind::Msnp {
+                        msnp_from = Some(i);
+                    }
                     if st.mode == Mode::Line && !ended {
                         st.mode = Mode::Rest;
                     }
@@ -169,8 +179,12 @@ pub fn feed(m: &Matcher, st: &mut MsnpDir, context: &[u8], data: &[u8], apps: Ap
             }
         }
     }
-    if st.kind == StreamKind::Msnp {
-        let anywhere = scoped_with_context(m, context, data, apps);
+    if let Some(from) = msnp_from.filter(|_| st.kind == StreamKind::Msnp) {
+        let context = if from == 0 { context } else { &data[..from] };
+        let anywhere = scoped_with_context(m, context, &data[from..], apps).map(|h| Hit {
+            sig: h.sig,
+            end: h.end + from,
+        });
         hit = Hit::first(hit, anywhere);
     }
     hit

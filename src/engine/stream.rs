@@ -125,7 +125,8 @@ pub fn inspect_segment(
             .find_segment_start(payload, apps)
             .or_else(|| scan_with_context(&c.sigs, before, payload, apps))
             .or_else(|| {
-                let mut lines = dir.msnp.retransmission(before.last() == Some(&b'\n'));
+                let first = u64::from(next.wrapping_sub(data_seq)) == dir.bytes;
+                let mut lines = dir.msnp.retransmission(before.last() == Some(&b'\n'), first);
                 msnp::feed(&c.sigs, &mut lines, before, payload, apps)
             })
         {
