@@ -40,6 +40,8 @@ pub struct FlowReport {
     pub blocked_at: Option<u64>,
     /// The reason given to the last packet.
     pub last: Reason,
+    /// Packets that retransmitted bytes differing from the inspected ones.
+    pub conflicts: u64,
 }
 
 /// Counts of one capture's frames that gave no flow.
@@ -104,6 +106,7 @@ pub fn scan_capture(
                 blocked: None,
                 blocked_at: None,
                 last: Reason::Inspecting,
+                conflicts: 0,
             });
             flows.len() - 1
         });
@@ -111,6 +114,7 @@ pub fn scan_capture(
         r.packets += 1;
         r.bytes += p.payload.len() as u64;
         r.last = d.reason;
+        r.conflicts += u64::from(d.conflict);
         if d.verdict == Verdict::Drop && r.blocked.is_none() {
             r.blocked = Some(d.reason);
             r.blocked_at = Some(r.packets);
@@ -138,6 +142,7 @@ struct JsonFlow<'a> {
     reason: String,
     signature: Option<&'a str>,
     blocked_at_packet: Option<u64>,
+    conflicts: u64,
 }
 
 /// Runs `appwall scan`.
@@ -184,6 +189,7 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode, AppError> {
                     reason: engine.reason_text(&reason),
                     signature: engine.reason_id(&reason),
                     blocked_at_packet: f.blocked_at,
+                    conflicts: f.conflicts,
                 };
                 serde_json::to_writer(&mut out, &j)?;
                 writeln!(out)?;
