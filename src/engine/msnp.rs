@@ -429,8 +429,14 @@ fn version(t: &[u8]) -> bool {
         && t.iter().all(|b| b.is_ascii_digit() || *b == b'.')
 }
 
-/// An e-mail address (MSNP18 prefixes a network id: `1:user@host`).
+/// An e-mail address (MSNP18 prefixes a network id, `1:user@host`, and
+/// switchboards add the endpoint, `user@host;{guid}`).
 fn email(t: &[u8]) -> bool {
+    let t = match t.iter().position(|&b| b == b';') {
+        Some(k) if t[k + 1..].starts_with(b"{") && t.ends_with(b"}") => &t[..k],
+        Some(_) => return false,
+        None => t,
+    };
     let t = match t.iter().position(|&b| b == b':') {
         Some(k) if k > 0 && t[..k].iter().all(u8::is_ascii_digit) => &t[k + 1..],
         _ => t,
@@ -524,6 +530,8 @@ mod tests {
             b"RNG 11752013 207.46.108.38:1863 CKI 849102291.520491113 alice@hotmail.com Alice\r\n",
             b"UUX 14 53\r\n",
             b"SYN 5 0 0\r\n",
+            b"USR 1 alice@live.com;{f52973b6-c926-4bad-9ba8-7c1e840e4ab0} 1234.5678\r\n",
+            b"JOI bob@live.com;{f52973b6-c926-4bad-9ba8-7c1e840e4ab0} Bob 2789003324:48\r\n",
         ];
         for l in good {
             assert!(command(l, true).is_some(), "{}", String::from_utf8_lossy(l));
@@ -571,6 +579,8 @@ mod tests {
     fn emails() {
         assert!(email(b"a@b.co"));
         assert!(email(b"1:bob@live.com"));
+        assert!(email(b"bob@live.com;{f52973b6-c926-4bad-9ba8-7c1e840e4ab0}"));
+        assert!(!email(b"bob@live.com;x"));
         assert!(!email(b"bob"));
         assert!(!email(b"@x.com"));
         assert!(!email(b"a@com"));

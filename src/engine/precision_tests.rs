@@ -543,3 +543,47 @@ fn port_rules_left_are_reported_as_port() {
         );
     }
 }
+
+/// Lines a stream is built from in the property test below.
+const LINES: &[&[u8]] = &[
+    b"VER 1 MSNP8 CVR0\r\n",
+    b"CHG 0031337 approved\r\n",
+    b"CAL 2026 budget\r\n",
+    b"MSG 5 U 20\r\nMIME-Version: 1.0\r\n\r\n",
+    b"CAL 9 bob@hotmail.com\r\n",
+    b"220 mail.example.org ESMTP\r\n",
+    b"GET / HTTP/1.1\r\n",
+    b"hello world, this line is rather long and goes past the ninety-six bytes of line the MSNP reader keeps\r\n",
+    b"\r\n",
+    b"PNG\r\n",
+    b"\x00\xff\x13binary",
+];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+    /// However a stream of MSNP, look-alike, foreign and junk lines is cut
+    /// into segments, the verdict is the one of the whole stream.
+    #[test]
+    fn msnp_verdict_does_not_depend_on_segmentation(
+        picks in proptest::collection::vec(0usize..LINES.len(), 1..8),
+        cuts in proptest::collection::vec(1usize..40, 1..10),
+    ) {
+        let e = all_apps(EngineConfig { port_rules: false, ..EngineConfig::default() });
+        let stream: Vec<u8> = picks.iter().flat_map(|&i| LINES[i].iter().copied()).collect();
+        let whole = script_verdict(&e, 5000, &[(true, &stream)], 1460);
+        let mut b = TcpFlowBuilder::new((ip("192.0.2.10"), 40000), (ip("198.51.100.1"), 5000));
+        b.cuts = cuts.clone();
+        let cut = verdict(&e, &b.packets(&[(true, &stream)]));
+        proptest::prop_assert_eq!(whole, cut, "{:?} cut as {:?}", String::from_utf8_lossy(&stream), cuts);
+    }
+
+    /// The grammar and header checks take any bytes without panicking.
+    #[test]
+    fn structure_checks_take_any_bytes(data in proptest::collection::vec(proptest::num::u8::ANY, 0..200), complete: bool) {
+        let _ = crate::engine::msnp::command(&data, complete);
+        let _ = crate::engine::protocols::first_line(&data);
+        let _ = crate::engine::protocols::oicq_datagram(&data);
+        let _ = crate::engine::protocols::utp_datagram(&data);
+    }
+}
