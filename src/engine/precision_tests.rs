@@ -587,3 +587,35 @@ proptest::proptest! {
         let _ = crate::engine::protocols::utp_datagram(&data);
     }
 }
+
+#[test]
+fn protocol_key_goes_with_fitting_scopes_only() {
+    let lib = |sig: &str| {
+        let text =
+            format!("name = \"t\"\ndescription = \"t\"\n[[signature]]\nid = \"s\"\n{sig}\nwhy = \"x\"\n");
+        RuleLibrary::from_texts(&[(std::path::PathBuf::from("rules/t.toml"), text)])
+            .map_err(|e| e.to_string())
+    };
+    assert!(lib("scope = \"line-start\"\nprotocol = \"msnp\"\ntext = \"VER \"").is_ok());
+    assert!(lib("scope = \"anywhere\"\nprotocol = \"msnp\"\ntext = \"x-msmsgs\"").is_ok());
+    assert!(lib("scope = \"stream-start\"\nprotocol = \"oicq\"\nhex = \"02\"").is_ok());
+    assert!(lib("scope = \"stream-start\"\nprotocol = \"utp\"\nhex = \"??\"").is_ok());
+    let refused = [
+        (
+            "scope = \"http-target\"\nprotocol = \"msnp\"\ntext = \"VER \"",
+            "does not go with",
+        ),
+        (
+            "scope = \"line-start\"\nprotocol = \"oicq\"\ntext = \"VER \"",
+            "does not go with",
+        ),
+        (
+            "scope = \"stream-start\"\nprotocol = \"msn\"\ntext = \"VER \"",
+            "unknown protocol",
+        ),
+    ];
+    for (sig, why) in refused {
+        let e = lib(sig).unwrap_err();
+        assert!(e.contains(why) && e.contains("rules/t.toml:3"), "{e}");
+    }
+}

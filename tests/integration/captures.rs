@@ -134,6 +134,11 @@ fn signatures_alone_catch_every_chat_flow_with_payload_evidence() {
             assert_eq!(verdict, "block", "signatures missed a chat flow: {v}");
             assert!(v["reason"].as_str().unwrap().starts_with("signature"), "{v}");
             assert_eq!(v["app"].as_str(), app, "{v}");
+            if app == Some("msn") {
+                // Native MSNP is found by the grammar-checked command signatures.
+                let sig = v["signature"].as_str().unwrap_or("");
+                assert!(sig.starts_with("msnp-"), "{v}");
+            }
         }
     }
 }
