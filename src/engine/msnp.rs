@@ -275,7 +275,8 @@ pub struct Command {
 
 /// Parses one line (with or without its line end) as an MSNP command.
 /// `complete` is false when only the line's first bytes are given: then the
-/// last, possibly cut, argument is not checked and arity is a minimum.
+/// last, possibly cut, token is dropped and the visible arguments must
+/// include all the verb requires.
 pub fn command(line: &[u8], complete: bool) -> Option<Command> {
     let mut line = line;
     if complete {
@@ -300,8 +301,9 @@ pub fn command(line: &[u8], complete: bool) -> Option<Command> {
     }
     let (&verb, args) = toks[..count].split_first()?;
     let n = args.len();
-    // With a cut line, fewer arguments may be visible than the verb needs.
-    let arity = |lo: usize, hi: usize| if complete { n >= lo && n <= hi } else { n <= hi };
+    // A cut line shows a prefix of its arguments: the ones the verb needs
+    // must all be visible (and are checked), more may follow.
+    let arity = |lo: usize, hi: usize| n >= lo && n <= hi;
     let arg = |i: usize| args.get(i).copied();
     let opt = |i: usize, f: fn(&[u8]) -> bool| arg(i).is_none_or(f);
     let ok = |c: bool| c.then_some(Command { payload: None });
@@ -321,7 +323,7 @@ pub fn command(line: &[u8], complete: bool) -> Option<Command> {
             let ok_form = arg(1) == Some(b"OK") && opt(2, email);
             let auth_form = arg(1).is_some_and(auth) && opt(2, |a| a == b"I" || a == b"S");
             let sb_form = arg(1).is_some_and(email) && opt(2, ticket);
-            ok(arity(3, 8) && opt(0, trid) && (ok_form || auth_form || sb_form || (!complete && n < 2)))
+            ok(arity(3, 8) && opt(0, trid) && (ok_form || auth_form || sb_form))
         }
         b"XFR" => ok(opt(0, trid)
             && opt(1, |a| a == b"NS" || a == b"SB")
@@ -541,6 +543,21 @@ mod tests {
         // A cut line: the visible arguments are checked.
         assert!(command(b"USR 7 TWN S t=very-long-ticket-cut-he", false).is_some());
         assert!(command(b"CHG 7 approved and then some more te", false).is_none());
+        // A long argument cut away is not taken for a valid one.
+        assert!(
+            command(
+                b"CAL 2026 budget-review-with-the-whole-finance-department-n",
+                false
+            )
+            .is_none()
+        );
+        assert!(
+            command(
+                b"ANS 42 a-very-long-word-that-does-not-fit-in-the-line-buffer",
+                false
+            )
+            .is_none()
+        );
     }
 
     #[test]

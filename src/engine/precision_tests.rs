@@ -619,3 +619,30 @@ fn protocol_key_goes_with_fitting_scopes_only() {
         assert!(e.contains(why) && e.contains("rules/t.toml:3"), "{e}");
     }
 }
+
+#[test]
+fn a_connect_tunnel_is_not_a_foreign_protocol() {
+    let e = all_apps(EngineConfig::default());
+    let script: &[(bool, &[u8])] = &[
+        (
+            true,
+            b"CONNECT messenger.hotmail.com:1863 HTTP/1.1\r\nHost: messenger.hotmail.com:1863\r\n\r\n",
+        ),
+        (false, b"HTTP/1.1 200 Connection established\r\n\r\n"),
+        (true, b"VER 1 MSNP8 CVR0\r\n"),
+        (false, b"VER 1 MSNP8 CVR0\r\n"),
+        (
+            true,
+            b"CVR 2 0x0409 winnt 5.1 i386 MSNMSGR 6.0.0602 MSMSGS alice@hotmail.com\r\n",
+        ),
+    ];
+    let got = script_verdict(&e, 3128, script, 1460);
+    assert_eq!(got.as_deref(), Some("msn/msnp-cvr"));
+}
+
+#[test]
+fn the_msnp_reader_costs_its_line_buffer_and_a_few_bytes() {
+    // Two per connection, inline: keep the per-connection memory in view.
+    let size = std::mem::size_of::<crate::engine::msnp::MsnpDir>();
+    assert!(size <= crate::engine::msnp::LINE_MAX + 16, "{size}");
+}
