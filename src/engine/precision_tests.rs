@@ -578,6 +578,22 @@ proptest::proptest! {
         proptest::prop_assert_eq!(whole, cut, "{:?} cut as {:?}", String::from_utf8_lossy(&stream), cuts);
     }
 
+    /// Any bytes, any segmentation, either direction: the engine answers.
+    #[test]
+    fn any_bytes_through_the_line_reader(
+        data in proptest::collection::vec(proptest::prop_oneof![
+            proptest::num::u8::ANY,
+            proptest::sample::select(&b"\r\n MSGVER0123456789@.:"[..]),
+        ], 0..600),
+        cuts in proptest::collection::vec(1usize..80, 1..6),
+        from_client: bool,
+    ) {
+        let e = all_apps(EngineConfig::default());
+        let mut b = TcpFlowBuilder::new((ip("192.0.2.10"), 40000), (ip("198.51.100.1"), 5000));
+        b.cuts = cuts;
+        let _ = verdict(&e, &b.packets(&[(from_client, &data), (!from_client, &data)]));
+    }
+
     /// The grammar and header checks take any bytes without panicking.
     #[test]
     fn structure_checks_take_any_bytes(data in proptest::collection::vec(proptest::num::u8::ANY, 0..200), complete: bool) {

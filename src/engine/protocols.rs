@@ -69,7 +69,7 @@ fn request_line(line: &[u8]) -> Option<TextProtocol> {
     let rest = &line[sp + 1..];
     let sp2 = rest.iter().rposition(|&b| b == b' ')?;
     let version = &rest[sp2 + 1..];
-    let known = [&b"HTTP/1."[..], b"RTSP/1.", b"SIP/2.0"];
+    let known = [&b"HTTP/1."[..], b"HTTP/2.0", b"RTSP/1.", b"SIP/2.0"];
     if !known.iter().any(|k| version.starts_with(k)) {
         return None;
     }
@@ -168,6 +168,7 @@ mod tests {
             (b"200 news.example.org ready\r\n", Some(TextProtocol::Nntp)),
             (b"201 no posting\r\n", Some(TextProtocol::Nntp)),
             (b"GET /msnp.txt HTTP/1.1\r\n", Some(TextProtocol::Http)),
+            (b"PRI * HTTP/2.0\r\n", Some(TextProtocol::Http)),
             (b"HTTP/1.1 200 OK\r\n", Some(TextProtocol::Http)),
             (
                 b"CONNECT messenger.hotmail.com:1863 HTTP/1.0\r\n",
