@@ -224,6 +224,10 @@ pub struct Matcher {
     msnp_any: [Option<StreamSet>; 2],
     /// Apps with MSNP-scoped signatures.
     msnp_apps: AppSet,
+    /// `line-start` IRC signatures: (literal, nocase, signature).
+    irc_lines: Vec<(Vec<u8>, bool, SigRef)>,
+    /// Apps with signatures the line reader checks (MSNP or IRC).
+    line_apps: AppSet,
     /// Datagram signatures confirmed by a header check ([`crate::engine::protocols`]).
     datagram: Vec<(AnchoredPat, Grammar)>,
 }
@@ -242,6 +246,8 @@ impl Matcher {
         let mut msnp_lines = Vec::new();
         let mut msnp_any = [Vec::new(), Vec::new()];
         let mut msnp_apps = 0;
+        let mut irc_lines = Vec::new();
+        let mut line_apps = 0;
         let mut datagram = Vec::new();
         for (ai, app) in policy.library().apps().iter().enumerate() {
             for (si, s) in app.signatures.iter().enumerate() {
@@ -252,8 +258,14 @@ impl Matcher {
                 };
                 let case = usize::from(s.nocase);
                 match s.protocol {
+                    Some(Grammar::Irc) => {
+                        line_apps |= 1u64 << ai;
+                        irc_lines.push((s.bytes.clone(), s.nocase, r));
+                        continue;
+                    }
                     Some(Grammar::Msnp) => {
                         msnp_apps |= 1u64 << ai;
+                        line_apps |= 1u64 << ai;
                         if s.scope == Scope::LineStart {
                             msnp_lines.push((s.bytes.clone(), s.nocase, r));
                         } else {
@@ -335,6 +347,8 @@ impl Matcher {
             msnp_lines,
             msnp_any: [StreamSet::build(&mcs, false)?, StreamSet::build(&mci, true)?],
             msnp_apps,
+            irc_lines,
+            line_apps,
             datagram,
             stream_cs: StreamSet::build(&scs, false)?,
             stream_ci: StreamSet::build(&sci, true)?,
@@ -449,21 +463,22 @@ impl Matcher {
         self.msnp_apps & apps != 0
     }
 
+    /// True when an app in `apps` has signatures the line reader checks.
+    #[inline]
+    pub fn has_lines(&self, apps: AppSet) -> bool {
+        self.line_apps & apps != 0
+    }
+
     /// The MSNP `line-start` signature whose literal begins `line` (a line
     /// the grammar accepted), for an app in `apps`.
     pub fn msnp_line_sig(&self, line: &[u8], apps: AppSet) -> Option<SigRef> {
-        self.msnp_lines
-            .iter()
-            .find(|(lit, nocase, r)| {
-                r.enabled(apps)
-                    && line.len() >= lit.len()
-                    && if *nocase {
-                        line[..lit.len()].eq_ignore_ascii_case(lit)
-                    } else {
-                        line[..lit.len()] == lit[..]
-                    }
-            })
-            .map(|(_, _, r)| *r)
+        line_sig(&self.msnp_lines, line, apps)
+    }
+
+    /// The IRC `line-start` signature whose literal begins `line`, for an
+    /// app in `apps` (the caller checks the grammar).
+    pub fn irc_line_sig(&self, line: &[u8], apps: AppSet) -> Option<SigRef> {
+        line_sig(&self.irc_lines, line, apps)
     }
 
     /// Searches the `anywhere` MSNP literals (the caller knows the stream is MSNP).
@@ -490,7 +505,7 @@ impl Matcher {
             .find(|(_, g)| match g {
                 Grammar::Oicq => super::protocols::oicq_datagram(data),
                 Grammar::Utp => super::protocols::utp_datagram(data),
-                Grammar::Msnp => false,
+                Grammar::Msnp | Grammar::Irc => false,
             })
             .map(|(p, _)| Hit {
                 sig: p.sig,
@@ -542,6 +557,21 @@ impl Matcher {
     pub fn step_header(&self, st: &mut FieldState, b: u8, id: HeaderId, apps: AppSet) -> Option<SigRef> {
         step_pair(&self.header_cs, &self.header_ci, st, b, id, apps)
     }
+}
+
+/// The first signature of `set` (for an app in `apps`) whose literal begins `line`.
+fn line_sig(set: &[(Vec<u8>, bool, SigRef)], line: &[u8], apps: AppSet) -> Option<SigRef> {
+    set.iter()
+        .find(|(lit, nocase, r)| {
+            r.enabled(apps)
+                && line.len() >= lit.len()
+                && if *nocase {
+                    line[..lit.len()].eq_ignore_ascii_case(lit)
+                } else {
+                    line[..lit.len()] == lit[..]
+                }
+        })
+        .map(|(_, _, r)| *r)
 }
 
 fn field_start(cs: &Option<FieldSet>, ci: &Option<FieldSet>) -> FieldState {

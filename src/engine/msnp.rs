@@ -1,5 +1,8 @@
 //! MSNP by its grammar: which lines are MSNP commands, and which streams are MSNP.
 //!
+//! The same line reader also checks IRC command lines (`protocol = "irc"`):
+//! well-formed, and not in a stream that opened as another text protocol.
+//!
 //! A three-letter word at a line start proves nothing: mail, news and web
 //! pages are full of `CAL 2026 budget` and `CHG 0031337 approved`. So the
 //! MSN command signatures (`protocol = "msnp"`) count only when
@@ -125,7 +128,7 @@ pub fn share(dirs: &mut [crate::engine::state::DirState; 2]) {
 /// signature (`end` is relative to `data`). `context` is the carried-over
 /// tail before `data` (for `anywhere` literals split across segments).
 pub fn feed(m: &Matcher, st: &mut MsnpDir, context: &[u8], data: &[u8], apps: AppSet) -> Option<Hit> {
-    if !m.has_msnp(apps) || st.kind == StreamKind::Foreign {
+    if !m.has_lines(apps) || st.kind == StreamKind::Foreign {
         return None;
     }
     let mut hit = None;
@@ -241,7 +244,7 @@ fn judge_line(
                     }
                     return m.msnp_line_sig(line, apps);
                 }
-                return None;
+                return irc(m, line, complete, apps);
             }
         }
     }
@@ -261,9 +264,15 @@ fn judge_line(
         }
         None => {
             st.run = 0;
-            None
+            irc(m, line, complete, apps)
         }
     }
+}
+
+/// An IRC signature's hit, if the line has its command's shape.
+fn irc(m: &Matcher, line: &[u8], complete: bool, apps: AppSet) -> Option<crate::engine::matcher::SigRef> {
+    m.irc_line_sig(line, apps)
+        .filter(|_| crate::engine::protocols::irc_line(line, complete))
 }
 
 /// A line that parsed as an MSNP command.

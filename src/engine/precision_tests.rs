@@ -56,6 +56,12 @@ USR 3 logs in as admin\r\n\
 VER 2 of the draft is attached.\r\n\
 ANS 42 is the answer\r\n\
 JOI us for lunch\r\n\
+NICK Jones will present\r\n\
+\r\n\
+Our IRC log from the outage:\r\n\
+NICK bob\r\n\
+JOIN #ops\r\n\
+PRIVMSG #ops :deploying the fix now\r\n\
 \r\n\
 For the record, the MSN Messenger (msnmsgr.exe) login looks like this:\r\n\
 VER 1 MSNP8 CVR0\r\n\
@@ -251,6 +257,16 @@ fn talk_about_msn_in_other_protocols_passes() {
             );
         }
     }
+}
+
+#[test]
+fn quoted_irc_blocks_only_as_its_own_stream() {
+    let e = all_apps(EngineConfig::default());
+    let start = MSN_TALK.windows(8).position(|w| w == b"NICK bob").unwrap();
+    assert_eq!(
+        script_verdict(&e, 5000, &[(true, &MSN_TALK[start..])], 1460).as_deref(),
+        Some("irc/nick")
+    );
 }
 
 #[test]

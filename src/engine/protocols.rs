@@ -2,8 +2,9 @@
 //!
 //! Two jobs, both pure functions of the bytes given:
 //! - the first line of a TCP direction tells which line-based protocol a
-//!   stream speaks (mail, news, FTP, HTTP): MSNP-looking lines inside such a
-//!   stream are text of that protocol, not MSNP ([`first_line`]);
+//!   stream speaks (mail, news, FTP, HTTP): MSNP- or IRC-looking lines inside
+//!   such a stream are text of that protocol ([`first_line`]), and an IRC
+//!   command line must have its command's shape ([`irc_line`]);
 //! - datagram headers whose literal prefix is too short to be a signature on
 //!   its own (QQ/OICQ, uTP) are confirmed by checking every header field
 //!   ([`oicq_datagram`], [`utp_datagram`]).
@@ -85,6 +86,70 @@ fn trim_eol(mut line: &[u8]) -> &[u8] {
         line = rest;
     }
     line
+}
+
+/// An IRC client command line of the kinds the library's signatures name
+/// (RFC 2812): `NICK <nickname> [<hopcount>]`, `PRIVMSG <targets> :<text>`,
+/// `JOIN <#channels> [<keys>]`, and the server's `NOTICE AUTH :` greeting.
+/// `complete` is false when only the line's first bytes are given (a long
+/// message): the parts named above must still be visible.
+pub fn irc_line(line: &[u8], complete: bool) -> bool {
+    let line = trim_eol(line);
+    if let Some(rest) = line.strip_prefix(b"NICK ") {
+        let rest = rest.strip_prefix(b":").unwrap_or(rest);
+        let (nick, more) = split_word(rest);
+        let hop_ok = more.is_none_or(|h| !h.is_empty() && h.len() <= 3 && h.iter().all(u8::is_ascii_digit));
+        complete && nickname(nick) && hop_ok
+    } else if let Some(rest) = line.strip_prefix(b"PRIVMSG ") {
+        let (targets, more) = split_word(rest);
+        !targets.is_empty()
+            && targets.first() != Some(&b':')
+            && targets
+                .split(|&b| b == b',')
+                .all(|t| channel(t) || mask_or_nick(t))
+            && more.is_some_and(|m| m.starts_with(b":"))
+    } else if let Some(rest) = line.strip_prefix(b"JOIN ") {
+        let (chans, keys) = split_word(rest);
+        let keys_ok = keys.is_none_or(|k| !k.is_empty() && !k.contains(&b' '));
+        complete && chans.split(|&b| b == b',').all(channel) && keys_ok
+    } else {
+        line.starts_with(b"NOTICE AUTH :")
+    }
+}
+
+/// The first word and what follows its space, if anything.
+fn split_word(s: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match s.iter().position(|&b| b == b' ') {
+        Some(k) => (&s[..k], Some(&s[k + 1..])),
+        None => (s, None),
+    }
+}
+
+/// RFC 2812 2.3.1: a letter or special, then letters, digits, specials, '-'
+/// (networks allow longer names than RFC's nine characters).
+fn nickname(n: &[u8]) -> bool {
+    let special = |b: &u8| b"[]\\`_^{|}".contains(b);
+    n.first().is_some_and(|b| b.is_ascii_alphabetic() || special(b))
+        && n.len() <= 50
+        && n.iter()
+            .all(|b| b.is_ascii_alphanumeric() || special(b) || *b == b'-')
+}
+
+/// A channel name: a prefix `#&+!`, then no space, comma, BEL or control byte.
+fn channel(c: &[u8]) -> bool {
+    c.len() >= 2
+        && b"#&+!".contains(&c[0])
+        && c.len() <= 200
+        && c[1..].iter().all(|&b| b > b' ' && b != b',' && b != 0x7f)
+}
+
+/// A nickname or a `nick!user@host` / server mask as a message target.
+fn mask_or_nick(t: &[u8]) -> bool {
+    let nick_end = t
+        .iter()
+        .position(|&b| b == b'!' || b == b'@' || b == b'%')
+        .unwrap_or(t.len());
+    (nickname(&t[..nick_end]) || t.first() == Some(&b'$')) && t.iter().all(|&b| b > b' ' && b != 0x7f)
 }
 
 /// QQ/OICQ over UDP: `0x02`, 2-byte client version (non-zero), 2-byte
@@ -183,6 +248,40 @@ mod tests {
         ];
         for (line, want) in table {
             assert_eq!(first_line(line), *want, "{}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn irc_lines() {
+        let good: &[&[u8]] = &[
+            b"NICK brotest\r\n",
+            b"NICK :molo[ch]test\r\n",
+            b"NICK bob 1\r\n",
+            b"PRIVMSG #brotest :hello there\r\n",
+            b"PRIVMSG alice,#ops :hi\r\n",
+            b"PRIVMSG alice!a@example.org :hi\r\n",
+            b"JOIN #brotest\r\n",
+            b"JOIN #a,#b key1,key2\r\n",
+            b"NOTICE AUTH :*** Looking up your hostname\r\n",
+        ];
+        for l in good {
+            assert!(irc_line(l, true), "{}", String::from_utf8_lossy(l));
+        }
+        assert!(irc_line(
+            b"PRIVMSG #c :a long message cut by the line buff",
+            false
+        ));
+        let bad: &[&[u8]] = &[
+            b"NICK Jones will present the results\r\n",
+            b"NICK 42\r\n",
+            b"PRIVMSG is a command of IRC\r\n",
+            b"PRIVMSG #chan\r\n",
+            b"JOIN #marketing for the launch party\r\n",
+            b"JOIN #\r\n",
+            b"NOTICE everyone\r\n",
+        ];
+        for l in bad {
+            assert!(!irc_line(l, true), "{}", String::from_utf8_lossy(l));
         }
     }
 

@@ -83,6 +83,9 @@ pub enum Grammar {
     /// MSNP: a `line-start` hit must be a whole MSNP command line in a stream
     /// that is MSNP; an `anywhere` hit counts only in a stream known as MSNP.
     Msnp,
+    /// IRC: a `line-start` hit must be a well-formed IRC command line in a
+    /// stream that did not open as another text protocol.
+    Irc,
     /// QQ/OICQ datagram framing (`stream-start`, UDP only).
     Oicq,
     /// uTP (BEP 29) header (`stream-start`, UDP only).
@@ -93,12 +96,14 @@ impl Grammar {
     fn parse(name: &str, scope: &Scope) -> Result<Grammar, String> {
         let g = match name {
             "msnp" => Grammar::Msnp,
+            "irc" => Grammar::Irc,
             "oicq" => Grammar::Oicq,
             "utp" => Grammar::Utp,
-            other => return Err(format!("unknown protocol {other:?} (msnp, oicq, utp)")),
+            other => return Err(format!("unknown protocol {other:?} (msnp, irc, oicq, utp)")),
         };
         let ok = match g {
             Grammar::Msnp => matches!(scope, Scope::LineStart | Scope::Anywhere),
+            Grammar::Irc => *scope == Scope::LineStart,
             Grammar::Oicq | Grammar::Utp => *scope == Scope::StreamStart,
         };
         if !ok {
