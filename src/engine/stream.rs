@@ -5,9 +5,11 @@
 //!   a literal split across segments is found through the carried-over tail
 //!   (`longest literal - 1` bytes), HTTP scopes through the parser's state;
 //! - a retransmission is not inspected twice as stream, but its bytes are
-//!   compared with the carried-over tail (a difference is an evasion attempt)
-//!   and the whole segment is also scanned on its own, so a copy that differs
-//!   cannot smuggle a signature past the stream;
+//!   compared with the carried-over tail (a difference is counted, and blocks
+//!   only with `block_conflicts`) and the whole segment is also scanned after
+//!   the stream bytes before it, so a copy that differs cannot smuggle a
+//!   signature past the stream; a few zero bytes wait for the next segment,
+//!   which may replace them;
 //! - a segment ahead of a gap is scanned on its own at once and held (bounded,
 //!   [`crate::engine::EngineConfig::reorder_bytes`]) until the gap fills, then
 //!   inspected in order, so neither the gap nor the reordering hides a
