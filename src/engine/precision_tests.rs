@@ -422,6 +422,12 @@ fn zero_bytes_overwritten_by_data_are_no_conflict() {
         let msnp = [seg(1, &zeros), seg(1, b"VER 1 MSNP8 CVR0\r\n")];
         assert_eq!(conflicts(&e, &msnp).0.as_deref(), Some("msnp-ver"), "{n} zeros");
     }
+    // A placeholder that arrives late, over data already inspected.
+    let late = [
+        seg(1, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        seg(1, &[0, 0, 0, 0]),
+    ];
+    assert_eq!(conflicts(&strict, &late), (None, 0));
     // Zeros that the stream goes on after were real data: inspected in order.
     let e2 = all_apps(EngineConfig::default());
     let real = [seg(1, &[0, 0, 0, 0]), seg(5, b"<stream:stream to='x'>")];

@@ -102,7 +102,7 @@ pub fn inspect_segment(
     if diff > 0 {
         return ahead(c, cfg, dir, data_seq, payload, apps, port);
     }
-    if diff == 0 && payload.len() <= MAX_ZEROS && payload.iter().all(|&b| b == 0) {
+    if diff == 0 && zeros_only(payload) {
         dir.zeros = u8::try_from(payload.len()).ok().map(|n| (data_seq, n));
         return None;
     }
@@ -111,7 +111,8 @@ pub fn inspect_segment(
         let overlap = (diff.unsigned_abs() as usize).min(payload.len());
         // A TCP keep-alive probe repeats the last byte's sequence number with
         // one garbage byte (Windows, BSD): not a conflicting copy.
-        let keepalive = payload.len() == 1 && diff == -1;
+        // Nor is a late zero placeholder (see `zeros`) over data already seen.
+        let keepalive = (payload.len() == 1 && diff == -1) || zeros_only(payload);
         if !keepalive && conflicts(dir, next, data_seq, &payload[..overlap]) {
             dir.conflicts = dir.conflicts.saturating_add(1);
             if cfg.block_conflicts {
@@ -335,6 +336,11 @@ fn drain(c: &Compiled, dir: &mut DirState, apps: AppSet, port: u16) -> Option<Fo
 
 /// Longest run of zero bytes held back as a possible placeholder.
 const MAX_ZEROS: usize = 8;
+
+/// A short segment of zero bytes (a placeholder some stacks send on ACKs).
+fn zeros_only(payload: &[u8]) -> bool {
+    payload.len() <= MAX_ZEROS && payload.iter().all(|&b| b == 0)
+}
 
 /// The carried-over stream bytes just before sequence number `seq` (at most
 /// the tail; the virtual line start counts at the stream's start).
