@@ -29,8 +29,9 @@ pub enum Reason {
     Signature(SigRef),
     /// A message rule held for an HTTP head or TLS hello.
     Rule(RuleRef),
-    /// Retransmitted bytes differed from the bytes already inspected: the
-    /// sender tries to show the filter one stream and the receiver another.
+    /// Retransmitted bytes differed from the bytes already inspected, and
+    /// [`crate::engine::EngineConfig::block_conflicts`] is on (by default a
+    /// conflict is only counted: [`Decision::conflict`]).
     Evasion,
     /// Still inspecting, nothing found so far.
     #[default]
