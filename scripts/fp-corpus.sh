@@ -11,11 +11,11 @@
 # false positive unless nDPI is wrong; read the listed files to decide).
 # Captures stay in WORKDIR, never in this repository.
 #
-# More corpora (scan them the same way; they have no per-flow labels, so
-# every block in them must be reviewed by hand):
-#   git clone --depth 1 https://github.com/OISF/suricata-verify   (tests/*/*.pcap)
-#   Wireshark sample captures: https://wiki.wireshark.org/SampleCaptures
-#   (e.g. msnms.pcap, smtp.pcap, imap.cap, pop3 and nntp samples)
+# With SURICATA_VERIFY=1 it also scans every capture of OISF's
+# suricata-verify (no per-flow labels: each block it lists is to be reviewed
+# by hand). Wireshark's sample captures (https://wiki.wireshark.org/SampleCaptures:
+# msnms.pcap, smtp.pcap, imap.cap, pop3 and nntp samples) can be scanned
+# the same way.
 set -euo pipefail
 work=${1:-/tmp/appwall-fp}
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -82,3 +82,16 @@ for run in sys.argv[2:]:
     for (app, kind, sig, label, f), n in sorted(other.items()):
         print(f'  blocked as {app} ({kind} {sig or ""}), nDPI says {label}: {n} in {f}')
 PY
+
+if [ "${SURICATA_VERIFY:-0}" = 1 ]; then
+    [ -d suricata-verify ] || git clone --depth 1 https://github.com/OISF/suricata-verify
+    find suricata-verify/tests -name '*.pcap' -o -name '*.pcapng' | sort > sv.list
+    xargs -a sv.list "$bin" scan --json --hosts all.hosts > sv.json 2> sv.err || true
+    echo "== suricata-verify: $(wc -l < sv.list) captures, $(wc -l < sv.json) flows," \
+        "$(grep -c '"conflicts":[1-9]' sv.json || true) with retransmission conflicts; blocked:"
+    grep '"verdict":"block"' sv.json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    v = json.loads(line)
+    print("  ", v["app"], v["reason"], v["file"], v["proto"], v["dport"])'
+fi
