@@ -295,7 +295,7 @@ pub fn command(line: &[u8], complete: bool) -> Option<Command> {
     if line.iter().any(|&b| b < 0x20 || b == 0x7f) {
         return None;
     }
-    let mut toks: [&[u8]; 12] = [&[]; 12];
+    let mut toks: [&[u8]; 16] = [&[]; 16];
     let mut count = 0;
     for t in line.split(|&b| b == b' ') {
         // MSNP separates arguments with exactly one space.
@@ -324,7 +324,7 @@ pub fn command(line: &[u8], complete: bool) -> Option<Command> {
                 .skip(1)
                 .all(|a| versioned(a, b"MSNP") || versioned(a, b"CVR"))
             && (!complete || args.iter().skip(1).any(|a| versioned(a, b"MSNP")))),
-        b"CVR" => ok(arity(4, 10)
+        b"CVR" => ok(arity(4, 14)
             && opt(0, trid)
             && (opt(1, hex_locale) || (opt(1, version) && opt(2, version) && opt(3, version)))),
         b"USR" => {
@@ -364,7 +364,7 @@ pub fn command(line: &[u8], complete: bool) -> Option<Command> {
         b"ILN" => ok(arity(4, 8) && opt(0, trid) && opt(1, status) && opt(2, email)),
         b"NLN" => ok(arity(3, 8) && opt(0, status) && opt(1, email)),
         b"FLN" => ok(arity(1, 3) && opt(0, email)),
-        b"RNG" => ok(arity(6, 8) && opt(0, digits) && opt(1, host_port) && opt(2, |a| a == b"CKI")),
+        b"RNG" => ok(arity(6, 11) && opt(0, digits) && opt(1, host_port) && opt(2, |a| a == b"CKI")),
         b"PNG" => ok(complete && n == 0),
         b"QNG" => ok(arity(0, 1) && opt(0, digits)),
         b"OUT" => ok(arity(0, 1) && opt(0, |a| a.len() == 3 && a.iter().all(u8::is_ascii_uppercase))),
@@ -542,6 +542,15 @@ mod tests {
             b"UUX 14 53\r\n",
             b"SYN 5 0 0\r\n",
             b"USR 1 alice@live.com;{f52973b6-c926-4bad-9ba8-7c1e840e4ab0} 1234.5678\r\n",
+            b"CVR 2 0x0409 winnt 6.1.0 i386 MSNMSGR 14.0.8117.0416 msmsgs alice@hotmail.com VmVyc2lvbjogMQ0K\r\n",
+            b"RNG 11752013 207.46.108.38:1863 CKI 849102291.520491113 alice@hotmail.com Alice U messenger.msn.com 1\r\n",
+            b"XFR 10 SB 207.46.108.37:1863 CKI 17262740.1050826919.32308 1 messenger.msn.com 0\r\n",
+            b"USR 3 SSO S MBI_KEY_OLD 8CLhG/xfgYZ7TyPJ4zIZ1k==\r\n",
+            b"USR 5 OK alice@live.com 1 0\r\n",
+            b"CHL 0 15570131571988941333\r\n",
+            b"QRY 18 PROD0119GSJUC$18 32\r\n",
+            b"ILN 9 NLN 1:bob@live.com Bob 2789003324:48 %3Cmsnobj%2F%3E\r\n",
+            b"IRO 1 1 2 bob@live.com;{f52973b6-c926-4bad-9ba8-7c1e840e4ab0} Bob 2789003324:48\r\n",
             b"JOI bob@live.com;{f52973b6-c926-4bad-9ba8-7c1e840e4ab0} Bob 2789003324:48\r\n",
         ];
         for l in good {
