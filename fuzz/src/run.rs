@@ -142,7 +142,8 @@ pub fn stream_engine(data: &[u8]) {
                 Decision {
                     verdict: Verdict::Drop,
                     reason: r,
-                    mark: None
+                    mark: None,
+                    conflict: false,
                 },
                 "a blocked flow stays blocked"
             );

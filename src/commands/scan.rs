@@ -41,6 +41,8 @@ pub struct FlowReport {
     pub blocked_at: Option<u64>,
     /// The reason given to the last packet.
     pub last: Reason,
+    /// Packets that retransmitted bytes differing from the inspected ones.
+    pub conflicts: u64,
 }
 
 /// Counts of one capture's frames, so that none is dropped silently.
@@ -115,6 +117,7 @@ pub fn scan_capture(
                 blocked: None,
                 blocked_at: None,
                 last: Reason::Inspecting,
+                conflicts: 0,
             });
             flows.len() - 1
         });
@@ -122,6 +125,7 @@ pub fn scan_capture(
         r.packets += 1;
         r.bytes += p.payload.len() as u64;
         r.last = d.reason;
+        r.conflicts += u64::from(d.conflict);
         if d.verdict == Verdict::Drop && r.blocked.is_none() {
             r.blocked = Some(d.reason);
             r.blocked_at = Some(r.packets);
@@ -173,6 +177,7 @@ struct JsonFlow<'a> {
     reason: String,
     signature: Option<&'a str>,
     blocked_at_packet: Option<u64>,
+    conflicts: u64,
 }
 
 /// Runs `appwall scan`.
@@ -220,6 +225,7 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode, AppError> {
                     reason: engine.reason_text(&reason),
                     signature: engine.reason_id(&reason),
                     blocked_at_packet: f.blocked_at,
+                    conflicts: f.conflicts,
                 };
                 serde_json::to_writer(&mut out, &j)?;
                 writeln!(out)?;

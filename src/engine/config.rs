@@ -15,7 +15,10 @@ pub struct EngineConfig {
     /// Bytes per direction held for segments that arrive ahead of a gap.
     pub reorder_bytes: usize,
     /// Block a connection whose retransmitted bytes differ from the bytes
-    /// already inspected (an evasion attempt; see README).
+    /// already inspected. Off by default: both versions are inspected anyway
+    /// (a decoy cannot hide a signature), and benign stacks do re-send
+    /// unacknowledged data differently; conflicts are counted either way
+    /// ([`crate::engine::Decision::conflict`]).
     pub block_conflicts: bool,
     /// Apply the fast-path port rules (off: judge by payload alone, as
     /// `scan --signatures-only` does to measure signature coverage).
@@ -28,7 +31,7 @@ impl Default for EngineConfig {
             depth_bytes: 8192,
             depth_packets: 0,
             reorder_bytes: 16 * 1024,
-            block_conflicts: true,
+            block_conflicts: false,
             port_rules: true,
         }
     }

@@ -16,6 +16,7 @@ use aho_corasick::automaton::Automaton;
 use aho_corasick::dfa::DFA;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, Input, MatchKind, StartKind};
 
+use crate::policy::library::Grammar;
 use crate::policy::library::MAX_STREAM_SIG_LEN;
 use crate::policy::{AppSet, Policy, Scope};
 
@@ -59,6 +60,10 @@ impl SigRef {
         apps & (1u64 << self.app) != 0
     }
 }
+
+/// Most bytes a direction carries over between segments (the longest
+/// stream literal minus one is at most this).
+pub const MAX_CARRY: usize = 64;
 
 /// Errors while compiling signatures (the library was validated when it
 /// loaded, so these mean a size limit of the automata was reached).
@@ -215,6 +220,20 @@ pub struct Matcher {
     presence: Vec<(HeaderId, SigRef)>,
     /// Apps with at least one signature or rule (others are port-only).
     inspected_apps: AppSet,
+    /// `line-start` MSNP signatures: (literal, nocase, signature), confirmed
+    /// by [`crate::engine::msnp`]'s grammar.
+    msnp_lines: Vec<(Vec<u8>, bool, SigRef)>,
+    /// `anywhere` MSNP signatures (case-sensitive, case-insensitive), counted
+    /// only in streams known as MSNP.
+    msnp_any: [Option<StreamSet>; 2],
+    /// Apps with MSNP-scoped signatures.
+    msnp_apps: AppSet,
+    /// `line-start` IRC signatures: (literal, nocase, signature).
+    irc_lines: Vec<(Vec<u8>, bool, SigRef)>,
+    /// Apps with signatures the line reader checks (MSNP or IRC).
+    line_apps: AppSet,
+    /// Datagram signatures confirmed by a header check ([`crate::engine::protocols`]).
+    datagram: Vec<(AnchoredPat, Grammar)>,
 }
 
 impl Matcher {
@@ -228,6 +247,12 @@ impl Matcher {
         let mut headers: Vec<String> = Vec::new();
         let mut presence = Vec::new();
         let mut inspected_apps = 0;
+        let mut msnp_lines = Vec::new();
+        let mut msnp_any = [Vec::new(), Vec::new()];
+        let mut msnp_apps = 0;
+        let mut irc_lines = Vec::new();
+        let mut line_apps = 0;
+        let mut datagram = Vec::new();
         for (ai, app) in policy.library().apps().iter().enumerate() {
             for (si, s) in app.signatures.iter().enumerate() {
                 inspected_apps |= 1u64 << ai;
@@ -236,6 +261,34 @@ impl Matcher {
                     sig: si as u16,
                 };
                 let case = usize::from(s.nocase);
+                match s.protocol {
+                    Some(Grammar::Irc) => {
+                        line_apps |= 1u64 << ai;
+                        irc_lines.push((s.bytes.clone(), s.nocase, r));
+                        continue;
+                    }
+                    Some(Grammar::Msnp) => {
+                        msnp_apps |= 1u64 << ai;
+                        line_apps |= 1u64 << ai;
+                        if s.scope == Scope::LineStart {
+                            msnp_lines.push((s.bytes.clone(), s.nocase, r));
+                        } else {
+                            msnp_any[case].push((s.bytes.clone(), r));
+                        }
+                        continue;
+                    }
+                    Some(g @ (Grammar::Oicq | Grammar::Utp)) => {
+                        let pat = AnchoredPat {
+                            mask: s.mask.clone().unwrap_or_else(|| vec![true; s.bytes.len()]),
+                            bytes: s.bytes.clone(),
+                            nocase: s.nocase,
+                            sig: r,
+                        };
+                        datagram.push((pat, g));
+                        continue;
+                    }
+                    None => {}
+                }
                 match &s.scope {
                     Scope::Anywhere => stream[case].push((s.bytes.clone(), r)),
                     Scope::LineStart => {
@@ -283,6 +336,7 @@ impl Matcher {
         }
         let carry = stream
             .iter()
+            .chain(msnp_any.iter())
             .flatten()
             .map(|(b, _)| b.len())
             .max()
@@ -292,7 +346,14 @@ impl Matcher {
         let [scs, sci] = stream;
         let [tcs, tci] = target;
         let [hcs, hci] = header;
+        let [mcs, mci] = msnp_any;
         Ok(Matcher {
+            msnp_lines,
+            msnp_any: [StreamSet::build(&mcs, false)?, StreamSet::build(&mci, true)?],
+            msnp_apps,
+            irc_lines,
+            line_apps,
+            datagram,
             stream_cs: StreamSet::build(&scs, false)?,
             stream_ci: StreamSet::build(&sci, true)?,
             carry,
@@ -400,6 +461,62 @@ impl Matcher {
         hit
     }
 
+    /// True when an app in `apps` has MSNP-scoped signatures.
+    #[inline]
+    pub fn has_msnp(&self, apps: AppSet) -> bool {
+        self.msnp_apps & apps != 0
+    }
+
+    /// True when an app in `apps` has signatures the line reader checks.
+    #[inline]
+    pub fn has_lines(&self, apps: AppSet) -> bool {
+        self.line_apps & apps != 0
+    }
+
+    /// The MSNP `line-start` signature whose literal begins `line` (a line
+    /// the grammar accepted), for an app in `apps`.
+    pub fn msnp_line_sig(&self, line: &[u8], apps: AppSet) -> Option<SigRef> {
+        line_sig(&self.msnp_lines, line, apps)
+    }
+
+    /// The IRC `line-start` signature whose literal begins `line`, for an
+    /// app in `apps` (the caller checks the grammar).
+    pub fn irc_line_sig(&self, line: &[u8], apps: AppSet) -> Option<SigRef> {
+        line_sig(&self.irc_lines, line, apps)
+    }
+
+    /// Searches the `anywhere` MSNP literals (the caller knows the stream is MSNP).
+    #[inline]
+    pub fn find_msnp_anywhere(&self, hay: &[u8], apps: AppSet) -> Option<Hit> {
+        let [cs, ci] = &self.msnp_any;
+        Hit::first(
+            cs.as_ref().and_then(|s| s.find(hay, apps)),
+            ci.as_ref().and_then(|s| s.find(hay, apps)),
+        )
+    }
+
+    /// Datagram signatures whose prefix matches and whose header check passes.
+    pub fn find_datagram(&self, data: &[u8], apps: AppSet) -> Option<Hit> {
+        self.datagram
+            .iter()
+            .filter(|(p, _)| p.sig.enabled(apps) && data.len() >= p.bytes.len())
+            .filter(|(p, _)| {
+                data.iter()
+                    .enumerate()
+                    .take(p.bytes.len())
+                    .all(|(i, &b)| p.byte_ok(i, b))
+            })
+            .find(|(_, g)| match g {
+                Grammar::Oicq => super::protocols::oicq_datagram(data),
+                Grammar::Utp => super::protocols::utp_datagram(data),
+                Grammar::Msnp | Grammar::Irc => false,
+            })
+            .map(|(p, _)| Hit {
+                sig: p.sig,
+                end: data.len(),
+            })
+    }
+
     /// Lower-case names of the headers signatures look at (id = index + 1).
     pub fn header_names(&self) -> &[String] {
         &self.headers
@@ -444,6 +561,21 @@ impl Matcher {
     pub fn step_header(&self, st: &mut FieldState, b: u8, id: HeaderId, apps: AppSet) -> Option<SigRef> {
         step_pair(&self.header_cs, &self.header_ci, st, b, id, apps)
     }
+}
+
+/// The first signature of `set` (for an app in `apps`) whose literal begins `line`.
+fn line_sig(set: &[(Vec<u8>, bool, SigRef)], line: &[u8], apps: AppSet) -> Option<SigRef> {
+    set.iter()
+        .find(|(lit, nocase, r)| {
+            r.enabled(apps)
+                && line.len() >= lit.len()
+                && if *nocase {
+                    line[..lit.len()].eq_ignore_ascii_case(lit)
+                } else {
+                    line[..lit.len()] == lit[..]
+                }
+        })
+        .map(|(_, _, r)| *r)
 }
 
 fn field_start(cs: &Option<FieldSet>, ci: &Option<FieldSet>) -> FieldState {

@@ -18,7 +18,9 @@ pub mod hello;
 pub mod http;
 pub mod matcher;
 pub mod message_rules;
+pub mod msnp;
 pub mod names;
+pub mod protocols;
 pub mod quic;
 pub mod state;
 pub mod stream;
@@ -144,6 +146,7 @@ impl Engine {
                 return d;
             }
         }
+        let mut conflict = false;
         let found = match p.proto {
             Proto::Udp => {
                 // Datagrams are judged alone, but count towards the depth so
@@ -164,8 +167,11 @@ impl Engine {
             Proto::Tcp => {
                 let tcp = p.tcp.unwrap_or_default();
                 let apps = flow.apps;
+                let [a, b] = &mut flow.dirs;
+                msnp::share(&mut a.msnp, &mut b.msnp);
                 let dir = &mut flow.dirs[side as usize];
-                stream::inspect_segment(
+                let before = dir.conflicts;
+                let found = stream::inspect_segment(
                     &self.compiled,
                     &self.config,
                     dir,
@@ -173,8 +179,9 @@ impl Engine {
                     p.payload,
                     apps,
                     orig_dport,
-                )
-                .map(|found| match found {
+                );
+                conflict = dir.conflicts != before;
+                found.map(|found| match found {
                     Found::Sig(hit) => Reason::Signature(hit.sig),
                     Found::Rule(r) => Reason::Rule(r),
                     Found::Conflict => Reason::Evasion,
@@ -184,7 +191,9 @@ impl Engine {
         if let Some(r) = found {
             flow.decision = FlowDecision::Blocked(r);
             flow.release_inspection();
-            return Decision::drop(r).marked(FlowMark::Blocked);
+            return Decision::drop(r)
+                .marked(FlowMark::Blocked)
+                .with_conflict(conflict);
         }
         let d = &flow.dirs;
         let packets = d[0].payload_packets + d[1].payload_packets;
@@ -193,9 +202,11 @@ impl Engine {
         if deep {
             flow.decision = FlowDecision::Clean;
             flow.release_inspection();
-            return Decision::accept(Reason::Clean).marked(FlowMark::Clean);
+            return Decision::accept(Reason::Clean)
+                .marked(FlowMark::Clean)
+                .with_conflict(conflict);
         }
-        Decision::accept(Reason::Inspecting)
+        Decision::accept(Reason::Inspecting).with_conflict(conflict)
     }
 
     /// First packet of a connection: host lookup and port rules.
@@ -318,6 +329,7 @@ impl Engine {
             m.find_segment_start(data, apps),
             m.feed_stream_start(&mut start, data, apps),
         );
+        let anchored = Hit::first(anchored, m.find_datagram(data, apps));
         Hit::first(anchored, stream::scan_with_context(m, b"\n", data, apps))
     }
 
@@ -398,5 +410,7 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_precision;
 #[cfg(test)]
 mod tests_quic;

@@ -10,13 +10,13 @@
 
 use crate::engine::http::HttpState;
 use crate::engine::matcher::StartState;
+use crate::engine::msnp::MsnpDir;
 use crate::engine::quic::QuicHello;
 use crate::engine::verdict::Reason;
 use crate::flow::Flow;
 use crate::policy::AppSet;
 
-/// Most bytes a direction carries over between segments.
-pub const MAX_CARRY: usize = 64;
+pub use crate::engine::matcher::MAX_CARRY;
 
 /// A connection as the engine sees it: identity from the table, state here.
 pub type Connection = Flow<ConnState>;
@@ -61,6 +61,14 @@ pub struct DirState {
     pub hello: Option<Box<Vec<u8>>>,
     /// The stream start was looked at for a ClientHello.
     pub hello_done: bool,
+    /// MSNP line reader and what the stream is known to be.
+    pub msnp: MsnpDir,
+    /// Retransmissions whose bytes differed from the inspected ones.
+    pub conflicts: u32,
+    /// A short all-zero segment not yet inspected: (sequence, length). Some
+    /// stacks send a few zero bytes and then real data at the same sequence
+    /// number; the zeros count only once the stream goes on past them.
+    pub zeros: Option<(u32, u8)>,
 }
 
 /// Segments that arrived ahead of a gap, waiting for it to fill.
@@ -89,6 +97,9 @@ impl Default for DirState {
             resyncs: 0,
             hello: None,
             hello_done: false,
+            msnp: MsnpDir::default(),
+            conflicts: 0,
+            zeros: None,
         }
     }
 }
@@ -98,7 +109,10 @@ impl DirState {
     pub fn reset_matching(&mut self) {
         let seq = self.next_seq;
         let (bytes, pkts) = (self.bytes, self.payload_packets);
+        let (msnp, conflicts) = (self.msnp.mid_stream(), self.conflicts);
         *self = DirState::default();
+        self.msnp = msnp;
+        self.conflicts = conflicts;
         self.next_seq = seq;
         self.bytes = bytes;
         self.payload_packets = pkts;

@@ -5,9 +5,11 @@
 //!   a literal split across segments is found through the carried-over tail
 //!   (`longest literal - 1` bytes), HTTP scopes through the parser's state;
 //! - a retransmission is not inspected twice as stream, but its bytes are
-//!   compared with the carried-over tail (a difference is an evasion attempt)
-//!   and the whole segment is also scanned on its own, so a copy that differs
-//!   cannot smuggle a signature past the stream;
+//!   compared with the carried-over tail (a difference is counted, and blocks
+//!   only with `block_conflicts`) and the whole segment is also scanned after
+//!   the stream bytes before it, so a copy that differs cannot smuggle a
+//!   signature past the stream; a few zero bytes wait for the next segment,
+//!   which may replace them;
 //! - a segment ahead of a gap is scanned on its own at once and held (bounded,
 //!   [`crate::engine::EngineConfig::reorder_bytes`]) until the gap fills, then
 //!   inspected in order, so neither the gap nor the reordering hides a
@@ -19,6 +21,7 @@ use crate::engine::config::EngineConfig;
 use crate::engine::http::HttpHit;
 use crate::engine::matcher::{Hit, Matcher};
 use crate::engine::message_rules::{Message, RuleRef};
+use crate::engine::msnp;
 use crate::engine::state::{DirState, MAX_CARRY, Reorder};
 use crate::engine::tls::{Hello, server_name};
 use crate::packet::TcpInfo;
@@ -86,24 +89,49 @@ pub fn inspect_segment(
     if payload.is_empty() {
         return None;
     }
+    // A few zero bytes wait for the next segment: real data at the same
+    // sequence number replaces them, anything else proves them real.
+    if let Some((zseq, zlen)) = dir.zeros.take()
+        && data_seq != zseq
+        && let Some(f) = consume(c, dir, &[0u8; MAX_ZEROS][..usize::from(zlen)], true, apps, port)
+    {
+        return Some(f);
+    }
     let next = *dir.next_seq.get_or_insert(data_seq);
     let diff = data_seq.wrapping_sub(next) as i32;
     if diff > 0 {
         return ahead(c, cfg, dir, data_seq, payload, apps, port);
+    }
+    if diff == 0 && zeros_only(payload) {
+        dir.zeros = u8::try_from(payload.len()).ok().map(|n| (data_seq, n));
+        return None;
     }
     let mut at_segment_start = true;
     let fresh = if diff < 0 {
         let overlap = (diff.unsigned_abs() as usize).min(payload.len());
         // A TCP keep-alive probe repeats the last byte's sequence number with
         // one garbage byte (Windows, BSD): not a conflicting copy.
-        let keepalive = payload.len() == 1 && diff == -1;
-        if cfg.block_conflicts && !keepalive && conflicts(dir, next, data_seq, &payload[..overlap]) {
-            return Some(Found::Conflict);
+        // Nor is a late zero placeholder (see `zeros`) over data already seen.
+        let keepalive = (payload.len() == 1 && diff == -1) || zeros_only(payload);
+        if !keepalive && conflicts(dir, next, data_seq, &payload[..overlap]) {
+            dir.conflicts = dir.conflicts.saturating_add(1);
+            if cfg.block_conflicts {
+                return Some(Found::Conflict);
+            }
         }
+        // Both versions are inspected: the stream saw the first; this copy
+        // is scanned whole, after the stream bytes that precede it, so a
+        // decoy sent first cannot hide what the receiver may keep.
+        let before = before_seq(dir, next, data_seq);
         if let Some(h) = c
             .sigs
             .find_segment_start(payload, apps)
-            .or_else(|| c.sigs.find_stream(payload, apps))
+            .or_else(|| scan_with_context(&c.sigs, before, payload, apps))
+            .or_else(|| {
+                let first = u64::from(next.wrapping_sub(data_seq)) == dir.bytes;
+                let mut lines = dir.msnp.retransmission(before.last() == Some(&b'\n'), first);
+                msnp::feed(&c.sigs, &mut lines, before, payload, apps)
+            })
         {
             return Some(Found::Sig(h));
         }
@@ -146,6 +174,8 @@ fn consume(
         hit,
         scan_with_context(&c.sigs, &dir.tail[..dir.tail_len as usize], fresh, apps),
     );
+    let context = &dir.tail[..dir.tail_len as usize];
+    hit = Hit::first(hit, msnp::feed(&c.sigs, &mut dir.msnp, context, fresh, apps));
     let mut found = sig(hit);
     if c.wants_http() && !dir.http.is_off() {
         let h = dir.http.feed(c, fresh, apps, port).map(|(h, end)| match h {
@@ -302,6 +332,22 @@ fn drain(c: &Compiled, dir: &mut DirState, apps: AppSet, port: u16) -> Option<Fo
             return Some(f);
         }
     }
+}
+
+/// Longest run of zero bytes held back as a possible placeholder.
+const MAX_ZEROS: usize = 8;
+
+/// A short segment of zero bytes (a placeholder some stacks send on ACKs).
+fn zeros_only(payload: &[u8]) -> bool {
+    payload.len() <= MAX_ZEROS && payload.iter().all(|&b| b == 0)
+}
+
+/// The carried-over stream bytes just before sequence number `seq` (at most
+/// the tail; the virtual line start counts at the stream's start).
+fn before_seq(dir: &DirState, next: u32, seq: u32) -> &[u8] {
+    let back = next.wrapping_sub(seq) as usize;
+    let len = dir.tail_len as usize;
+    &dir.tail[..len.saturating_sub(back).min(len)]
 }
 
 /// True when retransmitted bytes differ from the carried-over tail.

@@ -276,22 +276,23 @@ fn retransmission_overlap_and_gaps() {
         judge_packets(&e, &[seg(1, b"hello "), seg(1, b"hello "), seg(7, b"world")]),
         None
     );
-    // A retransmission whose bytes differ from what was inspected is an
-    // evasion attempt; with that check off, the copy is still scanned whole.
+    // A retransmission whose bytes differ from what was inspected: both
+    // versions are inspected (the copy is scanned whole); blocking on the
+    // conflict alone is an option.
     assert_eq!(
         judge_packets(&e, &[seg(1, b"hello there "), seg(1, b"x-msmsgscontrol")]).as_deref(),
-        Some("evasion")
+        Some("lit")
     );
-    let lenient = engine_with(
+    let strict = engine_with(
         "192.0.2.10 chat\n",
         EngineConfig {
-            block_conflicts: false,
+            block_conflicts: true,
             ..EngineConfig::default()
         },
     );
     assert_eq!(
-        judge_packets(&lenient, &[seg(1, b"hello there "), seg(1, b"x-msmsgscontrol")]).as_deref(),
-        Some("lit")
+        judge_packets(&strict, &[seg(1, b"hello there "), seg(1, b"x-msmsgscontrol")]).as_deref(),
+        Some("evasion")
     );
     // Partial overlap: new bytes after the overlap continue the stream.
     assert_eq!(

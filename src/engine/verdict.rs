@@ -35,8 +35,9 @@ pub enum Reason {
         /// App index.
         app: u8,
     },
-    /// Retransmitted bytes differed from the bytes already inspected: the
-    /// sender tries to show the filter one stream and the receiver another.
+    /// Retransmitted bytes differed from the bytes already inspected, and
+    /// [`crate::engine::EngineConfig::block_conflicts`] is on (by default a
+    /// conflict is only counted: [`Decision::conflict`]).
     Evasion,
     /// Still inspecting, nothing found so far.
     #[default]
@@ -110,6 +111,10 @@ pub struct Decision {
     pub reason: Reason,
     /// Set on the packet that settled the connection's fate (once per flow).
     pub mark: Option<FlowMark>,
+    /// This packet retransmitted bytes that differ from the ones already
+    /// inspected (both versions were inspected; see
+    /// [`crate::engine::EngineConfig::block_conflicts`]). For counters.
+    pub conflict: bool,
 }
 
 impl Decision {
@@ -118,6 +123,7 @@ impl Decision {
             verdict: Verdict::Accept,
             reason,
             mark: None,
+            conflict: false,
         }
     }
 
@@ -126,11 +132,17 @@ impl Decision {
             verdict: Verdict::Drop,
             reason,
             mark: None,
+            conflict: false,
         }
     }
 
     pub(crate) fn marked(mut self, mark: FlowMark) -> Decision {
         self.mark = Some(mark);
+        self
+    }
+
+    pub(crate) fn with_conflict(mut self, conflict: bool) -> Decision {
+        self.conflict = conflict;
         self
     }
 }

@@ -92,6 +92,43 @@ impl fmt::Display for Scope {
     }
 }
 
+/// A protocol grammar that must confirm a signature's hit (`protocol = "..."`):
+/// the literal only finds candidates, code in the engine checks the structure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Grammar {
+    /// MSNP: a `line-start` hit must be a whole MSNP command line in a stream
+    /// that is MSNP; an `anywhere` hit counts only in a stream known as MSNP.
+    Msnp,
+    /// IRC: a `line-start` hit must be a well-formed IRC command line in a
+    /// stream that did not open as another text protocol.
+    Irc,
+    /// QQ/OICQ datagram framing (`stream-start`, UDP only).
+    Oicq,
+    /// uTP (BEP 29) header (`stream-start`, UDP only).
+    Utp,
+}
+
+impl Grammar {
+    fn parse(name: &str, scope: &Scope) -> Result<Grammar, String> {
+        let g = match name {
+            "msnp" => Grammar::Msnp,
+            "irc" => Grammar::Irc,
+            "oicq" => Grammar::Oicq,
+            "utp" => Grammar::Utp,
+            other => return Err(format!("unknown protocol {other:?} (msnp, irc, oicq, utp)")),
+        };
+        let ok = match g {
+            Grammar::Msnp => matches!(scope, Scope::LineStart | Scope::Anywhere),
+            Grammar::Irc => *scope == Scope::LineStart,
+            Grammar::Oicq | Grammar::Utp => *scope == Scope::StreamStart,
+        };
+        if !ok {
+            return Err(format!("protocol = {name:?} does not go with scope {scope}"));
+        }
+        Ok(g)
+    }
+}
+
 /// One payload signature of an app.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
@@ -109,6 +146,8 @@ pub struct Signature {
     pub why: String,
     /// Line of the signature in its rule file.
     pub line: usize,
+    /// Grammar that must confirm a hit (`None`: the literal alone counts).
+    pub protocol: Option<Grammar>,
 }
 
 /// One application: its ports and signatures.
@@ -284,6 +323,7 @@ struct SigToml {
     #[serde(default)]
     nocase: bool,
     why: Option<String>,
+    protocol: Option<String>,
 }
 
 impl RuleLibrary {
@@ -677,6 +717,11 @@ fn parse_signature(s: SigToml, line: usize) -> Result<Signature, String> {
     if scope == Scope::LineStart && bytes.contains(&b'\n') && bytes.len() + 1 > MAX_STREAM_SIG_LEN {
         return Err("line-start pattern too long".into());
     }
+    let protocol = s
+        .protocol
+        .as_deref()
+        .map(|p| Grammar::parse(p, &scope))
+        .transpose()?;
     Ok(Signature {
         id: s.id,
         scope,
@@ -685,6 +730,7 @@ fn parse_signature(s: SigToml, line: usize) -> Result<Signature, String> {
         nocase: s.nocase,
         why: s.why.unwrap_or_default(),
         line,
+        protocol,
     })
 }
 
