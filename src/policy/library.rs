@@ -44,12 +44,25 @@ pub const MAX_FIELD_SIG_LEN: usize = 256;
 pub const EMBEDDED: &[(&str, &str)] = &[
     ("aim.toml", include_str!("../../rules/aim.toml")),
     ("bittorrent.toml", include_str!("../../rules/bittorrent.toml")),
+    ("discord.toml", include_str!("../../rules/discord.toml")),
+    (
+        "encrypted-dns.toml",
+        include_str!("../../rules/encrypted-dns.toml"),
+    ),
+    ("google-chat.toml", include_str!("../../rules/google-chat.toml")),
     ("irc.toml", include_str!("../../rules/irc.toml")),
     ("msn.toml", include_str!("../../rules/msn.toml")),
     ("mysql.toml", include_str!("../../rules/mysql.toml")),
     ("qq.toml", include_str!("../../rules/qq.toml")),
+    ("signal.toml", include_str!("../../rules/signal.toml")),
+    ("skype.toml", include_str!("../../rules/skype.toml")),
+    ("slack.toml", include_str!("../../rules/slack.toml")),
+    ("teams.toml", include_str!("../../rules/teams.toml")),
+    ("telegram.toml", include_str!("../../rules/telegram.toml")),
+    ("whatsapp.toml", include_str!("../../rules/whatsapp.toml")),
     ("xmpp.toml", include_str!("../../rules/xmpp.toml")),
     ("yahoo.toml", include_str!("../../rules/yahoo.toml")),
+    ("zoom.toml", include_str!("../../rules/zoom.toml")),
 ];
 
 /// Where in the traffic a signature's bytes must appear.

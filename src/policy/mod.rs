@@ -230,8 +230,8 @@ mod tests {
 
     #[test]
     fn unknown_apps_reported_with_line() {
-        let err = policy("192.0.2.1 msn\n192.0.2.2 skype,icq\n").unwrap_err();
-        assert!(err.starts_with("hosts:2: unknown app \"skype\""), "{err}");
+        let err = policy("192.0.2.1 msn\n192.0.2.2 gtalk,icq\n").unwrap_err();
+        assert!(err.starts_with("hosts:2: unknown app \"gtalk\""), "{err}");
         assert!(err.contains("hosts:2: unknown app \"icq\""), "{err}");
     }
 
@@ -241,14 +241,14 @@ mod tests {
         let p = dir.path().join("hosts");
         std::fs::write(
             &p,
-            "192.0.2.1 skype\n2001:db8::5:1863\n192.0.2.2 msn\n192.0.2.3 icq\n",
+            "192.0.2.1 gtalk\n2001:db8::5:1863\n192.0.2.2 msn\n192.0.2.3 icq\n",
         )
         .unwrap();
         let err = Policy::load(RuleLibrary::embedded().unwrap(), &p, None).unwrap_err();
         let got: Vec<(Option<usize>, &str)> = err.errors().iter().map(|e| (e.line(), e.message())).collect();
         assert_eq!(got.len(), 3, "{err}");
         assert_eq!(got[0].0, Some(1));
-        assert!(got[0].1.starts_with("unknown app \"skype\""));
+        assert!(got[0].1.starts_with("unknown app \"gtalk\""));
         assert_eq!(got[1].0, Some(2));
         assert!(got[1].1.contains("ambiguous"));
         assert_eq!(got[2].0, Some(4));

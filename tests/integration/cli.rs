@@ -39,7 +39,7 @@ fn check_accepts_the_example_and_summarises() {
 fn check_reports_every_error_with_path_and_line() {
     let (_d, hosts) = temp_file(
         "hosts",
-        b"192.0.2.1\n192.0.2.300\n\n192.0.2.2 -j ACCEPT\n192.0.2.3 skype\n192.0.2.4:99999\n",
+        b"192.0.2.1\n192.0.2.300\n\n192.0.2.2 -j ACCEPT\n192.0.2.3 gtalk\n192.0.2.4:99999\n",
     );
     let h = hosts.display().to_string();
     let (code, out, err) = run(&["check", "--hosts", &h]);
@@ -49,11 +49,11 @@ fn check_reports_every_error_with_path_and_line() {
     }
     assert_out!(!err.contains(&format!("{h}:1:")), err);
     // Unknown apps are found in a second pass once the syntax is right.
-    let (_d2, hosts) = temp_file("hosts", b"192.0.2.1 msn\n192.0.2.3 skype\n");
+    let (_d2, hosts) = temp_file("hosts", b"192.0.2.1 msn\n192.0.2.3 gtalk\n");
     let h = hosts.display().to_string();
     let (code, _, err) = run(&["check", "--hosts", &h]);
     assert_eq!(code, 2);
-    assert_out!(err.contains(&format!("{h}:2: unknown app \"skype\"")), err);
+    assert_out!(err.contains(&format!("{h}:2: unknown app \"gtalk\"")), err);
     // A missing file.
     let (code, _, err) = run(&["check", "--hosts", "/nonexistent/hosts"]);
     assert_eq!(code, 2);

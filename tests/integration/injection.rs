@@ -74,7 +74,7 @@ fn hostile_hosts_lines_are_errors() {
         "COMMIT",
         ":INPUT ACCEPT [0:0]",
         "0x7f000001",
-        "192.0.2.1 skype",
+        "192.0.2.1 gtalk",
     ];
     for text in hostile {
         let err = hosts_error(text).unwrap_or_else(|| panic!("{text:?} was accepted"));
