@@ -20,6 +20,7 @@
 pub mod error;
 pub mod events;
 pub mod lock;
+pub mod outfile;
 pub mod privilege;
 pub mod reload;
 pub mod stats;
@@ -91,8 +92,37 @@ fn spawn_named<T: Send + 'static>(
         .map_err(|source| DaemonError::Thread { name, source })
 }
 
+/// Marks every descriptor above stderr close-on-exec, so no child (the
+/// rule tools) inherits a netlink socket, the lock or an output file,
+/// whichever library opened it.
+#[allow(unsafe_code)]
+pub fn close_on_exec_all() {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: only the descriptor flags are read and set; a descriptor
+        // closed meanwhile (the directory listing's own) just fails.
+        let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        if let Ok(bits) = fcntl(bfd, FcntlArg::F_GETFD) {
+            let flags = FdFlag::from_bits_truncate(bits) | FdFlag::FD_CLOEXEC;
+            let _ = fcntl(bfd, FcntlArg::F_SETFD(flags));
+        }
+    }
+}
+
 /// Runs the live filter until SIGINT/SIGTERM.
 pub fn run(cfg: &Config) -> Result<(), DaemonError> {
+    // First of all: a SIGHUP (or SIGTERM) that arrives while the policy
+    // compiles must not kill the process with the default action; it is
+    // acted on once the filter runs. signal-hook's handler thread is not
+    // started yet (`pending` is polled), so privileges can still be dropped.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(DaemonError::Signals)?;
     let k = &cfg.rules;
     if u32::from(k.queue) + u32::from(k.queues) > 65536 {
         return Err(DaemonError::QueueRange);
@@ -103,10 +133,15 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         return Err(DaemonError::NotPrivileged);
     }
     let _lock = InstanceLock::acquire()?;
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(DaemonError::Signals)?;
     // Before the first thread: capabilities are per thread and inherited.
     let dropped = privilege::drop_privileges(cfg.user.as_deref())?;
     log(Level::Info, format_args!("{dropped}"));
+    // Output files are checked as the user that will write them, before
+    // any queue or rule exists: an unsafe path stops start-up here.
+    let events_out = cfg.events.as_deref().map(events::open_events).transpose()?;
+    if let Some(p) = &cfg.status_file {
+        outfile::check_replaceable(p)?;
+    }
 
     let qopts = QueueOptions {
         fail_open: !k.fail_closed,
@@ -147,10 +182,7 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     let handle: EngineHandle = Arc::new(ArcSwap::from_pointee(engine));
     let stop = Arc::new(AtomicBool::new(false));
     let (ev_tx, ev_rx) = crossbeam_channel::bounded::<BlockEvent>(4096);
-    let events = spawn_named("appwall-events".into(), {
-        let path = cfg.events.clone();
-        move || event_writer(ev_rx, path)
-    })?;
+    let events = spawn_named("appwall-events".into(), move || event_writer(ev_rx, events_out))?;
     let mut status = Status {
         workers: Vec::new(),
         handle: Arc::clone(&handle),
@@ -182,6 +214,9 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     }
     drop(ev_tx);
 
+    // Rule tools run as children from here on: none may inherit a queue
+    // socket (an orphaned child would keep the queue bound) or a file.
+    close_on_exec_all();
     let mut installed = RulesGuard::armed();
     match install::install(&SystemRunner, &handle.load(), k) {
         Ok(r) => {

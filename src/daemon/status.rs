@@ -6,13 +6,12 @@
 //! derived here: packets the NFQUEUE rules sent minus packets the queues
 //! received, carried across rule re-installs (whose counters restart).
 
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
+use crate::daemon::outfile;
 use crate::daemon::stats::{self, Snapshot, WorkerStats};
 use crate::daemon::worker::EngineHandle;
 use crate::kernel::install::{Runner, SystemRunner};
@@ -137,7 +136,7 @@ impl Status {
         let s = self.snapshot(running);
         if let Some(path) = &self.status_file {
             let text = serde_json::to_string_pretty(&s).unwrap_or_default() + "\n";
-            if let Err(e) = write_atomic(path, &text) {
+            if let Err(e) = outfile::write_replace(path, &text) {
                 log(
                     Level::Warning,
                     format_args!("status file {}: {e}", path.display()),
@@ -146,17 +145,6 @@ impl Status {
         }
         s
     }
-}
-
-/// Writes `text` to `path` atomically (temporary file, then rename).
-pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)?;
-    }
-    let mut tmp = PathBuf::from(path);
-    tmp.set_extension(format!("tmp{}", std::process::id()));
-    fs::write(&tmp, text)?;
-    fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

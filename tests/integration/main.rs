@@ -6,6 +6,7 @@ mod util;
 mod bench;
 mod captures;
 mod cli;
+mod daemon_safety;
 mod faults;
 mod fuzz_regressions;
 mod injection;
