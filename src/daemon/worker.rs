@@ -438,6 +438,64 @@ mod tests {
         );
     }
 
+    /// Sends `segments` on one connection from `seq`; returns the verdicts
+    /// and the next sequence number.
+    fn send(w: &mut Worker<Mock>, port: u16, mut seq: u32, segments: &[&[u8]]) -> (Vec<QueueVerdict>, u32) {
+        let mut out = Vec::new();
+        for s in segments {
+            out.push(w.decide(&tcp4(C, port, S, 80, seq, s), 0));
+            seq = seq.wrapping_add(u32::try_from(s.len()).unwrap());
+        }
+        (out, seq)
+    }
+
+    fn blocked(v: QueueVerdict) -> bool {
+        matches!(v, QueueVerdict::Repeat(m) if m & MarkBits::default().blocked != 0)
+    }
+
+    #[test]
+    fn reload_rejudges_not_listed_and_clean_connections() {
+        use crate::sample::MSN_GATEWAY_OPEN;
+        let get: &[u8] = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+        // Not listed under the old policy: accepted, never marked.
+        let handle = engine("192.0.2.99 msn\n");
+        let mut w = worker(Mock::default(), Arc::clone(&handle), None);
+        let (v, seq) = send(&mut w, 46000, 1, &[get, get]);
+        assert_eq!(v, [QueueVerdict::Accept; 2]);
+        handle.store(engine("192.0.2.10 msn\n").load_full());
+        let (v, seq) = send(&mut w, 46000, seq, &[get]);
+        assert_eq!(v, [QueueVerdict::Accept], "still inspecting");
+        let (v, _) = send(&mut w, 46000, seq, &[MSN_GATEWAY_OPEN]);
+        assert!(blocked(v[0]), "the old 'not listed' must not stick: {v:?}");
+
+        // Settled clean under a policy without msn for this host.
+        let handle = engine("192.0.2.10 irc\n");
+        let mut w = worker(Mock::default(), Arc::clone(&handle), None);
+        let head = b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 14000\r\n\r\n";
+        let body = [b'a'; 1400];
+        let mut segs: Vec<&[u8]> = vec![head];
+        segs.extend(std::iter::repeat_n(&body[..], 10));
+        let (v, seq) = send(&mut w, 46001, 1, &segs);
+        assert!(
+            v.contains(&QueueVerdict::Repeat(MarkBits::default().clean)),
+            "{v:?}"
+        );
+        handle.store(engine("192.0.2.10 irc msn\n").load_full());
+        let (v, _) = send(&mut w, 46001, seq, &[MSN_GATEWAY_OPEN]);
+        assert!(blocked(v[0]), "a clean connection is inspected again: {v:?}");
+    }
+
+    #[test]
+    fn reload_never_unblocks_a_blocked_connection() {
+        let handle = engine("192.0.2.10 msn\n");
+        let mut w = worker(Mock::default(), Arc::clone(&handle), None);
+        let (v, seq) = send(&mut w, 46002, 1, &[b"VER 1 MSNP8 CVR0\r\n"]);
+        assert!(blocked(v[0]), "{v:?}");
+        handle.store(engine("192.0.2.99 msn\n").load_full());
+        let (v, _) = send(&mut w, 46002, seq, &[b"hello\r\n", b"more\r\n"]);
+        assert_eq!(v, [QueueVerdict::Drop; 2]);
+    }
+
     #[test]
     fn run_returns_after_stop_and_answers_the_rest() {
         let mut mock = Mock::default();

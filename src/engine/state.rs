@@ -122,6 +122,28 @@ pub struct ConnState {
 }
 
 impl ConnState {
+    /// Opens again a decision of an older policy that a new one may change:
+    /// `Clean` inspects again from here (mid-stream, depth counted afresh),
+    /// `Ignored` starts over as a connection first seen now. `Blocked`
+    /// stays blocked: a reload never lets a blocked connection through.
+    pub fn reopen(&mut self) {
+        match self.decision {
+            FlowDecision::Clean => {
+                self.decision = FlowDecision::Inspecting;
+                for d in &mut self.dirs {
+                    d.bytes = 0;
+                    d.payload_packets = 0;
+                }
+            }
+            FlowDecision::Ignored => {
+                self.decision = FlowDecision::Inspecting;
+                self.dirs = Default::default();
+                self.engine_gen = 0;
+            }
+            FlowDecision::Blocked(_) | FlowDecision::Inspecting => {}
+        }
+    }
+
     /// Frees what only inspection needed (held segments, a ClientHello
     /// being collected, HTTP fields) once the connection is settled.
     pub fn release_inspection(&mut self) {

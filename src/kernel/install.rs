@@ -14,13 +14,21 @@
 //!
 //! The reconciling is a pure function over `iptables-save` text
 //! ([`reconcile`]), unit-tested without root.
+//!
+//! After a reload, connections the kernel fast path holds as clean and that
+//! the new policy may judge otherwise are sent back to the queue
+//! ([`requeue_clean`]: their connmark bits cleared with `conntrack`).
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
+
+use ipnet::IpNet;
 
 use crate::engine::Engine;
 use crate::kernel::iptables::{self, CHAIN, CHAIN_INSPECT, CHAIN_REJECT, Family, KernelRuleOptions};
+use crate::kernel::marks::MarkBits;
 
 const OUR_CHAINS: [&str; 3] = [CHAIN, CHAIN_INSPECT, CHAIN_REJECT];
 const TABLES: [&str; 2] = ["mangle", "filter"];
@@ -422,9 +430,147 @@ pub fn anything_installed(runner: &dyn Runner) -> bool {
         || !existing_sets(runner).is_empty()
 }
 
+/// One connection as `conntrack -L` prints its original direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtTuple {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// Original source.
+    pub src: IpAddr,
+    /// Original destination.
+    pub dst: IpAddr,
+    /// Original source port.
+    pub sport: u16,
+    /// Original destination port.
+    pub dport: u16,
+}
+
+/// Reads the original tuples of TCP and UDP connections out of
+/// `conntrack -L` output (other protocols and unreadable lines are skipped).
+pub fn parse_conntrack_list(text: &str) -> Vec<CtTuple> {
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let proto = words.next()?;
+            if proto != "tcp" && proto != "udp" {
+                return None;
+            }
+            // The first src/dst/sport/dport are the original direction.
+            let field = |key: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            };
+            Some(CtTuple {
+                proto: proto.to_string(),
+                src: field("src")?.parse().ok()?,
+                dst: field("dst")?.parse().ok()?,
+                sport: field("sport")?.parse().ok()?,
+                dport: field("dport")?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// `conntrack -R` input that clears appwall's mark bits (others kept) of
+/// the connections in `tuples` that have an endpoint in `nets`.
+pub fn requeue_batch(tuples: &[CtTuple], nets: &[IpNet], marks: MarkBits) -> String {
+    let mut out = String::new();
+    for t in tuples {
+        if !nets.iter().any(|n| n.contains(&t.src) || n.contains(&t.dst)) {
+            continue;
+        }
+        let family = if t.src.is_ipv4() { "ipv4" } else { "ipv6" };
+        out.push_str(&format!(
+            "-U -f {family} -p {} -s {} -d {} --sport {} --dport {} -m 0/0x{:x}\n",
+            t.proto, t.src, t.dst, t.sport, t.dport, marks.mask
+        ));
+    }
+    out
+}
+
+/// Sends connections the kernel fast path holds as clean, with an endpoint
+/// in `nets`, back to the queue: their mark bits are cleared, so their
+/// next packet is judged by the engine now in force. Blocked connections
+/// keep their mark. Returns how many were cleared (a lower bound when the
+/// batch had to be retried connection by connection).
+pub fn requeue_clean(runner: &dyn Runner, nets: &[IpNet], marks: MarkBits) -> Result<usize, InstallError> {
+    if nets.is_empty() {
+        return Ok(0);
+    }
+    let clean = format!("0x{:x}/0x{:x}", marks.clean, marks.mask);
+    let mut tuples = Vec::new();
+    for family in ["ipv4", "ipv6"] {
+        if !nets
+            .iter()
+            .any(|n| matches!((family, n), ("ipv4", IpNet::V4(_)) | ("ipv6", IpNet::V6(_))))
+        {
+            continue;
+        }
+        let text = runner.run("conntrack", &["-L", "-f", family, "-m", &clean], None)?;
+        tuples.extend(parse_conntrack_list(&text));
+    }
+    let batch = requeue_batch(&tuples, nets, marks);
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    if runner
+        .run("conntrack", &["-R", "/dev/stdin"], Some(&batch))
+        .is_ok()
+    {
+        return Ok(batch.lines().count());
+    }
+    // `-R` stops at the first line the kernel refuses (seen: EPROTO while
+    // the connection is busy): one call per connection, each tried twice.
+    let mut done = 0;
+    let mut first_err = None;
+    for line in batch.lines() {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let mut result = runner.run("conntrack", &args, None);
+        if result.is_err() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            result = runner.run("conntrack", &args, None);
+        }
+        match result {
+            Ok(_) => done += 1,
+            // Already cleared (by the partial batch) or gone: nothing to do.
+            Err(InstallError::Failed { stderr, .. }) if stderr.contains(" 0 flow entries") => {}
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+    }
+    match first_err {
+        Some(e) if done == 0 => Err(e),
+        _ => Ok(done),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clean_connections_of_affected_hosts_are_requeued_others_kept() {
+        let list = "tcp      6 99 ESTABLISHED src=192.0.2.10 dst=198.51.100.10 sport=1000 dport=80 src=198.51.100.10 dst=192.0.2.10 sport=80 dport=1000 [ASSURED] mark=2097152 use=1\n\
+udp      17 29 src=198.51.100.10 dst=192.0.2.11 sport=53 dport=4000 src=192.0.2.11 dst=198.51.100.10 sport=4000 dport=53 mark=2097153 use=1\n\
+tcp      6 99 ESTABLISHED src=203.0.113.5 dst=198.51.100.10 sport=1001 dport=80 src=198.51.100.10 dst=203.0.113.5 sport=80 dport=1001 mark=2097152 use=1\n\
+icmp     1 29 src=192.0.2.10 dst=198.51.100.10 type=8 code=0 id=1 mark=2097152 use=1\n\
+tcp      6 99 ESTABLISHED src=2001:db8:1::10 dst=2001:db8:2::10 sport=5 dport=443 src=2001:db8:2::10 dst=2001:db8:1::10 sport=443 dport=5 mark=2097152 use=1\n";
+        let t = parse_conntrack_list(list);
+        assert_eq!(t.len(), 4, "{t:?}");
+        assert_eq!(t[1].src, "198.51.100.10".parse::<IpAddr>().unwrap());
+        assert_eq!((t[1].sport, t[1].dport), (53, 4000));
+        let nets: Vec<IpNet> = vec![
+            "192.0.2.0/28".parse().unwrap(),
+            "2001:db8:1::/64".parse().unwrap(),
+        ];
+        let batch = requeue_batch(&t, &nets, MarkBits::default());
+        assert_eq!(
+            batch,
+            "-U -f ipv4 -p tcp -s 192.0.2.10 -d 198.51.100.10 --sport 1000 --dport 80 -m 0/0x300000\n\
+-U -f ipv4 -p udp -s 198.51.100.10 -d 192.0.2.11 --sport 53 --dport 4000 -m 0/0x300000\n\
+-U -f ipv6 -p tcp -s 2001:db8:1::10 -d 2001:db8:2::10 --sport 5 --dport 443 -m 0/0x300000\n"
+        );
+        assert_eq!(requeue_batch(&t, &[], MarkBits::default()), "");
+    }
 
     const SAVE: &str = "*mangle\n:PREROUTING ACCEPT [0:0]\n:APPWALL - [0:0]\n:APPWALL_INSPECT - [0:0]\n\
 -A PREROUTING -j APPWALL\n-A PREROUTING -j APPWALL\n-A PREROUTING -i eth0 -j MARK --set-mark 1\n\

@@ -9,12 +9,16 @@
 //! are stopped by pid.
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::thread;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, mpsc};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use appwall::lab::{Filter, Lab};
+use appwall::lab::{self, Filter, Lab, enter_netns};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -314,4 +318,270 @@ fn safety_symlinked_or_exposed_output_files_refuse_start_and_targets_stay() {
         assert_eq!(mode, 0o640, "{}: {mode:o}", p.display());
     }
     assert_nothing_left(&lab);
+}
+
+// ------------------------------------------- item 2: reload atomic per packet
+
+/// Port of the keep-alive HTTP server (the lab's own server closes after
+/// one answer).
+const KEEPALIVE_PORT: u16 = 8000;
+
+/// An HTTP/1.1 server in a namespace that answers every request on a
+/// connection with a short `200 OK` and keeps the connection open.
+struct KeepAliveServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl KeepAliveServer {
+    fn start(ns: &str) -> KeepAliveServer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let ns = ns.to_string();
+        let st = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            enter_netns(&ns).unwrap();
+            let l = TcpListener::bind(("::", KEEPALIVE_PORT)).unwrap();
+            l.set_nonblocking(true).unwrap();
+            tx.send(()).unwrap();
+            let mut conns = Vec::new();
+            while !st.load(Relaxed) {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        let st = Arc::clone(&st);
+                        conns.push(thread::spawn(move || serve_keepalive(s, &st)));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        KeepAliveServer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for KeepAliveServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_keepalive(mut s: TcpStream, stop: &AtomicBool) {
+    s.set_nonblocking(false).unwrap();
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = s.set_nodelay(true);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    while !stop.load(Relaxed) {
+        match s.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(_) => return,
+        }
+        // Answer every complete request in the buffer.
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() < end + 4 + len {
+                break;
+            }
+            buf.drain(..end + 4 + len);
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads one `... ok` answer; false on timeout, reset or close.
+fn read_answer(s: &mut TcpStream, limit: Duration) -> bool {
+    let _ = s.set_read_timeout(Some(limit));
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => {
+                got.extend_from_slice(&chunk[..n]);
+                if got.ends_with(b"\r\n\r\nok") {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Messenger's gateway request, origin form, with an exact Content-Length.
+const MSN_GATEWAY_POST: &[u8] =
+    b"POST /gateway/gateway.dll?Action=open&Server=NS&IP=messenger.hotmail.com HTTP/1.1\r\n\
+Host: gateway.messenger.hotmail.com\r\nContent-Type: application/x-msn-messenger\r\n\
+User-Agent: MSMSGS\r\nContent-Length: 18\r\n\r\nVER 1 MSNP8 CVR0\r\n";
+
+/// What one keep-alive client saw.
+#[derive(Debug, Default)]
+struct KeepAliveReport {
+    port: u16,
+    /// Requests answered before the MSN request.
+    answered: u32,
+    /// A request before the MSN request went unanswered.
+    failed: Option<String>,
+    /// The MSN gateway request was answered (it got through).
+    msn_through: bool,
+}
+
+/// A client in `ns` on one keep-alive connection: `first` (if any), then
+/// a small GET every `every` until `go` is set, then the MSN gateway request.
+fn keepalive_client(
+    ns: &str,
+    first: Option<Vec<u8>>,
+    every: Duration,
+    go: Arc<AtomicBool>,
+    ready: mpsc::Sender<u16>,
+) -> JoinHandle<KeepAliveReport> {
+    let ns = ns.to_string();
+    thread::spawn(move || {
+        enter_netns(&ns).unwrap();
+        let mut r = KeepAliveReport::default();
+        let dst: SocketAddr = format!("{}:{KEEPALIVE_PORT}", lab::SERVER4).parse().unwrap();
+        let mut s = match TcpStream::connect_timeout(&dst, Duration::from_secs(3)) {
+            Ok(s) => s,
+            Err(e) => {
+                r.failed = Some(format!("connect: {e}"));
+                let _ = ready.send(0);
+                return r;
+            }
+        };
+        r.port = s.local_addr().unwrap().port();
+        let _ = s.set_nodelay(true);
+        if let Some(first) = first
+            && (s.write_all(&first).is_err() || !read_answer(&mut s, Duration::from_secs(3)))
+        {
+            r.failed = Some("first request".into());
+        }
+        let _ = ready.send(r.port);
+        let get = b"GET /ping HTTP/1.1\r\nHost: lab\r\n\r\n";
+        while !go.load(Relaxed) && r.failed.is_none() {
+            if s.write_all(get).is_err() || !read_answer(&mut s, Duration::from_secs(3)) {
+                r.failed = Some(format!("request {} unanswered", r.answered + 1));
+                break;
+            }
+            r.answered += 1;
+            thread::sleep(every);
+        }
+        if r.failed.is_none() {
+            r.msn_through =
+                s.write_all(MSN_GATEWAY_POST).is_ok() && read_answer(&mut s, Duration::from_secs(2));
+        }
+        r
+    })
+}
+
+/// conntrack lines of the gateway for connections to the keep-alive port.
+fn keepalive_conntrack(lab: &Lab) -> String {
+    let port = KEEPALIVE_PORT.to_string();
+    let o = lab
+        .exec(
+            &lab.gateway,
+            "conntrack",
+            &["-L", "-p", "tcp", "--dport", &port],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn safety_reload_lists_a_host_and_its_open_keepalive_connections_are_inspected() {
+    const N: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(lab) = new_lab(dir.path()) else { return };
+    let _server = KeepAliveServer::start(&lab.server);
+    // The client is listed for IRC only; the other host is not listed.
+    let h = write_hosts(dir.path(), "192.0.2.10 irc\n");
+    let mut f = lab.start_filter(&exe(), &h, &[], "a").unwrap();
+    let go = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let mut clients = Vec::new();
+    // Group "clean": 20 KB of upload first, so the connection is settled
+    // clean in the kernel fast path before the reload.
+    let upload = {
+        let mut b = b"POST /upload HTTP/1.1\r\nHost: lab\r\nContent-Length: 20000\r\n\r\n".to_vec();
+        b.extend(std::iter::repeat_n(b'a', 20_000));
+        b
+    };
+    for i in 0..2 * N {
+        let (ns, first) = if i < N {
+            (&lab.client, Some(upload.clone()))
+        } else {
+            (&lab.other, None)
+        };
+        clients.push(keepalive_client(
+            ns,
+            first,
+            Duration::from_millis(10),
+            Arc::clone(&go),
+            tx.clone(),
+        ));
+    }
+    for _ in 0..2 * N {
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+    wait_for("clean marks", Duration::from_secs(5), || {
+        count_marked(&keepalive_conntrack(&lab), "mark=2097152") >= N
+    });
+    thread::sleep(Duration::from_millis(200));
+    // Reload: both hosts listed for Messenger, while every connection keeps
+    // sending requests.
+    fs::write(&h, "192.0.2.10 irc msn\n203.0.113.20 msn\n").unwrap();
+    f.signal(Signal::SIGHUP).unwrap();
+    wait_for("the reload", Duration::from_secs(20), || {
+        f.log_text().contains("policy reloaded")
+    });
+    thread::sleep(Duration::from_millis(300));
+    go.store(true, Relaxed);
+    let reports: Vec<KeepAliveReport> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let log = f.log_text();
+    stop_filter(&mut f);
+    for r in &reports {
+        assert!(r.failed.is_none(), "a clean request failed: {r:?}\n{log}");
+        assert!(r.answered >= 5, "{r:?}");
+    }
+    let through: Vec<&KeepAliveReport> = reports.iter().filter(|r| r.msn_through).collect();
+    assert!(
+        through.is_empty(),
+        "{} of {} MSN requests got through after the reload: {through:?}\n{log}",
+        through.len(),
+        reports.len()
+    );
+    assert!(log.contains("sent back to inspection"), "{log}");
+    assert_nothing_left(&lab);
+}
+
+fn count_marked(conntrack: &str, mark: &str) -> usize {
+    conntrack.lines().filter(|l| l.contains(mark)).count()
 }
