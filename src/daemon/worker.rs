@@ -117,7 +117,13 @@ impl<S: PacketSource> Worker<S> {
                 .count(bytes.len(), Verdict::Accept, &Reason::Unparsable);
             return QueueVerdict::Accept;
         };
-        let (d, flow) = (j.decision, j.conn);
+        let (mut d, flow) = (j.decision, j.conn);
+        if flow.evicted_undecided && flow.packets == 1 && d.verdict == Verdict::Drop && d.mark.is_none() {
+            // Dropped from the table mid-inspection and back (blocked by
+            // the engine's state, fail closed): hand it to the kernel as
+            // blocked, with its event, like any other blocked connection.
+            d = d.marked(FlowMark::Blocked);
+        }
         self.stats.count(bytes.len(), d.verdict, &d.reason);
         let m = self.cfg.marks;
         let v = match (d.mark, d.verdict) {
@@ -158,6 +164,9 @@ impl<S: PacketSource> Worker<S> {
             (None, Verdict::Drop) => QueueVerdict::Drop,
         };
         self.stats.flows.store(self.tracker.len() as u64, Relaxed);
+        let t = self.tracker.table().stats();
+        self.stats.dropped_undecided.store(t.dropped_undecided, Relaxed);
+        self.stats.resumed_undecided.store(t.resumed_undecided, Relaxed);
         v
     }
 
@@ -494,6 +503,54 @@ mod tests {
         handle.store(engine("192.0.2.99 msn\n").load_full());
         let (v, _) = send(&mut w, 46002, seq, &[b"hello\r\n", b"more\r\n"]);
         assert_eq!(v, [QueueVerdict::Drop; 2]);
+    }
+
+    fn syn(port: u16) -> Vec<u8> {
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ipv4(C, S, 64)
+            .tcp(port, 80, 0, 65535)
+            .syn()
+            .write(&mut out, b"")
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn table_pressure_between_two_halves_of_the_gateway_request_never_lets_it_through() {
+        let first: &[u8] = b"POST /gateway/gate";
+        let second: &[u8] = b"way.dll?Action=open&Server=NS HTTP/1.1\r\nHost: a\r\n\r\n";
+        // A SYN burst far past the table: the connection mid-inspection stays.
+        let mut w = worker(Mock::default(), engine("192.0.2.10 msn\n"), None);
+        w.tracker = Tracker::new(8, u64::MAX);
+        let (v, seq) = send(&mut w, 47000, 1, &[first]);
+        assert_eq!(v, [QueueVerdict::Accept]);
+        for p in 0..500u16 {
+            w.decide(&syn(48000 + p), 0);
+        }
+        let (v, _) = send(&mut w, 47000, seq, &[second]);
+        assert!(blocked(v[0]), "{v:?}");
+
+        // Every connection mid-inspection: one must go, and when it comes
+        // back it is blocked (fail closed), with an event.
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        let mut w = worker(Mock::default(), engine("192.0.2.10 msn\n"), Some(tx));
+        w.tracker = Tracker::new(8, u64::MAX);
+        let (_, seq) = send(&mut w, 47001, 1, &[first]);
+        for p in 0..8u16 {
+            send(&mut w, 49000 + p, 1, &[first]);
+        }
+        let (v, _) = send(&mut w, 47001, seq, &[second, b"more"]);
+        assert!(blocked(v[0]), "{v:?}");
+        assert_eq!(v[1], QueueVerdict::Drop);
+        let ev: Vec<BlockEvent> = rx.try_iter().collect();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].sport, 47001);
+        assert!(
+            ev[0].to_json().contains("\"kind\":\"evasion\""),
+            "{}",
+            ev[0].to_json()
+        );
+        assert_eq!(w.stats().resumed_undecided.load(Relaxed), 1);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use crate::engine::http::HttpState;
 use crate::engine::matcher::StartState;
 use crate::engine::verdict::Reason;
-use crate::flow::Flow;
+use crate::flow::{Flow, FlowState};
 use crate::policy::AppSet;
 
 /// Most bytes a direction carries over between segments.
@@ -152,5 +152,24 @@ impl ConnState {
             d.hello = None;
             d.http = HttpState::default();
         }
+    }
+}
+
+impl FlowState for ConnState {
+    /// Inspection has seen bytes and decided nothing yet: losing this state
+    /// would let the rest of the stream be judged as a new connection.
+    fn in_progress(&self) -> bool {
+        self.decision == FlowDecision::Inspecting
+            && self
+                .dirs
+                .iter()
+                .any(|d| d.bytes > 0 || d.reorder.is_some() || d.hello.is_some())
+    }
+
+    /// Dropped from the table mid-inspection and back: fail closed. The
+    /// bytes already passed cannot be inspected again, so the connection is
+    /// blocked as an evasion (table pressure hides a stream's start).
+    fn resume_undecided(&mut self) {
+        self.decision = FlowDecision::Blocked(Reason::Evasion);
     }
 }

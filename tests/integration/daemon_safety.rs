@@ -585,3 +585,58 @@ fn safety_reload_lists_a_host_and_its_open_keepalive_connections_are_inspected()
 fn count_marked(conntrack: &str, mark: &str) -> usize {
     conntrack.lines().filter(|l| l.contains(mark)).count()
 }
+
+// --------------------------------------------- item 3: table pressure
+
+#[test]
+fn safety_syn_burst_between_two_halves_of_the_gateway_request_lets_none_through() {
+    const N: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(lab) = new_lab(dir.path()) else { return };
+    let _server = KeepAliveServer::start(&lab.server);
+    let h = write_hosts(dir.path(), HOSTS);
+    let mut f = lab.start_filter(&exe(), &h, &["--max-flows", "16"], "a").unwrap();
+    let ns = lab.client.clone();
+    let client = thread::spawn(move || {
+        enter_netns(&ns).unwrap();
+        let dst: SocketAddr = format!("{}:{KEEPALIVE_PORT}", lab::SERVER4).parse().unwrap();
+        let mut conns: Vec<TcpStream> = (0..N)
+            .map(|_| {
+                let s = TcpStream::connect_timeout(&dst, Duration::from_secs(3)).unwrap();
+                s.set_nodelay(true).unwrap();
+                s
+            })
+            .collect();
+        for s in &mut conns {
+            s.write_all(b"POST /gateway/gate").unwrap();
+        }
+        thread::sleep(Duration::from_millis(300));
+        // 300 new connections (their SYNs are queued), 20x the table.
+        let web: SocketAddr = format!("{}:80", lab::SERVER4).parse().unwrap();
+        let burst: Vec<TcpStream> = (0..300)
+            .filter_map(|_| TcpStream::connect_timeout(&web, Duration::from_secs(2)).ok())
+            .collect();
+        thread::sleep(Duration::from_millis(300));
+        let mut through = 0;
+        for s in &mut conns {
+            let rest = b"way.dll?Action=open&Server=NS&IP=messenger.hotmail.com HTTP/1.1\r\n\
+                         Host: gateway.messenger.hotmail.com\r\nContent-Length: 0\r\n\r\n";
+            if s.write_all(rest).is_ok() && read_answer(s, Duration::from_secs(1)) {
+                through += 1;
+            }
+        }
+        (through, burst.len())
+    });
+    let (through, burst) = client.join().unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&f.status).unwrap_or_default()).unwrap_or_default();
+    let log = f.log_text();
+    stop_filter(&mut f);
+    assert!(burst >= 250, "only {burst} connections of the burst opened");
+    assert_eq!(through, 0, "{through} of {N} gateway requests got through\n{log}");
+    eprintln!(
+        "table pressure: 0 of {N} through after a burst of {burst}; status queues: {}",
+        status["queues"]
+    );
+    assert_nothing_left(&lab);
+}
