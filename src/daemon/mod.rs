@@ -42,7 +42,7 @@ use crate::kernel::install::{self, SystemRunner};
 use crate::kernel::iptables::KernelRuleOptions;
 use crate::log::{Level, log};
 use crate::policy::load::{Sources, load_policy};
-use crate::source::nfqueue::{self, NfqSource, QueueOptions};
+use crate::source::nfqueue::{NfqSource, QueueOptions};
 pub use error::DaemonError;
 use events::{BlockEvent, event_writer};
 pub use lock::{InstanceLock, LOCK_DIR, lock_path};
@@ -193,6 +193,8 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         inodes: sources.iter().map(|s| s.inode).collect(),
         queued_at_install: AtomicU64::new(0),
         overflow_before: AtomicU64::new(0),
+        overflow_reported: AtomicU64::new(0),
+        inspect_installed: std::sync::Mutex::new(Vec::new()),
     };
     let mut workers = Vec::new();
     for src in sources {
@@ -218,8 +220,11 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     // socket (an orphaned child would keep the queue bound) or a file.
     close_on_exec_all();
     let mut installed = RulesGuard::armed();
+    // The overflow baseline is read before the queueing rules exist.
+    let queued_before = status.queued_now();
     match install::install(&SystemRunner, &handle.load(), k) {
         Ok(r) => {
+            status.installed(&r, 0, queued_before);
             if r.replaced {
                 log(
                     Level::Warning,
@@ -247,8 +252,6 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         }
     }
 
-    let queued_now = status.queued(&nfqueue::kernel_queues());
-    status.queued_at_install.store(queued_now, Relaxed);
     let status = Arc::new(status);
     let stats_thread = spawn_named("appwall-stats".into(), {
         let status = Arc::clone(&status);
@@ -300,6 +303,9 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         thread::sleep(Duration::from_millis(50));
     }
 
+    // Last count while the rules (and their counters) still exist: the
+    // final status file reports it (reports never go down).
+    let _ = status.overflow();
     installed.remove_now();
     stop.store(true, Relaxed);
     for w in workers {

@@ -23,7 +23,6 @@ use crate::kernel::install::{self, SystemRunner};
 use crate::log::{Level, log};
 use crate::policy::Policy;
 use crate::policy::load::load_policy;
-use crate::source::nfqueue;
 
 /// Removes the rules when dropped unless already removed.
 pub struct RulesGuard {
@@ -107,17 +106,22 @@ pub fn reload(cfg: &Config, handle: &EngineHandle, status: &Status) -> Result<()
     let engine = Arc::new(Engine::new(policy, cfg.engine)?);
     let old = handle.load_full();
     handle.store(Arc::clone(&engine));
-    // Installing restarts the rules' counters (also when it fails and the
-    // running policy is put back).
-    let before = status.overflow(&nfqueue::kernel_queues());
-    let result = install::install(&SystemRunner, &engine, &cfg.rules);
-    status.rules_installed(before);
-    if let Err(e) = result {
-        // Part of it may be in (sets before rules, IPv4 before IPv6): put
-        // the running policy back so kernel and engine still agree.
-        handle.store(Arc::clone(&old));
-        let _ = install::install(&SystemRunner, &old, &cfg.rules);
-        return Err(DaemonError::Reload(e));
+    // The queueing chain is kept (with its counters) when its rules do not
+    // change; if it is created anew, the overflow so far is carried over.
+    let before = status.overflow();
+    let queued_before = status.queued_now();
+    let previous = status.inspect_rules();
+    match install::install_keeping(&SystemRunner, &engine, &cfg.rules, &previous) {
+        Ok(r) => status.installed(&r, before, queued_before),
+        Err(e) => {
+            // Part of it may be in (sets before rules, IPv4 before IPv6): put
+            // the running policy back so kernel and engine still agree.
+            handle.store(Arc::clone(&old));
+            if let Ok(r) = install::install_keeping(&SystemRunner, &old, &cfg.rules, &previous) {
+                status.installed(&r, before, queued_before);
+            }
+            return Err(DaemonError::Reload(e));
+        }
     }
     let nets = affected_networks(old.policy(), engine.policy());
     if !cfg.no_fast_path && !cfg.accept_all {

@@ -187,6 +187,13 @@ fn parse_generated(text: &str) -> Vec<(String, Wanted)> {
 /// (output of [`iptables::restore_input`] with jumps) asks for; pass an
 /// empty `generated` to remove everything. `None` when nothing is to do.
 pub fn reconcile(found: &Found, generated: &str) -> Option<String> {
+    reconcile_keeping(found, generated, &[])
+}
+
+/// [`reconcile`], leaving the chains named in `keep` exactly as they are
+/// (not declared, so not flushed, and not removed as stale): their rules
+/// and counters survive. `generated` must not declare or fill them.
+pub fn reconcile_keeping(found: &Found, generated: &str, keep: &[&str]) -> Option<String> {
     let wanted = parse_generated(generated);
     let mut out = String::new();
     for table in TABLES {
@@ -227,7 +234,7 @@ pub fn reconcile(found: &Found, generated: &str) -> Option<String> {
         let stale: Vec<&str> = have_chains
             .iter()
             .copied()
-            .filter(|c| !w.chains.iter().any(|x| x == c))
+            .filter(|c| !w.chains.iter().any(|x| x == c) && !keep.contains(c))
             .collect();
         for c in &stale {
             lines.push(format!("-F {c}"));
@@ -291,6 +298,12 @@ pub struct InstallReport {
     pub applied: Vec<(Family, String)>,
     /// Sets in use.
     pub sets: Vec<String>,
+    /// Rules of the queueing chain now installed, per family (pass them
+    /// to the next [`install_keeping`]).
+    pub inspect: Vec<(Family, String)>,
+    /// True when the queueing chain was left as it was in every family
+    /// (its packet counters go on); false when it was created anew.
+    pub inspect_kept: bool,
 }
 
 fn save(runner: &dyn Runner, family: Family) -> Result<Found, InstallError> {
@@ -326,13 +339,49 @@ pub fn install(
     engine: &Engine,
     opts: &KernelRuleOptions,
 ) -> Result<InstallReport, InstallError> {
+    install_keeping(runner, engine, opts, &[])
+}
+
+/// The `-A APPWALL_INSPECT` lines of generated restore input.
+fn inspect_lines(generated: &str) -> String {
+    let prefix = format!("-A {CHAIN_INSPECT} ");
+    generated
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .fold(String::new(), |acc, l| acc + l + "\n")
+}
+
+/// `generated` without the queueing chain's declaration and rules.
+fn without_inspect(generated: &str) -> String {
+    let decl = format!(":{CHAIN_INSPECT} ");
+    let rule = format!("-A {CHAIN_INSPECT} ");
+    generated
+        .lines()
+        .filter(|l| !l.starts_with(&decl) && !l.starts_with(&rule))
+        .fold(String::new(), |acc, l| acc + l + "\n")
+}
+
+/// [`install`] that leaves the queueing chain (`APPWALL_INSPECT`) alone
+/// where it is installed with exactly the rules `previous` says (the
+/// previous report's [`InstallReport::inspect`]): a reload that changes
+/// hosts or apps keeps the chain's packet counters, which the overflow
+/// accounting reads.
+pub fn install_keeping(
+    runner: &dyn Runner,
+    engine: &Engine,
+    opts: &KernelRuleOptions,
+    previous: &[(Family, String)],
+) -> Result<InstallReport, InstallError> {
     let policy = engine.policy();
     let inspected = engine.matcher().inspected_apps();
     let opts = KernelRuleOptions {
         jumps: true,
         ..opts.clone()
     };
-    let mut report = InstallReport::default();
+    let mut report = InstallReport {
+        inspect_kept: true,
+        ..InstallReport::default()
+    };
     let mut wanted_sets = Vec::new();
     for family in [Family::V4, Family::V6] {
         let used = iptables::family_used(policy, family);
@@ -355,9 +404,27 @@ pub fn install(
                 wanted_sets.extend(iptables::set_names(policy, inspected, family, &opts));
             }
         }
-        if let Some(text) = reconcile(&found, &generated) {
+        let inspect = inspect_lines(&generated);
+        let has_inspect = found
+            .chains
+            .iter()
+            .any(|(t, c)| t == "mangle" && c == CHAIN_INSPECT);
+        let keep = used && has_inspect && previous.iter().any(|(f, text)| *f == family && *text == inspect);
+        let text = if keep {
+            reconcile_keeping(&found, &without_inspect(&generated), &[CHAIN_INSPECT])
+        } else {
+            // Created anew (or removed): its counters start again.
+            if used || has_inspect {
+                report.inspect_kept = false;
+            }
+            reconcile(&found, &generated)
+        };
+        if let Some(text) = text {
             runner.run(family.restore_command(), &["--noflush"], Some(&text))?;
             report.applied.push((family, text));
+        }
+        if used {
+            report.inspect.push((family, inspect));
         }
     }
     // Sets the new rules no longer use (after a reload, or a stale install).
@@ -546,6 +613,68 @@ pub fn requeue_clean(runner: &dyn Runner, nets: &[IpNet], marks: MarkBits) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers like a box with appwall's IPv4 chains installed (no IPv6),
+    /// recording what is fed to the restore tools.
+    struct Installed {
+        fed: std::cell::RefCell<Vec<String>>,
+    }
+
+    impl Runner for Installed {
+        fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, InstallError> {
+            match program {
+                "iptables-save" if args.contains(&"mangle") => Ok(
+                    "*mangle\n:PREROUTING ACCEPT [0:0]\n:APPWALL - [0:0]\n:APPWALL_INSPECT - [0:0]\n\
+-A PREROUTING -j APPWALL\nCOMMIT\n"
+                        .into(),
+                ),
+                "iptables-save" | "ipset" => Ok(String::new()),
+                "iptables-restore" => {
+                    self.fed.borrow_mut().push(stdin.unwrap_or("").to_string());
+                    Ok(String::new())
+                }
+                _ => Err(InstallError::Spawn {
+                    program: program.into(),
+                    source: std::io::Error::other("absent"),
+                }),
+            }
+        }
+    }
+
+    fn engine(hosts: &str) -> Engine {
+        let h = crate::policy::HostsFile::parse(std::path::Path::new("hosts"), hosts).unwrap();
+        let p =
+            crate::policy::Policy::new(crate::policy::RuleLibrary::embedded().unwrap(), &h, None).unwrap();
+        Engine::new(p, crate::engine::EngineConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn reload_keeps_an_unchanged_queueing_chain_and_its_counters() {
+        let r = Installed {
+            fed: Default::default(),
+        };
+        let opts = KernelRuleOptions::default();
+        let first = install(&r, &engine("192.0.2.10 msn\n"), &opts).unwrap();
+        assert!(!first.inspect_kept);
+        assert_eq!(first.inspect.len(), 1);
+        assert!(r.fed.borrow()[0].contains(":APPWALL_INSPECT - [0:0]"));
+        // Other hosts, same queue options: the chain is left alone.
+        let second = install_keeping(&r, &engine("192.0.2.11 msn\n"), &opts, &first.inspect).unwrap();
+        assert!(second.inspect_kept);
+        let fed = r.fed.borrow()[1].clone();
+        assert!(!fed.contains("APPWALL_INSPECT -"), "{fed}");
+        assert!(!fed.contains("-A APPWALL_INSPECT"), "{fed}");
+        assert!(fed.contains("-j APPWALL_INSPECT"), "{fed}");
+        assert!(fed.contains("192.0.2.11"), "{fed}");
+        // Other queue options: created anew.
+        let other = KernelRuleOptions {
+            queue: 3,
+            ..opts.clone()
+        };
+        let third = install_keeping(&r, &engine("192.0.2.11 msn\n"), &other, &first.inspect).unwrap();
+        assert!(!third.inspect_kept);
+        assert!(r.fed.borrow()[2].contains("--queue-num 3"));
+    }
 
     #[test]
     fn clean_connections_of_affected_hosts_are_requeued_others_kept() {

@@ -640,3 +640,185 @@ fn safety_syn_burst_between_two_halves_of_the_gateway_request_lets_none_through(
     );
     assert_nothing_left(&lab);
 }
+
+// ------------------------------------------- item 4: overflow accounting
+
+fn status_overflow(path: &Path) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).ok()?).ok()?;
+    v["totals"]["queue_overflow"].as_u64()
+}
+
+/// Samples the status file's `queue_overflow` every 50 ms until stopped.
+struct OverflowWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Vec<u64>>>,
+}
+
+impl OverflowWatch {
+    fn start(path: PathBuf) -> OverflowWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !st.load(Relaxed) {
+                if let Some(v) = status_overflow(&path)
+                    && seen.last() != Some(&v)
+                {
+                    seen.push(v);
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            seen
+        });
+        OverflowWatch {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Vec<u64> {
+        self.stop.store(true, Relaxed);
+        self.thread.take().map(|t| t.join().unwrap()).unwrap_or_default()
+    }
+}
+
+/// Sends small UDP datagrams from `ns` to the server as fast as it can.
+fn udp_flood(ns: &str, limit: Duration, max: u64) -> JoinHandle<u64> {
+    let ns = ns.to_string();
+    thread::spawn(move || {
+        enter_netns(&ns).unwrap();
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let dst: SocketAddr = format!("{}:9", lab::SERVER4).parse().unwrap();
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while start.elapsed() < limit && sent < max {
+            if s.send_to(b"0123456789abcdef0123456789abcdef", dst).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    })
+}
+
+/// (NFQUEUE rule packets, packets queue 0 received) read in the gateway.
+fn kernel_truth(lab: &Lab) -> (u64, u64) {
+    let o = lab
+        .exec(
+            &lab.gateway,
+            "iptables",
+            &["-w", "-t", "mangle", "-n", "-v", "-x", "-L", "APPWALL_INSPECT"],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    let rules = appwall::daemon::status::nfqueue_rule_packets(&String::from_utf8_lossy(&o.stdout));
+    let o = lab
+        .exec(
+            &lab.gateway,
+            "cat",
+            &["/proc/net/netfilter/nfnetlink_queue"],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    let queued = appwall::source::nfqueue::parse_kernel_queues(&String::from_utf8_lossy(&o.stdout))
+        .iter()
+        .map(|q| q.id_sequence)
+        .sum();
+    (rules, queued)
+}
+
+fn reload_with(f: &Filter, hosts: &Path, text: &str, n: usize) {
+    fs::write(hosts, text).unwrap();
+    f.signal(Signal::SIGHUP).unwrap();
+    wait_for("the reload", Duration::from_secs(20), || {
+        f.log_text().matches("policy reloaded").count() >= n
+    });
+}
+
+#[test]
+fn safety_queue_overflow_is_zero_without_a_flood_through_start_reloads_and_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(lab) = new_lab(dir.path()) else { return };
+    let _server = KeepAliveServer::start(&lab.server);
+    let h = write_hosts(dir.path(), HOSTS);
+    // Traffic from a listed host (every data segment queued) from before
+    // start-up to after the exit.
+    let go = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            keepalive_client(
+                &lab.client,
+                None,
+                Duration::from_millis(2),
+                Arc::clone(&go),
+                tx.clone(),
+            )
+        })
+        .collect();
+    for _ in 0..4 {
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+    let status = dir.path().join("a-status.json");
+    let watch = OverflowWatch::start(status.clone());
+    let mut f = lab
+        .start_filter(&exe(), &h, &["--depth-bytes", "100000000"], "a")
+        .unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    reload_with(&f, &h, "192.0.2.10 msn\n192.0.2.11 msn\n", 1);
+    thread::sleep(Duration::from_millis(1200));
+    reload_with(&f, &h, "192.0.2.10 msn irc\n", 2);
+    thread::sleep(Duration::from_millis(1200));
+    let (rules, queued) = kernel_truth(&lab);
+    stop_filter(&mut f);
+    go.store(true, Relaxed);
+    let reports: Vec<KeepAliveReport> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let seen = watch.finish();
+    let last = status_overflow(&status);
+    assert!(reports.iter().all(|r| r.failed.is_none()), "{reports:?}");
+    let answered: u32 = reports.iter().map(|r| r.answered).sum();
+    assert!(answered > 200, "{answered} requests");
+    assert!(queued > 400, "{queued} packets queued: the test needs traffic");
+    assert_eq!(
+        seen,
+        [0],
+        "queue_overflow over the run (rules {rules}, queued {queued})"
+    );
+    assert_eq!(last, Some(0));
+}
+
+#[test]
+fn safety_queue_overflow_under_a_flood_is_monotonic_and_exact_at_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(lab) = new_lab(dir.path()) else { return };
+    let h = write_hosts(dir.path(), HOSTS);
+    let mut f = lab
+        .start_filter(
+            &exe(),
+            &h,
+            &["--queue-maxlen", "8", "--depth-bytes", "100000000"],
+            "a",
+        )
+        .unwrap();
+    let watch = OverflowWatch::start(f.status.clone());
+    let flood = udp_flood(&lab.client, Duration::from_millis(2500), 2_000_000);
+    thread::sleep(Duration::from_millis(800));
+    reload_with(&f, &h, "192.0.2.10 msn\n192.0.2.11 msn\n", 1);
+    let sent = flood.join().unwrap();
+    // Let the queue drain and one more status write happen.
+    thread::sleep(Duration::from_millis(1500));
+    let (rules, queued) = kernel_truth(&lab);
+    let truth = rules - queued;
+    stop_filter(&mut f);
+    let seen = watch.finish();
+    let last = status_overflow(&f.status).unwrap();
+    eprintln!(
+        "flood: {sent} sent, {rules} to the queue rule, {queued} queued, overflow seen {seen:?}, final {last}"
+    );
+    assert!(truth > 0, "the flood must overflow the queue ({sent} sent)");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "went down: {seen:?}");
+    assert!(
+        seen.iter().all(|v| *v <= truth),
+        "phantom overflow: {seen:?} > {truth}"
+    );
+    assert_eq!(last, truth, "final status file: {seen:?}");
+}
