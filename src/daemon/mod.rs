@@ -76,6 +76,10 @@ pub struct Config {
     pub stats_interval: u64,
     /// User to become after start-up.
     pub user: Option<String>,
+    /// A full queue accepts what does not fit, uninspected (the queue's
+    /// fail-open flag); false drops it. Independent of `rules.fail_closed`
+    /// (no appwall bound to the queue at all).
+    pub queue_full_accept: bool,
     /// Benchmarking: accept every packet unjudged.
     pub accept_all: bool,
     /// Benchmarking: judge every packet, never mark a connection.
@@ -144,7 +148,7 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     }
 
     let qopts = QueueOptions {
-        fail_open: !k.fail_closed,
+        fail_open: cfg.queue_full_accept,
         max_len: cfg.queue_maxlen,
         rcvbuf: cfg.rcvbuf,
         ..QueueOptions::default()
@@ -155,8 +159,9 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         log(
             Level::Info,
             format_args!(
-                "queue {q} bound: fail-{}, GSO on, max length {}, receive buffer {}",
+                "queue {q} bound: fail-{} when appwall is gone, {} when full, GSO on, max length {}, receive buffer {}",
                 if k.fail_closed { "closed" } else { "open" },
+                if cfg.queue_full_accept { "accept" } else { "drop" },
                 cfg.queue_maxlen,
                 src.rcvbuf.map_or("default".into(), |b| format!("{b} bytes"))
             ),

@@ -822,3 +822,80 @@ fn safety_queue_overflow_under_a_flood_is_monotonic_and_exact_at_exit() {
     );
     assert_eq!(last, truth, "final status file: {seen:?}");
 }
+
+// ------------------------------------------- item 5: a full queue vs no appwall
+
+#[test]
+fn safety_queue_full_drop_lets_nothing_through_a_flood_while_bypass_still_serves_a_dead_filter() {
+    const N: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(lab) = new_lab(dir.path()) else { return };
+    let h = write_hosts(dir.path(), HOSTS);
+    let args = [
+        "--queue-maxlen",
+        "8",
+        "--depth-bytes",
+        "100000000",
+        "--queue-full",
+        "drop",
+    ];
+    let mut f = lab.start_filter(&exe(), &h, &args, "a").unwrap();
+    assert!(
+        f.log_text()
+            .contains("fail-open when appwall is gone, drop when full"),
+        "{}",
+        f.log_text()
+    );
+    let flood = udp_flood(&lab.client, Duration::from_millis(4000), 5_000_000);
+    thread::sleep(Duration::from_millis(300));
+    let echo: SocketAddr = format!("{}:5000", lab::SERVER4).parse().unwrap();
+    let probes: Vec<_> = (0..N)
+        .map(|i| {
+            let ns = lab.client.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(100 * i as u64));
+                lab::tcp_exchange(&ns, echo, b"VER 1 MSNP8 CVR0\r\n", 18, Duration::from_secs(2)).0
+            })
+        })
+        .collect();
+    let outcomes: Vec<lab::Outcome> = probes.into_iter().map(|p| p.join().unwrap()).collect();
+    let sent = flood.join().unwrap();
+    let o = lab
+        .exec(
+            &lab.gateway,
+            "cat",
+            &["/proc/net/netfilter/nfnetlink_queue"],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    let dropped: u64 = appwall::source::nfqueue::parse_kernel_queues(&String::from_utf8_lossy(&o.stdout))
+        .iter()
+        .map(|q| q.queue_dropped)
+        .sum();
+    let through = outcomes.iter().filter(|o| o.passed()).count();
+    eprintln!(
+        "queue full, drop: {sent} datagrams, {dropped} dropped by the full queue, {through} of {N} MSNP probes through"
+    );
+    assert!(dropped > 0, "the flood must fill the queue");
+    assert_eq!(through, 0, "{outcomes:?}");
+    // appwall gone: --queue-bypass still lets traffic flow (fail-open).
+    f.kill9().unwrap();
+    let (o, _) = lab::tcp_exchange(
+        &lab.client,
+        echo,
+        b"VER 1 MSNP8 CVR0\r\n",
+        18,
+        Duration::from_secs(3),
+    );
+    assert!(o.passed(), "bypass while appwall is gone: {o:?}");
+    let o = lab
+        .exec(
+            &lab.gateway,
+            exe().to_str().unwrap(),
+            &["uninstall", "--force"],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_nothing_left(&lab);
+}
