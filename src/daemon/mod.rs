@@ -2,20 +2,26 @@
 //! [`run`].
 //!
 //! Start-up order, chosen so a failure at any step leaves nothing behind:
-//! validate the policy and build the engine; take the per-network-namespace
-//! instance lock ([`lock`]); catch signals; drop privileges ([`privilege`]:
-//! CAP_NET_ADMIN and CAP_NET_RAW stay, `--user`); bind every queue (a queue
-//! owned by someone else stops us here, before any rule changes); start one
-//! named [`worker`] per queue; install the rules (replacing a stale install
+//! catch signals (first of all, so a SIGHUP during start-up is kept, not
+//! fatal); validate the policy and build the engine; take the
+//! per-network-namespace instance lock ([`lock`]); drop privileges
+//! ([`privilege`]: CAP_NET_ADMIN and CAP_NET_RAW stay, `--user`); open the
+//! event log and check the status file's path as that user ([`outfile`]:
+//! no symbolic links, safe directories); bind every queue (a queue owned by
+//! someone else stops us here, before any rule changes); start one named
+//! [`worker`] per queue; make every descriptor close-on-exec (no rule tool
+//! inherits a queue socket); install the rules (replacing a stale install
 //! in the same transaction). Shutdown runs the other way: rules out first
 //! (no new packets are queued), then the workers answer what is left and
 //! unbind. SIGHUP reloads ([`reload`]): the new policy and engine are
-//! validated first, the kernel rules swapped atomically, then the engine; a
-//! bad file changes nothing.
+//! validated first, the engine swapped, then the kernel rules, then clean
+//! connections of changed hosts are queued again; a bad file changes
+//! nothing. docs/security.md lists these guarantees with their tests.
 //!
 //! Rooms: [`worker`] (the per-queue loop), [`stats`] (hot counters),
 //! [`status`] (status file, overflow accounting), [`events`] (blocked
-//! connections), [`reload`], [`lock`], [`privilege`], [`error`].
+//! connections), [`outfile`] (files written without following links),
+//! [`reload`], [`lock`], [`privilege`], [`error`].
 
 pub mod error;
 pub mod events;
