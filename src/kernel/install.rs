@@ -558,8 +558,8 @@ pub fn requeue_batch(tuples: &[CtTuple], nets: &[IpNet], marks: MarkBits) -> Str
 /// Sends connections the kernel fast path holds as clean, with an endpoint
 /// in `nets`, back to the queue: their mark bits are cleared, so their
 /// next packet is judged by the engine now in force. Blocked connections
-/// keep their mark. Returns how many were cleared (a lower bound when the
-/// batch had to be retried connection by connection).
+/// keep their mark. Returns how many were handled (cleared, or found
+/// already cleared or gone when the batch had to be retried one by one).
 pub fn requeue_clean(runner: &dyn Runner, nets: &[IpNet], marks: MarkBits) -> Result<usize, InstallError> {
     if nets.is_empty() {
         return Ok(0);
@@ -599,8 +599,8 @@ pub fn requeue_clean(runner: &dyn Runner, nets: &[IpNet], marks: MarkBits) -> Re
         }
         match result {
             Ok(_) => done += 1,
-            // Already cleared (by the partial batch) or gone: nothing to do.
-            Err(InstallError::Failed { stderr, .. }) if stderr.contains(" 0 flow entries") => {}
+            // Already cleared (by the partial batch) or gone: done too.
+            Err(InstallError::Failed { stderr, .. }) if stderr.contains(" 0 flow entries") => done += 1,
             Err(e) => first_err = first_err.or(Some(e)),
         }
     }
