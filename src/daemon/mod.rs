@@ -152,6 +152,17 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     if let Some(p) = &cfg.status_file {
         outfile::check_replaceable(p)?;
     }
+    // A stop asked for while the policy compiled ends start-up here, before
+    // any queue or rule exists; a SIGHUP is kept for the main loop.
+    let mut early: Vec<i32> = signals.pending().collect();
+    if early.iter().any(|s| *s != SIGHUP) {
+        log(
+            Level::Info,
+            format_args!("stopped by a signal during start-up; nothing was installed"),
+        );
+        return Ok(());
+    }
+    early.dedup();
 
     let qopts = QueueOptions {
         fail_open: cfg.queue_full_accept,
@@ -283,7 +294,8 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
 
     let mut failed: Option<DaemonError> = None;
     'main: loop {
-        for sig in signals.pending() {
+        let pending: Vec<i32> = early.drain(..).chain(signals.pending()).collect();
+        for sig in pending {
             match sig {
                 SIGHUP => match reload::reload(cfg, &handle, &status) {
                     Ok(()) => {

@@ -181,6 +181,46 @@ fn safety_sighup_spam_during_start_up_is_survived_then_reloads() {
     eprintln!("{sent} SIGHUPs during start-up survived");
 }
 
+#[test]
+fn safety_sigterm_during_start_up_exits_cleanly_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(lab) = new_lab(dir.path()) else { return };
+    let mut text = String::from(HOSTS);
+    for i in 0..20_000u32 {
+        text.push_str(&format!("2001:db8:ff{:02x}::{:x} msn\n", i >> 12, i & 0xfff));
+    }
+    let h = write_hosts(dir.path(), &text);
+    let status = dir.path().join("status.json");
+    let args = [
+        "run",
+        "--hosts",
+        h.to_str().unwrap(),
+        "--status-file",
+        status.to_str().unwrap(),
+    ];
+    let mut raw = Raw::start(&lab, &args, dir.path().join("run.log"));
+    let pid = raw.child.id();
+    let me = fs::canonicalize(exe()).unwrap();
+    wait_for("exec of appwall", Duration::from_secs(5), || {
+        fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == me)
+    });
+    thread::sleep(Duration::from_millis(15));
+    assert!(signal(pid, Signal::SIGTERM));
+    let start = Instant::now();
+    while raw.running() {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", raw.log_text());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let st = raw.child.wait().unwrap();
+    assert!(st.success(), "exit {st}: {}", raw.log_text());
+    let log = raw.log_text();
+    assert!(
+        log.contains("nothing was installed") || log.contains("rules removed"),
+        "{log}"
+    );
+    assert_nothing_left(&lab);
+}
+
 /// Stand-in for iptables-restore (first on PATH): records its open
 /// descriptors, then runs the real tool.
 fn fd_recording_shim(dir: &Path) -> PathBuf {
