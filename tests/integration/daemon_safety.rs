@@ -309,6 +309,73 @@ fn safety_rule_tools_inherit_no_queue_socket_and_every_fd_is_close_on_exec() {
 }
 
 #[test]
+fn safety_kill9_during_reload_leaves_no_orphan_holding_the_queue() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(lab) = new_lab(dir.path()) else { return };
+    let h = write_hosts(dir.path(), HOSTS);
+    // iptables-restore that hangs for 4 s while `slow` exists.
+    let shim = dir.path().join("shim");
+    fs::create_dir_all(&shim).unwrap();
+    let p = shim.join("iptables-restore");
+    let d = dir.path().display();
+    fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\nif [ -e {d}/slow ]; then touch {d}/started; sleep 4; touch {d}/done; fi\nexec {} \"$@\"\n",
+            which("iptables-restore").display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(which("ip"), shim.join("ip")).unwrap();
+    let path = format!("{}:{}", shim.display(), std::env::var("PATH").unwrap_or_default());
+    let mut f = lab
+        .start_filter_env(&exe(), &h, &[], "a", &[("PATH", path.as_str())])
+        .unwrap();
+    let bound = || {
+        let o = lab
+            .exec(
+                &lab.gateway,
+                "cat",
+                &["/proc/net/netfilter/nfnetlink_queue"],
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert!(!bound().is_empty(), "queue 0 bound while running");
+    fs::write(dir.path().join("slow"), "").unwrap();
+    f.signal(Signal::SIGHUP).unwrap();
+    wait_for("the reload's iptables-restore", Duration::from_secs(10), || {
+        dir.path().join("started").exists()
+    });
+    f.kill9().unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let left = bound();
+    let orphan_running = !dir.path().join("done").exists();
+    wait_for("the orphan to finish", Duration::from_secs(10), || {
+        dir.path().join("done").exists()
+    });
+    thread::sleep(Duration::from_millis(300));
+    assert!(orphan_running, "the check must happen while the orphan runs");
+    assert!(
+        left.is_empty(),
+        "queue still bound after kill -9, by the orphaned rule tool: {left}"
+    );
+    let o = lab
+        .exec(
+            &lab.gateway,
+            exe().to_str().unwrap(),
+            &["uninstall", "--force"],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_nothing_left(&lab);
+}
+
+#[test]
 fn safety_symlinked_or_exposed_output_files_refuse_start_and_targets_stay() {
     use std::os::unix::fs::{PermissionsExt, symlink};
     let dir = tempfile::tempdir().unwrap();
