@@ -116,6 +116,15 @@ pub enum PortActionArg {
     Reject,
 }
 
+/// What the kernel does with a packet when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueFullArg {
+    /// Accept it uninspected (the queue's fail-open flag): traffic never stalls, a flood can push packets past inspection.
+    Accept,
+    /// Drop it: nothing passes uninspected, a flood costs packets (retransmitted for TCP).
+    Drop,
+}
+
 /// Kernel rule options shared by `kernel-rules` and `run`.
 #[derive(Debug, Args, Clone)]
 pub struct KernelArgs {
@@ -270,6 +279,9 @@ pub struct RunArgs {
     /// Run as this user (name or uid) once the instance lock is taken, keeping only CAP_NET_ADMIN (and CAP_NET_RAW for iptables); --status-file and --events must be writable by it.
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
+    /// When a queue is full (a flood outruns the filter): accept the packets that do not fit, uninspected, or drop them. Separate from --fail-closed, which is about appwall not running at all. Default: drop with --fail-closed, else accept.
+    #[arg(long, value_enum, value_name = "ACTION")]
+    pub queue_full: Option<QueueFullArg>,
     /// Benchmarking: queue and answer every packet as usual (same rules) but accept it without judging and never mark its connection, so every packet keeps being queued. Measures the queue path alone; blocks nothing.
     #[arg(long)]
     pub accept_all: bool,

@@ -8,8 +8,16 @@
 //! is what eviction and expiry need. Guarantees: bounded memory (a fixed
 //! capacity with least-recently-active eviction and timeouts), O(1) per
 //! packet, and no allocation once the table has grown to its working size.
+//!
+//! Table pressure never opens a hole: a TCP connection whose inspection is
+//! in progress ([`FlowState::in_progress`]: bytes seen, no decision) is
+//! evicted only after closed and handshake-only or settled ones, and when
+//! one is dropped anyway (everything near the cold end is in progress, or it
+//! timed out) its key is remembered in a bounded set; if it comes back it is
+//! not a new connection: [`Flow::evicted_undecided`] is set and the user's
+//! [`FlowState::resume_undecided`] decides (the engine blocks it: fail closed).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 
 use foldhash::fast::RandomState;
@@ -49,6 +57,23 @@ impl FlowKey {
     }
 }
 
+/// What the table asks of the state its user keeps per connection.
+pub trait FlowState: Default {
+    /// True while losing this state would lose work that cannot be redone
+    /// (stream inspection with bytes seen and no decision yet): such a TCP
+    /// connection is evicted last, and remembered when dropped.
+    fn in_progress(&self) -> bool {
+        false
+    }
+
+    /// Called on the fresh state of a connection that was dropped from the
+    /// table while [`FlowState::in_progress`] and is seen again (not with a
+    /// new SYN): the user decides what such a connection gets.
+    fn resume_undecided(&mut self) {}
+}
+
+impl FlowState for () {}
+
 /// Which way a packet travels relative to the connection's first packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -85,6 +110,9 @@ pub struct Flow<T> {
     pub fin: [bool; 2],
     /// A packet came back from the other side (the connection is two-way).
     pub replied: bool,
+    /// This connection was dropped from the table mid-inspection (table
+    /// full or timed out) and came back: it is not a new connection.
+    pub evicted_undecided: bool,
     /// What the table's user keeps about this connection.
     pub state: T,
 }
@@ -105,6 +133,7 @@ impl<T: Default> Flow<T> {
             reset: false,
             fin: [false; 2],
             replied: false,
+            evicted_undecided: false,
             state: T::default(),
         }
     }
@@ -137,6 +166,9 @@ const OPEN: usize = 1;
 const CLOSED: usize = 2;
 /// Eviction order when the table is full.
 const EVICT_ORDER: [usize; 3] = [CLOSED, NEW, OPEN];
+/// Entries looked at from the cold end of a list for one that is not in
+/// progress, before one in progress is evicted after all.
+const EVICT_SCAN: usize = 64;
 
 struct Slot<T> {
     key: FlowKey,
@@ -163,6 +195,10 @@ pub struct TableStats {
     pub expired_idle: u64,
     /// Closed connections removed after the close timeout.
     pub expired_closed: u64,
+    /// Connections dropped (evicted or timed out) while inspection was in progress.
+    pub dropped_undecided: u64,
+    /// Such connections seen again (and handed to [`FlowState::resume_undecided`]).
+    pub resumed_undecided: u64,
 }
 
 /// A bounded connection table with least-recently-active eviction.
@@ -189,9 +225,13 @@ pub struct FlowTable<T> {
     close_timeout: u64,
     next_id: u64,
     stats: TableStats,
+    /// Keys of connections dropped while in progress, oldest first, bounded.
+    undecided: HashSet<FlowKey, RandomState>,
+    undecided_order: VecDeque<FlowKey>,
+    undecided_cap: usize,
 }
 
-impl<T: Default> FlowTable<T> {
+impl<T: FlowState> FlowTable<T> {
     /// A table of at most `capacity` connections; idle ones leave after
     /// `idle_timeout_ns` of the caller's clock, closed ones after 10 s.
     pub fn new(capacity: usize, idle_timeout_ns: u64) -> FlowTable<T> {
@@ -207,6 +247,9 @@ impl<T: Default> FlowTable<T> {
             close_timeout: 10_000_000_000u64.min(idle_timeout_ns),
             next_id: 1,
             stats: TableStats::default(),
+            undecided: HashSet::with_hasher(RandomState::default()),
+            undecided_order: VecDeque::new(),
+            undecided_cap: (capacity / 4).clamp(64, 65_536),
         }
     }
 
@@ -269,8 +312,15 @@ impl<T: Default> FlowTable<T> {
                 let stale = now.saturating_sub(s.last_seen) > self.timeout_of(s);
                 if stale || (fresh_syn && s.is_closed()) {
                     // Port reuse or a stale entry: a new connection instance.
+                    let resumed = stale && !fresh_syn && Self::is_undecided(s);
+                    if stale && Self::is_undecided(s) {
+                        self.stats.dropped_undecided += 1;
+                    }
                     let id = self.take_id();
                     self.slots[i as usize].flow = Flow::new(id, p, now);
+                    if resumed {
+                        self.resume(i);
+                    }
                 }
                 self.unlink(i);
                 i
@@ -278,14 +328,11 @@ impl<T: Default> FlowTable<T> {
             None => {
                 self.expire_some(now);
                 if self.index.len() >= self.capacity {
-                    let victim = EVICT_ORDER
-                        .iter()
-                        .map(|&l| self.lists[l].tail)
-                        .find(|&t| t != NIL)
-                        .unwrap_or(NIL);
+                    let victim = self.pick_victim();
                     self.remove_slot(victim);
                     self.stats.evicted_full += 1;
                 }
+                let was_undecided = self.undecided.remove(&key);
                 let id = self.take_id();
                 let slot = Slot {
                     key,
@@ -306,6 +353,9 @@ impl<T: Default> FlowTable<T> {
                 };
                 self.index.insert(key, i);
                 self.stats.created += 1;
+                if was_undecided && !fresh_syn {
+                    self.resume(i);
+                }
                 i
             }
         };
@@ -324,9 +374,10 @@ impl<T: Default> FlowTable<T> {
     }
 
     /// Removes `p`'s connection.
+    /// Nothing is remembered of it: the caller decided it is done.
     pub fn remove(&mut self, p: &PacketView<'_>) {
         if let Some(&i) = self.index.get(&FlowKey::of(p)) {
-            self.remove_slot(i);
+            self.drop_slot(i, false);
         }
     }
 
@@ -343,6 +394,65 @@ impl<T: Default> FlowTable<T> {
         for &i in self.index.values() {
             f(&self.slots[i as usize].flow);
         }
+    }
+
+    /// True for a TCP connection whose inspection is in progress.
+    fn is_undecided(f: &Flow<T>) -> bool {
+        f.proto == Proto::Tcp && f.state.in_progress()
+    }
+
+    /// Marks slot `i` as a connection that was dropped undecided and is back.
+    fn resume(&mut self, i: u32) {
+        let f = &mut self.slots[i as usize].flow;
+        f.evicted_undecided = true;
+        f.state.resume_undecided();
+        self.stats.resumed_undecided += 1;
+    }
+
+    /// The entry to evict from a full table: the oldest closed one, else
+    /// the coldest new one not in progress, else the coldest open one not in
+    /// progress (looking at most [`EVICT_SCAN`] entries per list), else the
+    /// coldest of all (remembered as dropped undecided).
+    fn pick_victim(&self) -> u32 {
+        if self.lists[CLOSED].tail != NIL {
+            return self.lists[CLOSED].tail;
+        }
+        for list in [NEW, OPEN] {
+            let mut i = self.lists[list].tail;
+            for _ in 0..EVICT_SCAN {
+                if i == NIL {
+                    break;
+                }
+                let slot = &self.slots[i as usize];
+                if !Self::is_undecided(&slot.flow) {
+                    return i;
+                }
+                i = slot.prev;
+            }
+        }
+        EVICT_ORDER
+            .iter()
+            .map(|&l| self.lists[l].tail)
+            .find(|&t| t != NIL)
+            .unwrap_or(NIL)
+    }
+
+    /// Remembers `key` as dropped while in progress (oldest forgotten first).
+    fn remember_undecided(&mut self, key: FlowKey) {
+        self.stats.dropped_undecided += 1;
+        if self.undecided.insert(key) {
+            self.undecided_order.push_back(key);
+        }
+        while self.undecided_order.len() > self.undecided_cap {
+            if let Some(old) = self.undecided_order.pop_front() {
+                self.undecided.remove(&old);
+            }
+        }
+    }
+
+    /// Connections remembered as dropped undecided (bounded).
+    pub fn undecided_remembered(&self) -> usize {
+        self.undecided.len()
     }
 
     fn take_id(&mut self) -> u64 {
@@ -374,12 +484,20 @@ impl<T: Default> FlowTable<T> {
         }
     }
 
+    /// Evicts or expires slot `i`, remembering it when it was undecided.
     fn remove_slot(&mut self, i: u32) {
+        self.drop_slot(i, true);
+    }
+
+    fn drop_slot(&mut self, i: u32, remember: bool) {
         if i == NIL {
             return;
         }
         self.unlink(i);
         let key = self.slots[i as usize].key;
+        if remember && Self::is_undecided(&self.slots[i as usize].flow) {
+            self.remember_undecided(key);
+        }
         self.index.remove(&key);
         self.free.push(i);
     }
@@ -519,5 +637,168 @@ mod tests {
         t.get_or_insert(&PacketView::from_ip(&b).unwrap(), 100);
         assert_eq!(t.len(), 1, "the idle flow was expired");
         assert_ne!(t.get_or_insert(&PacketView::from_ip(&a).unwrap(), 101).id, id);
+    }
+
+    /// State whose "in progress" flag the test sets by hand.
+    #[derive(Debug, Default)]
+    struct Busy {
+        in_progress: bool,
+        resumed: bool,
+    }
+
+    impl FlowState for Busy {
+        fn in_progress(&self) -> bool {
+            self.in_progress
+        }
+        fn resume_undecided(&mut self) {
+            self.resumed = true;
+        }
+    }
+
+    fn syn4(src: [u8; 4], sport: u16) -> Vec<u8> {
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ipv4(src, [198, 51, 100, 1], 64)
+            .tcp(sport, 80, 0, 65535)
+            .syn()
+            .write(&mut out, b"")
+            .unwrap();
+        out
+    }
+
+    fn view(b: &[u8]) -> PacketView<'_> {
+        PacketView::from_ip(b).unwrap()
+    }
+
+    #[test]
+    fn syn_burst_never_evicts_a_connection_mid_inspection() {
+        let mut t = FlowTable::<Busy>::new(8, u64::MAX);
+        // Half a request sent, nothing heard back: new list, in progress.
+        let half = tcp4(
+            [192, 0, 2, 10],
+            40000,
+            [198, 51, 100, 1],
+            80,
+            1,
+            b"POST /gateway/gate",
+        );
+        let f = t.get_or_insert(&view(&half), 0);
+        f.state.in_progress = true;
+        let id = f.id;
+        for i in 0..200u16 {
+            let syn = syn4([192, 0, 2, 10], 41000 + i);
+            t.get_or_insert(&view(&syn), 1 + u64::from(i));
+            assert!(t.len() <= 8);
+        }
+        let rest = tcp4([192, 0, 2, 10], 40000, [198, 51, 100, 1], 80, 19, b"way.dll");
+        let f = t.get_or_insert(&view(&rest), 500);
+        assert_eq!(f.id, id, "the connection under inspection stayed");
+        assert!(!f.evicted_undecided);
+        assert_eq!(t.stats().dropped_undecided, 0);
+        assert!(t.stats().evicted_full >= 190);
+    }
+
+    #[test]
+    fn a_connection_dropped_undecided_comes_back_flagged_not_new() {
+        let mut t = FlowTable::<Busy>::new(4, u64::MAX);
+        let data = |port: u16| {
+            tcp4(
+                [192, 0, 2, 10],
+                port,
+                [198, 51, 100, 1],
+                80,
+                1,
+                b"POST /gateway/gate",
+            )
+        };
+        // Every entry in progress: a fifth connection must evict one.
+        for (n, port) in (40000..40005u16).enumerate() {
+            let b = data(port);
+            t.get_or_insert(&view(&b), n as u64).state.in_progress = true;
+        }
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.stats().dropped_undecided, 1);
+        assert_eq!(t.undecided_remembered(), 1);
+        // The coldest (port 40000) went; its next segment is not a new,
+        // unknown connection.
+        let rest = tcp4([192, 0, 2, 10], 40000, [198, 51, 100, 1], 80, 19, b"way.dll");
+        let f = t.get_or_insert(&view(&rest), 10);
+        assert!(f.evicted_undecided && f.state.resumed);
+        assert_eq!(t.stats().resumed_undecided, 1);
+        // Coming back took it off the list; its slot cost another one.
+        assert_eq!(t.stats().dropped_undecided, 2);
+        assert_eq!(t.undecided_remembered(), 1);
+
+        // A fresh SYN on a remembered key is a new connection.
+        let mut t = FlowTable::<Busy>::new(1, u64::MAX);
+        let b = data(40010);
+        t.get_or_insert(&view(&b), 0).state.in_progress = true;
+        let b2 = data(40011);
+        t.get_or_insert(&view(&b2), 1);
+        let syn = syn4([192, 0, 2, 10], 40010);
+        let f = t.get_or_insert(&view(&syn), 2);
+        assert!(!f.evicted_undecided && !f.state.resumed);
+
+        // UDP keeps no state across datagrams: never remembered.
+        let mut t = FlowTable::<Busy>::new(1, u64::MAX);
+        let u = |port: u16| {
+            let mut out = Vec::new();
+            etherparse::PacketBuilder::ipv4([192, 0, 2, 10], [198, 51, 100, 1], 64)
+                .udp(port, 53)
+                .write(&mut out, b"x")
+                .unwrap();
+            out
+        };
+        let (a, b) = (u(5000), u(5001));
+        t.get_or_insert(&view(&a), 0).state.in_progress = true;
+        t.get_or_insert(&view(&b), 1);
+        assert!(!t.get_or_insert(&view(&a), 2).evicted_undecided);
+    }
+
+    #[test]
+    fn timed_out_mid_inspection_is_remembered_too_and_memory_stays_bounded() {
+        let mut t = FlowTable::<Busy>::new(100, 10);
+        let a = tcp4(
+            [192, 0, 2, 10],
+            40000,
+            [198, 51, 100, 1],
+            80,
+            1,
+            b"POST /gateway/gate",
+        );
+        t.get_or_insert(&view(&a), 0).state.in_progress = true;
+        // Silent past the timeout, then the rest: flagged, not a new connection.
+        let rest = tcp4([192, 0, 2, 10], 40000, [198, 51, 100, 1], 80, 19, b"way.dll");
+        let f = t.get_or_insert(&view(&rest), 100);
+        assert!(f.evicted_undecided && f.state.resumed);
+        // Expired by another connection's arrival, then back.
+        let b = tcp4(
+            [192, 0, 2, 10],
+            40001,
+            [198, 51, 100, 1],
+            80,
+            1,
+            b"POST /gateway/gate",
+        );
+        t.get_or_insert(&view(&b), 200).state.in_progress = true;
+        let c = tcp4([192, 0, 2, 10], 40002, [198, 51, 100, 1], 80, 1, b"");
+        t.get_or_insert(&view(&c), 300);
+        assert_eq!(
+            t.undecided_remembered(),
+            1,
+            "40001 (40000 was taken over in place)"
+        );
+        let back = tcp4([192, 0, 2, 10], 40001, [198, 51, 100, 1], 80, 19, b"way.dll");
+        assert!(t.get_or_insert(&view(&back), 301).evicted_undecided);
+        // The memory of dropped connections is bounded.
+        let mut t = FlowTable::<Busy>::new(4, u64::MAX);
+        let mut bufs = Vec::new();
+        for i in 0..1000u16 {
+            bufs.push(tcp4([192, 0, 2, 10], 10000 + i, [198, 51, 100, 1], 80, 1, b"x"));
+        }
+        for (n, b) in bufs.iter().enumerate() {
+            t.get_or_insert(&view(b), n as u64).state.in_progress = true;
+        }
+        assert_eq!(t.stats().dropped_undecided, 996);
+        assert_eq!(t.undecided_remembered(), 64);
     }
 }

@@ -463,7 +463,7 @@ _appwall() {
             return 0
             ;;
         appwall__subcmd__run)
-            opts="-h -V --hosts --library --no-builtin-library --default-apps --depth-bytes --depth-packets --max-flows --flow-timeout --queue --queues --fail-closed --port-action --reset --queue-empty-segments --ipset-threshold --queue-maxlen --rcvbuf --status-file --events --stats-interval --user --accept-all --no-fast-path --help --version"
+            opts="-h -V --hosts --library --no-builtin-library --default-apps --depth-bytes --depth-packets --max-flows --flow-timeout --queue --queues --fail-closed --port-action --reset --queue-empty-segments --ipset-threshold --queue-maxlen --rcvbuf --status-file --events --stats-interval --user --queue-full --accept-all --no-fast-path --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -535,6 +535,10 @@ _appwall() {
                     ;;
                 --user)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queue-full)
+                    COMPREPLY=($(compgen -W "accept drop" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -94,6 +94,8 @@ complete -c appwall -n "__fish_appwall_using_subcommand run" -l status-file -d '
 complete -c appwall -n "__fish_appwall_using_subcommand run" -l events -d 'JSON-lines event log, one line per blocked connection ("-" for stdout)' -r -F
 complete -c appwall -n "__fish_appwall_using_subcommand run" -l stats-interval -d 'Seconds between status file writes and summary log lines' -r
 complete -c appwall -n "__fish_appwall_using_subcommand run" -l user -d 'Run as this user (name or uid) once the instance lock is taken, keeping only CAP_NET_ADMIN (and CAP_NET_RAW for iptables); --status-file and --events must be writable by it' -r
+complete -c appwall -n "__fish_appwall_using_subcommand run" -l queue-full -d 'When a queue is full (a flood outruns the filter): accept the packets that do not fit, uninspected, or drop them. Separate from --fail-closed, which is about appwall not running at all. Default: drop with --fail-closed, else accept' -r -f -a "accept\t'Accept it uninspected (the queue\'s fail-open flag): traffic never stalls, a flood can push packets past inspection'
+drop\t'Drop it: nothing passes uninspected, a flood costs packets (retransmitted for TCP)'"
 complete -c appwall -n "__fish_appwall_using_subcommand run" -l no-builtin-library -d 'Use only the --library directories, not the library built into appwall. Old spelling: --no-builtin-rules'
 complete -c appwall -n "__fish_appwall_using_subcommand run" -l fail-closed -d 'Drop queued traffic when appwall is not running (default: fail open with --queue-bypass)'
 complete -c appwall -n "__fish_appwall_using_subcommand run" -l reset -d 'Answer blocked TCP connections with a reset so clients fail fast'

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::cli::RunArgs;
+use crate::cli::{QueueFullArg, RunArgs};
 use crate::commands::kernel_rules::rule_options;
 use crate::commands::{AppError, engine_config, sources};
 use crate::daemon::{self, Config};
@@ -21,6 +21,11 @@ pub fn config(args: &RunArgs) -> Config {
         events: args.events.clone(),
         stats_interval: args.stats_interval,
         user: args.user.clone(),
+        queue_full_accept: match args.queue_full {
+            Some(QueueFullArg::Accept) => true,
+            Some(QueueFullArg::Drop) => false,
+            None => !args.kernel.fail_closed,
+        },
         accept_all: args.accept_all,
         no_fast_path: args.no_fast_path,
     }

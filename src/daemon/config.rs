@@ -32,6 +32,10 @@ pub struct Config {
     pub stats_interval: u64,
     /// User to become after start-up.
     pub user: Option<String>,
+    /// A full queue accepts what does not fit, uninspected (the queue's
+    /// fail-open flag); false drops it. Independent of `rules.fail_closed`
+    /// (no appwall bound to the queue at all).
+    pub queue_full_accept: bool,
     /// Benchmarking: accept every packet unjudged.
     pub accept_all: bool,
     /// Benchmarking: judge every packet, never mark a connection.

@@ -73,6 +73,9 @@ pub enum DaemonError {
     /// A reload's new rules were refused by the kernel (the running policy was put back).
     #[error("{0}")]
     Reload(#[source] InstallError),
+    /// An output file (status file, event log) is unsafe or cannot be opened.
+    #[error(transparent)]
+    Output(#[from] crate::daemon::outfile::OutputError),
     /// A worker panicked or stopped; the rules were removed.
     #[error("a queue worker {0}; rules removed")]
     Worker(&'static str),

@@ -7,15 +7,15 @@
 //! waits on the event log); a failing event file is reported once and
 //! events go on to the log.
 
-use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::daemon::outfile::{self, OutputError};
 use crate::daemon::stats::epoch_secs;
 use crate::engine::{Engine, Reason};
 use crate::log::{Level, log};
@@ -94,25 +94,22 @@ impl BlockEvent {
     }
 }
 
+/// Where event lines go.
+pub type EventOut = Box<dyn Write + Send>;
+
+/// Opens the event log: "-" is standard output; a file is opened for
+/// appending through [`outfile::open_append`] (no symbolic link, created
+/// 0640, a safe directory), so start-up fails before anything is installed.
+pub fn open_events(path: &Path) -> Result<EventOut, OutputError> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stdout()));
+    }
+    Ok(Box::new(outfile::open_append(path)?))
+}
+
 /// Writes events from `rx` until every sender is gone: a log line each, and
-/// a JSON line to `path` ("-" for stdout) when given.
-pub fn event_writer(rx: crossbeam_channel::Receiver<BlockEvent>, path: Option<PathBuf>) {
-    let mut out: Option<Box<dyn Write>> = match &path {
-        Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
-        Some(p) => {
-            if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                let _ = fs::create_dir_all(d);
-            }
-            match OpenOptions::new().create(true).append(true).open(p) {
-                Ok(f) => Some(Box::new(f)),
-                Err(e) => {
-                    log(Level::Error, format_args!("event log {}: {e}", p.display()));
-                    None
-                }
-            }
-        }
-        None => None,
-    };
+/// a JSON line to `out` when given.
+pub fn event_writer(rx: crossbeam_channel::Receiver<BlockEvent>, mut out: Option<EventOut>) {
     for ev in rx {
         log(
             Level::Info,

@@ -7,6 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -49,6 +50,9 @@ impl InstanceLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(crate::daemon::outfile::FILE_MODE)
+            // Never follow a link planted where the lock goes.
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .open(&path)
             .map_err(err)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {

@@ -2,25 +2,32 @@
 //! [`run`].
 //!
 //! Start-up order, chosen so a failure at any step leaves nothing behind:
-//! validate the policy and build the engine; take the per-network-namespace
-//! instance lock ([`lock`]); catch signals; drop privileges ([`privilege`]:
-//! CAP_NET_ADMIN and CAP_NET_RAW stay, `--user`); bind every queue (a queue
-//! owned by someone else stops us here, before any rule changes); start one
-//! named [`worker`] per queue; install the rules (replacing a stale install
+//! catch signals (first of all, so a SIGHUP during start-up is kept, not
+//! fatal); validate the policy and build the engine; take the
+//! per-network-namespace instance lock ([`lock`]); drop privileges
+//! ([`privilege`]: CAP_NET_ADMIN and CAP_NET_RAW stay, `--user`); open the
+//! event log and check the status file's path as that user ([`outfile`]:
+//! no symbolic links, safe directories); bind every queue (a queue owned by
+//! someone else stops us here, before any rule changes); start one named
+//! [`worker`] per queue; make every descriptor close-on-exec (no rule tool
+//! inherits a queue socket); install the rules (replacing a stale install
 //! in the same transaction). Shutdown runs the other way: rules out first
 //! (no new packets are queued), then the workers answer what is left and
 //! unbind. SIGHUP reloads ([`reload`]): the new policy and engine are
-//! validated first, the kernel rules swapped atomically, then the engine; a
-//! bad file changes nothing.
+//! validated first, the engine swapped, then the kernel rules, then clean
+//! connections of changed hosts are queued again; a bad file changes
+//! nothing. docs/security.md lists these guarantees with their tests.
 //!
 //! Rooms: [`worker`] (the per-queue loop), [`stats`] (hot counters),
 //! [`status`] (status file, overflow accounting), [`events`] (blocked
-//! connections), [`reload`], [`lock`], [`privilege`], [`error`].
+//! connections), [`outfile`] (files written without following links),
+//! [`reload`], [`lock`], [`privilege`], [`error`].
 
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod lock;
+pub mod outfile;
 pub mod privilege;
 pub mod reload;
 pub mod stats;
@@ -40,7 +47,7 @@ use crate::engine::Engine;
 use crate::kernel::install::{self, SystemRunner};
 use crate::log::{Level, log};
 use crate::policy::load::load_policy;
-use crate::source::nfqueue::{self, NfqSource, QueueOptions};
+use crate::source::nfqueue::{NfqSource, QueueOptions};
 pub use config::Config;
 pub use error::DaemonError;
 use events::{BlockEvent, event_writer};
@@ -60,8 +67,37 @@ fn spawn_named<T: Send + 'static>(
         .map_err(|source| DaemonError::Thread { name, source })
 }
 
+/// Marks every descriptor above stderr close-on-exec, so no child (the
+/// rule tools) inherits a netlink socket, the lock or an output file,
+/// whichever library opened it.
+#[allow(unsafe_code)]
+pub fn close_on_exec_all() {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: only the descriptor flags are read and set; a descriptor
+        // closed meanwhile (the directory listing's own) just fails.
+        let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        if let Ok(bits) = fcntl(bfd, FcntlArg::F_GETFD) {
+            let flags = FdFlag::from_bits_truncate(bits) | FdFlag::FD_CLOEXEC;
+            let _ = fcntl(bfd, FcntlArg::F_SETFD(flags));
+        }
+    }
+}
+
 /// Runs the live filter until SIGINT/SIGTERM.
 pub fn run(cfg: &Config) -> Result<(), DaemonError> {
+    // First of all: a SIGHUP (or SIGTERM) that arrives while the policy
+    // compiles must not kill the process with the default action; it is
+    // acted on once the filter runs. signal-hook's handler thread is not
+    // started yet (`pending` is polled), so privileges can still be dropped.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(DaemonError::Signals)?;
     let k = &cfg.rules;
     if u32::from(k.queue) + u32::from(k.queues) > 65536 {
         return Err(DaemonError::QueueRange);
@@ -72,13 +108,29 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         return Err(DaemonError::NotPrivileged);
     }
     let _lock = InstanceLock::acquire()?;
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(DaemonError::Signals)?;
     // Before the first thread: capabilities are per thread and inherited.
     let dropped = privilege::drop_privileges(cfg.user.as_deref())?;
     log(Level::Info, format_args!("{dropped}"));
+    // Output files are checked as the user that will write them, before
+    // any queue or rule exists: an unsafe path stops start-up here.
+    let events_out = cfg.events.as_deref().map(events::open_events).transpose()?;
+    if let Some(p) = &cfg.status_file {
+        outfile::check_replaceable(p)?;
+    }
+    // A stop asked for while the policy compiled ends start-up here, before
+    // any queue or rule exists; a SIGHUP is kept for the main loop.
+    let mut early: Vec<i32> = signals.pending().collect();
+    if early.iter().any(|s| *s != SIGHUP) {
+        log(
+            Level::Info,
+            format_args!("stopped by a signal during start-up; nothing was installed"),
+        );
+        return Ok(());
+    }
+    early.dedup();
 
     let qopts = QueueOptions {
-        fail_open: !k.fail_closed,
+        fail_open: cfg.queue_full_accept,
         max_len: cfg.queue_maxlen,
         rcvbuf: cfg.rcvbuf,
         ..QueueOptions::default()
@@ -89,8 +141,9 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         log(
             Level::Info,
             format_args!(
-                "queue {q} bound: fail-{}, GSO on, max length {}, receive buffer {}",
+                "queue {q} bound: fail-{} when appwall is gone, {} when full, GSO on, max length {}, receive buffer {}",
                 if k.fail_closed { "closed" } else { "open" },
+                if cfg.queue_full_accept { "accept" } else { "drop" },
                 cfg.queue_maxlen,
                 src.rcvbuf.map_or("default".into(), |b| format!("{b} bytes"))
             ),
@@ -116,10 +169,7 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     let handle: EngineHandle = Arc::new(ArcSwap::from_pointee(engine));
     let stop = Arc::new(AtomicBool::new(false));
     let (ev_tx, ev_rx) = crossbeam_channel::bounded::<BlockEvent>(4096);
-    let events = spawn_named("appwall-events".into(), {
-        let path = cfg.events.clone();
-        move || event_writer(ev_rx, path)
-    })?;
+    let events = spawn_named("appwall-events".into(), move || event_writer(ev_rx, events_out))?;
     let mut status = Status {
         workers: Vec::new(),
         handle: Arc::clone(&handle),
@@ -130,6 +180,8 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         inodes: sources.iter().map(|s| s.inode).collect(),
         queued_at_install: AtomicU64::new(0),
         overflow_before: AtomicU64::new(0),
+        overflow_reported: AtomicU64::new(0),
+        inspect_installed: std::sync::Mutex::new(Vec::new()),
     };
     let mut workers = Vec::new();
     for src in sources {
@@ -151,9 +203,15 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     }
     drop(ev_tx);
 
+    // Rule tools run as children from here on: none may inherit a queue
+    // socket (an orphaned child would keep the queue bound) or a file.
+    close_on_exec_all();
     let mut installed = RulesGuard::armed();
+    // The overflow baseline is read before the queueing rules exist.
+    let queued_before = status.queued_now();
     match install::install(&SystemRunner, &handle.load(), k) {
         Ok(r) => {
+            status.installed(&r, 0, queued_before);
             if r.replaced {
                 log(
                     Level::Warning,
@@ -181,8 +239,6 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         }
     }
 
-    let queued_now = status.queued(&nfqueue::kernel_queues());
-    status.queued_at_install.store(queued_now, Relaxed);
     let status = Arc::new(status);
     let stats_thread = spawn_named("appwall-stats".into(), {
         let status = Arc::clone(&status);
@@ -203,7 +259,8 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
 
     let mut failed: Option<DaemonError> = None;
     'main: loop {
-        for sig in signals.pending() {
+        let pending: Vec<i32> = early.drain(..).chain(signals.pending()).collect();
+        for sig in pending {
             match sig {
                 SIGHUP => match reload::reload(cfg, &handle, &status) {
                     Ok(()) => {
@@ -234,6 +291,9 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         thread::sleep(Duration::from_millis(50));
     }
 
+    // Last count while the rules (and their counters) still exist: the
+    // final status file reports it (reports never go down).
+    let _ = status.overflow();
     installed.remove_now();
     stop.store(true, Relaxed);
     for w in workers {

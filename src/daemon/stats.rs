@@ -69,6 +69,11 @@ pub struct WorkerStats {
     pub events_dropped: AtomicU64,
     /// Connections held in the worker's table (gauge).
     pub flows: AtomicU64,
+    /// Connections dropped from the table (full, timed out) mid-inspection
+    /// (since the table was created).
+    pub dropped_undecided: AtomicU64,
+    /// Such connections seen again, and blocked (fail closed).
+    pub resumed_undecided: AtomicU64,
 }
 
 impl WorkerStats {
@@ -91,6 +96,8 @@ impl WorkerStats {
             panics: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
             flows: AtomicU64::new(0),
+            dropped_undecided: AtomicU64::new(0),
+            resumed_undecided: AtomicU64::new(0),
         }
     }
 
@@ -189,6 +196,10 @@ pub struct QueueSnapshot {
     pub panics: u64,
     /// Connections tracked.
     pub flows: u64,
+    /// Connections dropped from the table mid-inspection.
+    pub dropped_undecided: u64,
+    /// Such connections seen again and blocked (fail closed).
+    pub resumed_undecided: u64,
     /// The kernel's counters, when the kernel lists the queue.
     pub kernel: Option<KernelQueue>,
 }
@@ -230,6 +241,8 @@ pub fn snapshot(workers: &[Arc<WorkerStats>], kernel: &[KernelQueue], app_names:
             verdict_errors: get(&w.verdict_errors),
             panics: get(&w.panics),
             flows: get(&w.flows),
+            dropped_undecided: get(&w.dropped_undecided),
+            resumed_undecided: get(&w.resumed_undecided),
             kernel: kernel.iter().find(|k| k.queue == w.queue).copied(),
         });
     }

@@ -4,19 +4,27 @@
 //!
 //! Queue overflow in fail-open mode is counted nowhere by the kernel; it is
 //! derived here: packets the NFQUEUE rules sent minus packets the queues
-//! received, carried across rule re-installs (whose counters restart).
+//! received (the kernel numbers every queued packet, and a packet is counted
+//! by its rule before it gets its number). Guarantees of `queue_overflow`:
+//! - never phantom: the rule counters are read before the queue counters,
+//!   and the queue baseline is read before the rules are created, so every
+//!   read is at most the truth;
+//! - never down: what was reported is the floor of every later report, the
+//!   last status file (after the rules are gone) included;
+//! - exact across reloads: a reload leaves the queueing chain, and so its
+//!   counters, untouched when its rules do not change (they depend on the
+//!   queue options only); when they do change, the count so far is carried.
 
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::daemon::outfile;
 use crate::daemon::stats::{self, Snapshot, WorkerStats};
 use crate::daemon::worker::EngineHandle;
-use crate::kernel::install::{Runner, SystemRunner};
-use crate::kernel::iptables;
+use crate::kernel::install::{InstallReport, Runner, SystemRunner};
+use crate::kernel::iptables::{self, Family};
 use crate::log::{Level, log};
 use crate::source::nfqueue::{self, KernelQueue};
 
@@ -36,11 +44,16 @@ pub struct Status {
     pub status_file: Option<PathBuf>,
     /// Socket inode of each queue, to read the kernel's drop counters.
     pub inodes: Vec<Option<u64>>,
-    /// Packets our queues had received when the rules (and so their
-    /// counters) were last installed.
+    /// Packets our queues had received just before the queueing chain (and
+    /// so its counters) was last created.
     pub queued_at_install: AtomicU64,
-    /// Overflow counted before the last install (rule counters restart then).
+    /// Overflow counted before the queueing chain was last created.
     pub overflow_before: AtomicU64,
+    /// Highest overflow reported so far: reports never go down.
+    pub overflow_reported: AtomicU64,
+    /// The queueing chain's rules as installed, per family (a reload that
+    /// would install the same keeps the chain and its counters).
+    pub inspect_installed: Mutex<Vec<(Family, String)>>,
 }
 
 /// Sums the packet counters of the NFQUEUE rules in `iptables -nvxL` output.
@@ -51,9 +64,10 @@ pub fn nfqueue_rule_packets(list: &str) -> u64 {
         .sum()
 }
 
-/// Packets the NFQUEUE rules of both families have sent to the queues.
-fn rule_packets() -> u64 {
-    ["iptables", "ip6tables"]
+/// Packets the NFQUEUE rules of both families have sent to the queues;
+/// `None` when no family has the chain (the rules are gone).
+fn rule_packets() -> Option<u64> {
+    let counts: Vec<u64> = ["iptables", "ip6tables"]
         .into_iter()
         .filter_map(|cmd| {
             SystemRunner
@@ -74,7 +88,8 @@ fn rule_packets() -> u64 {
                 .ok()
         })
         .map(|out| nfqueue_rule_packets(&out))
-        .sum()
+        .collect();
+    (!counts.is_empty()).then(|| counts.iter().sum())
 }
 
 impl Status {
@@ -88,20 +103,51 @@ impl Status {
             .sum()
     }
 
-    /// Rule counters restart with each install: keep the overflow counted
-    /// so far (`before`, read just before installing) and start again.
-    pub fn rules_installed(&self, before: u64) {
-        self.overflow_before.store(before, Relaxed);
-        self.queued_at_install
-            .store(self.queued(&nfqueue::kernel_queues()), Relaxed);
+    /// Packets our queues have received so far, read from the kernel now.
+    pub fn queued_now(&self) -> u64 {
+        self.queued(&nfqueue::kernel_queues())
     }
 
-    /// Packets the kernel passed or dropped because a queue was full.
-    pub fn overflow(&self, kernel: &[KernelQueue]) -> u64 {
-        let queued = self
-            .queued(kernel)
-            .saturating_sub(self.queued_at_install.load(Relaxed));
-        self.overflow_before.load(Relaxed) + rule_packets().saturating_sub(queued)
+    /// The queueing chain was created anew, so its counters restart: keep
+    /// the overflow counted so far (`before`) and the queue count read just
+    /// before the chain was created (`queued_before`) as the new baseline.
+    pub fn inspect_recreated(&self, before: u64, queued_before: u64) {
+        self.overflow_before.store(before, Relaxed);
+        self.queued_at_install.store(queued_before, Relaxed);
+    }
+
+    /// Records what an install did: a recreated queueing chain restarts the
+    /// counters; the installed chain is remembered for the next reload.
+    pub fn installed(&self, report: &InstallReport, before: u64, queued_before: u64) {
+        if !report.inspect_kept {
+            self.inspect_recreated(before, queued_before);
+        }
+        if let Ok(mut i) = self.inspect_installed.lock() {
+            i.clone_from(&report.inspect);
+        }
+    }
+
+    /// The queueing chain's rules as installed (for [`crate::kernel::install::install_keeping`]).
+    pub fn inspect_rules(&self) -> Vec<(Family, String)> {
+        self.inspect_installed
+            .lock()
+            .map(|i| i.clone())
+            .unwrap_or_default()
+    }
+
+    /// Packets the kernel passed (fail-open) or dropped (fail-closed)
+    /// because a queue was full, so far; never less than reported before.
+    pub fn overflow(&self) -> u64 {
+        // Rules first, queues second: a packet is counted by its rule before
+        // it is queued, so this order can only under-count, never invent.
+        let now = rule_packets().map(|rules| {
+            let queued = self
+                .queued_now()
+                .saturating_sub(self.queued_at_install.load(Relaxed));
+            self.overflow_before.load(Relaxed) + rules.saturating_sub(queued)
+        });
+        let now = now.unwrap_or(0);
+        self.overflow_reported.fetch_max(now, Relaxed).max(now)
     }
 
     /// Everything summed now.
@@ -116,7 +162,7 @@ impl Status {
             .collect();
         let kernel = nfqueue::kernel_queues();
         let mut s = stats::snapshot(&self.workers, &kernel, &names);
-        s.totals.queue_overflow = self.overflow(&kernel);
+        s.totals.queue_overflow = self.overflow();
         s.running = running;
         s.uptime = self.started.elapsed().as_secs_f64();
         s.reloads = self.reloads.load(Relaxed);
@@ -137,7 +183,7 @@ impl Status {
         let s = self.snapshot(running);
         if let Some(path) = &self.status_file {
             let text = serde_json::to_string_pretty(&s).unwrap_or_default() + "\n";
-            if let Err(e) = write_atomic(path, &text) {
+            if let Err(e) = outfile::write_replace(path, &text) {
                 log(
                     Level::Warning,
                     format_args!("status file {}: {e}", path.display()),
@@ -146,17 +192,6 @@ impl Status {
         }
         s
     }
-}
-
-/// Writes `text` to `path` atomically (temporary file, then rename).
-pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)?;
-    }
-    let mut tmp = PathBuf::from(path);
-    tmp.set_extension(format!("tmp{}", std::process::id()));
-    fs::write(&tmp, text)?;
-    fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -117,7 +117,13 @@ impl<S: PacketSource> Worker<S> {
                 .count(bytes.len(), Verdict::Accept, &Reason::Unparsable);
             return QueueVerdict::Accept;
         };
-        let (d, flow) = (j.decision, j.conn);
+        let (mut d, flow) = (j.decision, j.conn);
+        if flow.evicted_undecided && flow.packets == 1 && d.verdict == Verdict::Drop && d.mark.is_none() {
+            // Dropped from the table mid-inspection and back (blocked by
+            // the engine's state, fail closed): hand it to the kernel as
+            // blocked, with its event, like any other blocked connection.
+            d = d.marked(FlowMark::Blocked);
+        }
         self.stats.count(bytes.len(), d.verdict, &d.reason);
         let m = self.cfg.marks;
         let v = match (d.mark, d.verdict) {
@@ -158,6 +164,9 @@ impl<S: PacketSource> Worker<S> {
             (None, Verdict::Drop) => QueueVerdict::Drop,
         };
         self.stats.flows.store(self.tracker.len() as u64, Relaxed);
+        let t = self.tracker.table().stats();
+        self.stats.dropped_undecided.store(t.dropped_undecided, Relaxed);
+        self.stats.resumed_undecided.store(t.resumed_undecided, Relaxed);
         v
     }
 
@@ -436,6 +445,112 @@ mod tests {
             matches!(w.decide(&syn2, 0), QueueVerdict::Repeat(_)),
             "new policy for new connections"
         );
+    }
+
+    /// Sends `segments` on one connection from `seq`; returns the verdicts
+    /// and the next sequence number.
+    fn send(w: &mut Worker<Mock>, port: u16, mut seq: u32, segments: &[&[u8]]) -> (Vec<QueueVerdict>, u32) {
+        let mut out = Vec::new();
+        for s in segments {
+            out.push(w.decide(&tcp4(C, port, S, 80, seq, s), 0));
+            seq = seq.wrapping_add(u32::try_from(s.len()).unwrap());
+        }
+        (out, seq)
+    }
+
+    fn blocked(v: QueueVerdict) -> bool {
+        matches!(v, QueueVerdict::Repeat(m) if m & MarkBits::default().blocked != 0)
+    }
+
+    #[test]
+    fn reload_rejudges_not_listed_and_clean_connections() {
+        use crate::sample::MSN_GATEWAY_OPEN;
+        let get: &[u8] = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+        // Not listed under the old policy: accepted, never marked.
+        let handle = engine("192.0.2.99 msn\n");
+        let mut w = worker(Mock::default(), Arc::clone(&handle), None);
+        let (v, seq) = send(&mut w, 46000, 1, &[get, get]);
+        assert_eq!(v, [QueueVerdict::Accept; 2]);
+        handle.store(engine("192.0.2.10 msn\n").load_full());
+        let (v, seq) = send(&mut w, 46000, seq, &[get]);
+        assert_eq!(v, [QueueVerdict::Accept], "still inspecting");
+        let (v, _) = send(&mut w, 46000, seq, &[MSN_GATEWAY_OPEN]);
+        assert!(blocked(v[0]), "the old 'not listed' must not stick: {v:?}");
+
+        // Settled clean under a policy without msn for this host.
+        let handle = engine("192.0.2.10 irc\n");
+        let mut w = worker(Mock::default(), Arc::clone(&handle), None);
+        let head = b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 14000\r\n\r\n";
+        let body = [b'a'; 1400];
+        let mut segs: Vec<&[u8]> = vec![head];
+        segs.extend(std::iter::repeat_n(&body[..], 10));
+        let (v, seq) = send(&mut w, 46001, 1, &segs);
+        assert!(
+            v.contains(&QueueVerdict::Repeat(MarkBits::default().clean)),
+            "{v:?}"
+        );
+        handle.store(engine("192.0.2.10 irc msn\n").load_full());
+        let (v, _) = send(&mut w, 46001, seq, &[MSN_GATEWAY_OPEN]);
+        assert!(blocked(v[0]), "a clean connection is inspected again: {v:?}");
+    }
+
+    #[test]
+    fn reload_never_unblocks_a_blocked_connection() {
+        let handle = engine("192.0.2.10 msn\n");
+        let mut w = worker(Mock::default(), Arc::clone(&handle), None);
+        let (v, seq) = send(&mut w, 46002, 1, &[b"VER 1 MSNP8 CVR0\r\n"]);
+        assert!(blocked(v[0]), "{v:?}");
+        handle.store(engine("192.0.2.99 msn\n").load_full());
+        let (v, _) = send(&mut w, 46002, seq, &[b"hello\r\n", b"more\r\n"]);
+        assert_eq!(v, [QueueVerdict::Drop; 2]);
+    }
+
+    fn syn(port: u16) -> Vec<u8> {
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ipv4(C, S, 64)
+            .tcp(port, 80, 0, 65535)
+            .syn()
+            .write(&mut out, b"")
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn table_pressure_between_two_halves_of_the_gateway_request_never_lets_it_through() {
+        let first: &[u8] = b"POST /gateway/gate";
+        let second: &[u8] = b"way.dll?Action=open&Server=NS HTTP/1.1\r\nHost: a\r\n\r\n";
+        // A SYN burst far past the table: the connection mid-inspection stays.
+        let mut w = worker(Mock::default(), engine("192.0.2.10 msn\n"), None);
+        w.tracker = Tracker::new(8, u64::MAX);
+        let (v, seq) = send(&mut w, 47000, 1, &[first]);
+        assert_eq!(v, [QueueVerdict::Accept]);
+        for p in 0..500u16 {
+            w.decide(&syn(48000 + p), 0);
+        }
+        let (v, _) = send(&mut w, 47000, seq, &[second]);
+        assert!(blocked(v[0]), "{v:?}");
+
+        // Every connection mid-inspection: one must go, and when it comes
+        // back it is blocked (fail closed), with an event.
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        let mut w = worker(Mock::default(), engine("192.0.2.10 msn\n"), Some(tx));
+        w.tracker = Tracker::new(8, u64::MAX);
+        let (_, seq) = send(&mut w, 47001, 1, &[first]);
+        for p in 0..8u16 {
+            send(&mut w, 49000 + p, 1, &[first]);
+        }
+        let (v, _) = send(&mut w, 47001, seq, &[second, b"more"]);
+        assert!(blocked(v[0]), "{v:?}");
+        assert_eq!(v[1], QueueVerdict::Drop);
+        let ev: Vec<BlockEvent> = rx.try_iter().collect();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].sport, 47001);
+        assert!(
+            ev[0].to_json().contains("\"kind\":\"evasion\""),
+            "{}",
+            ev[0].to_json()
+        );
+        assert_eq!(w.stats().resumed_undecided.load(Relaxed), 1);
     }
 
     #[test]

@@ -122,6 +122,12 @@ impl Engine {
         let (orig_dport, proto) = (conn.orig_dport, conn.proto);
         let (orig_src, orig_dst) = (conn.orig_src, conn.orig_dst);
         let flow = &mut conn.state;
+        // A policy reload comes first: what an older engine settled short of
+        // blocking (not listed, ports only, clean) is decided again, so no
+        // stale "not listed" outlives the reload that lists the host.
+        if flow.engine_gen != self.generation && flow.engine_gen != 0 {
+            flow.reopen();
+        }
         match flow.decision {
             FlowDecision::Blocked(r) => return Decision::drop(r),
             FlowDecision::Clean => return Decision::accept(Reason::Clean),

@@ -13,7 +13,7 @@ use crate::engine::matcher::StartState;
 use crate::engine::msnp::MsnpDir;
 use crate::engine::quic::QuicHello;
 use crate::engine::verdict::Reason;
-use crate::flow::Flow;
+use crate::flow::{Flow, FlowState};
 use crate::policy::AppSet;
 
 pub use crate::engine::matcher::MAX_CARRY;
@@ -145,6 +145,31 @@ pub struct ConnState {
 }
 
 impl ConnState {
+    /// Opens again a decision of an older policy that a new one may change:
+    /// `Clean` inspects again from here (mid-stream, depth counted afresh),
+    /// `Ignored` starts over as a connection first seen now. `Blocked`
+    /// stays blocked: a reload never lets a blocked connection through.
+    pub fn reopen(&mut self) {
+        match self.decision {
+            FlowDecision::Clean => {
+                self.decision = FlowDecision::Inspecting;
+                for d in &mut self.dirs {
+                    d.bytes = 0;
+                    d.payload_packets = 0;
+                    // Segments were not followed while clean: pick the
+                    // stream up again at the next one seen.
+                    d.next_seq = None;
+                }
+            }
+            FlowDecision::Ignored => {
+                self.decision = FlowDecision::Inspecting;
+                self.dirs = Default::default();
+                self.engine_gen = 0;
+            }
+            FlowDecision::Blocked(_) | FlowDecision::Inspecting => {}
+        }
+    }
+
     /// Frees what only inspection needed (held segments, a ClientHello
     /// being collected, HTTP fields) once the connection is settled.
     pub fn release_inspection(&mut self) {
@@ -154,5 +179,24 @@ impl ConnState {
             d.http = HttpState::default();
         }
         self.quic = None;
+    }
+}
+
+impl FlowState for ConnState {
+    /// Inspection has seen bytes and decided nothing yet: losing this state
+    /// would let the rest of the stream be judged as a new connection.
+    fn in_progress(&self) -> bool {
+        self.decision == FlowDecision::Inspecting
+            && self
+                .dirs
+                .iter()
+                .any(|d| d.bytes > 0 || d.reorder.is_some() || d.hello.is_some())
+    }
+
+    /// Dropped from the table mid-inspection and back: fail closed. The
+    /// bytes already passed cannot be inspected again, so the connection is
+    /// blocked as an evasion (table pressure hides a stream's start).
+    fn resume_undecided(&mut self) {
+        self.decision = FlowDecision::Blocked(Reason::Evasion);
     }
 }

@@ -14,13 +14,21 @@
 //!
 //! The reconciling is a pure function over `iptables-save` text
 //! ([`reconcile`]), unit-tested without root.
+//!
+//! After a reload, connections the kernel fast path holds as clean and that
+//! the new policy may judge otherwise are sent back to the queue
+//! ([`requeue_clean`]: their connmark bits cleared with `conntrack`).
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
+
+use ipnet::IpNet;
 
 use crate::engine::Engine;
 use crate::kernel::iptables::{self, CHAIN, CHAIN_INSPECT, CHAIN_REJECT, Family, KernelRuleOptions};
+use crate::kernel::marks::MarkBits;
 
 const OUR_CHAINS: [&str; 3] = [CHAIN, CHAIN_INSPECT, CHAIN_REJECT];
 const TABLES: [&str; 2] = ["mangle", "filter"];
@@ -179,6 +187,13 @@ fn parse_generated(text: &str) -> Vec<(String, Wanted)> {
 /// (output of [`iptables::restore_input`] with jumps) asks for; pass an
 /// empty `generated` to remove everything. `None` when nothing is to do.
 pub fn reconcile(found: &Found, generated: &str) -> Option<String> {
+    reconcile_keeping(found, generated, &[])
+}
+
+/// [`reconcile`], leaving the chains named in `keep` exactly as they are
+/// (not declared, so not flushed, and not removed as stale): their rules
+/// and counters survive. `generated` must not declare or fill them.
+pub fn reconcile_keeping(found: &Found, generated: &str, keep: &[&str]) -> Option<String> {
     let wanted = parse_generated(generated);
     let mut out = String::new();
     for table in TABLES {
@@ -219,7 +234,7 @@ pub fn reconcile(found: &Found, generated: &str) -> Option<String> {
         let stale: Vec<&str> = have_chains
             .iter()
             .copied()
-            .filter(|c| !w.chains.iter().any(|x| x == c))
+            .filter(|c| !w.chains.iter().any(|x| x == c) && !keep.contains(c))
             .collect();
         for c in &stale {
             lines.push(format!("-F {c}"));
@@ -283,6 +298,12 @@ pub struct InstallReport {
     pub applied: Vec<(Family, String)>,
     /// Sets in use.
     pub sets: Vec<String>,
+    /// Rules of the queueing chain now installed, per family (pass them
+    /// to the next [`install_keeping`]).
+    pub inspect: Vec<(Family, String)>,
+    /// True when the queueing chain was left as it was in every family
+    /// (its packet counters go on); false when it was created anew.
+    pub inspect_kept: bool,
 }
 
 fn save(runner: &dyn Runner, family: Family) -> Result<Found, InstallError> {
@@ -318,13 +339,49 @@ pub fn install(
     engine: &Engine,
     opts: &KernelRuleOptions,
 ) -> Result<InstallReport, InstallError> {
+    install_keeping(runner, engine, opts, &[])
+}
+
+/// The `-A APPWALL_INSPECT` lines of generated restore input.
+fn inspect_lines(generated: &str) -> String {
+    let prefix = format!("-A {CHAIN_INSPECT} ");
+    generated
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .fold(String::new(), |acc, l| acc + l + "\n")
+}
+
+/// `generated` without the queueing chain's declaration and rules.
+fn without_inspect(generated: &str) -> String {
+    let decl = format!(":{CHAIN_INSPECT} ");
+    let rule = format!("-A {CHAIN_INSPECT} ");
+    generated
+        .lines()
+        .filter(|l| !l.starts_with(&decl) && !l.starts_with(&rule))
+        .fold(String::new(), |acc, l| acc + l + "\n")
+}
+
+/// [`install`] that leaves the queueing chain (`APPWALL_INSPECT`) alone
+/// where it is installed with exactly the rules `previous` says (the
+/// previous report's [`InstallReport::inspect`]): a reload that changes
+/// hosts or apps keeps the chain's packet counters, which the overflow
+/// accounting reads.
+pub fn install_keeping(
+    runner: &dyn Runner,
+    engine: &Engine,
+    opts: &KernelRuleOptions,
+    previous: &[(Family, String)],
+) -> Result<InstallReport, InstallError> {
     let policy = engine.policy();
     let inspected = engine.inspected_apps();
     let opts = KernelRuleOptions {
         jumps: true,
         ..opts.clone()
     };
-    let mut report = InstallReport::default();
+    let mut report = InstallReport {
+        inspect_kept: true,
+        ..InstallReport::default()
+    };
     let mut wanted_sets = Vec::new();
     for family in [Family::V4, Family::V6] {
         let used = iptables::family_used(policy, family);
@@ -347,9 +404,27 @@ pub fn install(
                 wanted_sets.extend(iptables::set_names(policy, inspected, family, &opts));
             }
         }
-        if let Some(text) = reconcile(&found, &generated) {
+        let inspect = inspect_lines(&generated);
+        let has_inspect = found
+            .chains
+            .iter()
+            .any(|(t, c)| t == "mangle" && c == CHAIN_INSPECT);
+        let keep = used && has_inspect && previous.iter().any(|(f, text)| *f == family && *text == inspect);
+        let text = if keep {
+            reconcile_keeping(&found, &without_inspect(&generated), &[CHAIN_INSPECT])
+        } else {
+            // Created anew (or removed): its counters start again.
+            if used || has_inspect {
+                report.inspect_kept = false;
+            }
+            reconcile(&found, &generated)
+        };
+        if let Some(text) = text {
             runner.run(family.restore_command(), &["--noflush"], Some(&text))?;
             report.applied.push((family, text));
+        }
+        if used {
+            report.inspect.push((family, inspect));
         }
     }
     // Sets the new rules no longer use (after a reload, or a stale install).
@@ -422,9 +497,209 @@ pub fn anything_installed(runner: &dyn Runner) -> bool {
         || !existing_sets(runner).is_empty()
 }
 
+/// One connection as `conntrack -L` prints its original direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtTuple {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// Original source.
+    pub src: IpAddr,
+    /// Original destination.
+    pub dst: IpAddr,
+    /// Original source port.
+    pub sport: u16,
+    /// Original destination port.
+    pub dport: u16,
+}
+
+/// Reads the original tuples of TCP and UDP connections out of
+/// `conntrack -L` output (other protocols and unreadable lines are skipped).
+pub fn parse_conntrack_list(text: &str) -> Vec<CtTuple> {
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let proto = words.next()?;
+            if proto != "tcp" && proto != "udp" {
+                return None;
+            }
+            // The first src/dst/sport/dport are the original direction.
+            let field = |key: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            };
+            Some(CtTuple {
+                proto: proto.to_string(),
+                src: field("src")?.parse().ok()?,
+                dst: field("dst")?.parse().ok()?,
+                sport: field("sport")?.parse().ok()?,
+                dport: field("dport")?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// `conntrack -R` input that clears appwall's mark bits (others kept) of
+/// the connections in `tuples` that have an endpoint in `nets`.
+pub fn requeue_batch(tuples: &[CtTuple], nets: &[IpNet], marks: MarkBits) -> String {
+    let mut out = String::new();
+    for t in tuples {
+        if !nets.iter().any(|n| n.contains(&t.src) || n.contains(&t.dst)) {
+            continue;
+        }
+        let family = if t.src.is_ipv4() { "ipv4" } else { "ipv6" };
+        out.push_str(&format!(
+            "-U -f {family} -p {} -s {} -d {} --sport {} --dport {} -m 0/0x{:x}\n",
+            t.proto, t.src, t.dst, t.sport, t.dport, marks.mask
+        ));
+    }
+    out
+}
+
+/// Sends connections the kernel fast path holds as clean, with an endpoint
+/// in `nets`, back to the queue: their mark bits are cleared, so their
+/// next packet is judged by the engine now in force. Blocked connections
+/// keep their mark. Returns how many were handled (cleared, or found
+/// already cleared or gone when the batch had to be retried one by one).
+pub fn requeue_clean(runner: &dyn Runner, nets: &[IpNet], marks: MarkBits) -> Result<usize, InstallError> {
+    if nets.is_empty() {
+        return Ok(0);
+    }
+    let clean = format!("0x{:x}/0x{:x}", marks.clean, marks.mask);
+    let mut tuples = Vec::new();
+    for family in ["ipv4", "ipv6"] {
+        if !nets
+            .iter()
+            .any(|n| matches!((family, n), ("ipv4", IpNet::V4(_)) | ("ipv6", IpNet::V6(_))))
+        {
+            continue;
+        }
+        let text = runner.run("conntrack", &["-L", "-f", family, "-m", &clean], None)?;
+        tuples.extend(parse_conntrack_list(&text));
+    }
+    let batch = requeue_batch(&tuples, nets, marks);
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    if runner
+        .run("conntrack", &["-R", "/dev/stdin"], Some(&batch))
+        .is_ok()
+    {
+        return Ok(batch.lines().count());
+    }
+    // `-R` stops at the first line the kernel refuses (seen: EPROTO while
+    // the connection is busy): one call per connection, each tried twice.
+    let mut done = 0;
+    let mut first_err = None;
+    for line in batch.lines() {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let mut result = runner.run("conntrack", &args, None);
+        if result.is_err() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            result = runner.run("conntrack", &args, None);
+        }
+        match result {
+            Ok(_) => done += 1,
+            // Already cleared (by the partial batch) or gone: done too.
+            Err(InstallError::Failed { stderr, .. }) if stderr.contains(" 0 flow entries") => done += 1,
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+    }
+    match first_err {
+        Some(e) if done == 0 => Err(e),
+        _ => Ok(done),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers like a box with appwall's IPv4 chains installed (no IPv6),
+    /// recording what is fed to the restore tools.
+    struct Installed {
+        fed: std::cell::RefCell<Vec<String>>,
+    }
+
+    impl Runner for Installed {
+        fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, InstallError> {
+            match program {
+                "iptables-save" if args.contains(&"mangle") => Ok(
+                    "*mangle\n:PREROUTING ACCEPT [0:0]\n:APPWALL - [0:0]\n:APPWALL_INSPECT - [0:0]\n\
+-A PREROUTING -j APPWALL\nCOMMIT\n"
+                        .into(),
+                ),
+                "iptables-save" | "ipset" => Ok(String::new()),
+                "iptables-restore" => {
+                    self.fed.borrow_mut().push(stdin.unwrap_or("").to_string());
+                    Ok(String::new())
+                }
+                _ => Err(InstallError::Spawn {
+                    program: program.into(),
+                    source: std::io::Error::other("absent"),
+                }),
+            }
+        }
+    }
+
+    fn engine(hosts: &str) -> Engine {
+        let h = crate::policy::HostsFile::parse(std::path::Path::new("hosts"), hosts).unwrap();
+        let p =
+            crate::policy::Policy::new(crate::policy::RuleLibrary::embedded().unwrap(), &h, None).unwrap();
+        Engine::new(p, crate::engine::EngineConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn reload_keeps_an_unchanged_queueing_chain_and_its_counters() {
+        let r = Installed {
+            fed: Default::default(),
+        };
+        let opts = KernelRuleOptions::default();
+        let first = install(&r, &engine("192.0.2.10 msn\n"), &opts).unwrap();
+        assert!(!first.inspect_kept);
+        assert_eq!(first.inspect.len(), 1);
+        assert!(r.fed.borrow()[0].contains(":APPWALL_INSPECT - [0:0]"));
+        // Other hosts, same queue options: the chain is left alone.
+        let second = install_keeping(&r, &engine("192.0.2.11 msn\n"), &opts, &first.inspect).unwrap();
+        assert!(second.inspect_kept);
+        let fed = r.fed.borrow()[1].clone();
+        assert!(!fed.contains("APPWALL_INSPECT -"), "{fed}");
+        assert!(!fed.contains("-A APPWALL_INSPECT"), "{fed}");
+        assert!(fed.contains("-j APPWALL_INSPECT"), "{fed}");
+        assert!(fed.contains("192.0.2.11"), "{fed}");
+        // Other queue options: created anew.
+        let other = KernelRuleOptions {
+            queue: 3,
+            ..opts.clone()
+        };
+        let third = install_keeping(&r, &engine("192.0.2.11 msn\n"), &other, &first.inspect).unwrap();
+        assert!(!third.inspect_kept);
+        assert!(r.fed.borrow()[2].contains("--queue-num 3"));
+    }
+
+    #[test]
+    fn clean_connections_of_affected_hosts_are_requeued_others_kept() {
+        let list = "tcp      6 99 ESTABLISHED src=192.0.2.10 dst=198.51.100.10 sport=1000 dport=80 src=198.51.100.10 dst=192.0.2.10 sport=80 dport=1000 [ASSURED] mark=2097152 use=1\n\
+udp      17 29 src=198.51.100.10 dst=192.0.2.11 sport=53 dport=4000 src=192.0.2.11 dst=198.51.100.10 sport=4000 dport=53 mark=2097153 use=1\n\
+tcp      6 99 ESTABLISHED src=203.0.113.5 dst=198.51.100.10 sport=1001 dport=80 src=198.51.100.10 dst=203.0.113.5 sport=80 dport=1001 mark=2097152 use=1\n\
+icmp     1 29 src=192.0.2.10 dst=198.51.100.10 type=8 code=0 id=1 mark=2097152 use=1\n\
+tcp      6 99 ESTABLISHED src=2001:db8:1::10 dst=2001:db8:2::10 sport=5 dport=443 src=2001:db8:2::10 dst=2001:db8:1::10 sport=443 dport=5 mark=2097152 use=1\n";
+        let t = parse_conntrack_list(list);
+        assert_eq!(t.len(), 4, "{t:?}");
+        assert_eq!(t[1].src, "198.51.100.10".parse::<IpAddr>().unwrap());
+        assert_eq!((t[1].sport, t[1].dport), (53, 4000));
+        let nets: Vec<IpNet> = vec![
+            "192.0.2.0/28".parse().unwrap(),
+            "2001:db8:1::/64".parse().unwrap(),
+        ];
+        let batch = requeue_batch(&t, &nets, MarkBits::default());
+        assert_eq!(
+            batch,
+            "-U -f ipv4 -p tcp -s 192.0.2.10 -d 198.51.100.10 --sport 1000 --dport 80 -m 0/0x300000\n\
+-U -f ipv4 -p udp -s 198.51.100.10 -d 192.0.2.11 --sport 53 --dport 4000 -m 0/0x300000\n\
+-U -f ipv6 -p tcp -s 2001:db8:1::10 -d 2001:db8:2::10 --sport 5 --dport 443 -m 0/0x300000\n"
+        );
+        assert_eq!(requeue_batch(&t, &[], MarkBits::default()), "");
+    }
 
     const SAVE: &str = "*mangle\n:PREROUTING ACCEPT [0:0]\n:APPWALL - [0:0]\n:APPWALL_INSPECT - [0:0]\n\
 -A PREROUTING -j APPWALL\n-A PREROUTING -j APPWALL\n-A PREROUTING -i eth0 -j MARK --set-mark 1\n\

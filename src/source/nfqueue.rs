@@ -105,6 +105,7 @@ impl NfqSource {
         };
         match src.fd {
             Some(fd) => {
+                set_close_on_exec(fd).map_err(cfg("make the socket close-on-exec"))?;
                 src.rcvbuf = Some(
                     set_socket_options(fd, opts.rcvbuf, opts.poll).map_err(cfg("size the socket buffer"))?,
                 )
@@ -123,6 +124,11 @@ impl NfqSource {
     /// The queue number.
     pub fn queue_num(&self) -> u16 {
         self.num
+    }
+
+    /// The socket's descriptor (close-on-exec).
+    pub fn raw_fd(&self) -> Option<RawFd> {
+        self.fd
     }
 }
 
@@ -241,6 +247,31 @@ fn find_new_netlink_fd(before: &HashSet<u64>) -> Option<(RawFd, u64)> {
         .filter(|(_, ino)| !before.contains(ino) && inodes.contains(ino));
     let first = found.next()?;
     found.next().is_none().then_some(first)
+}
+
+/// Sets FD_CLOEXEC: the nfq crate opens its socket without it, and a rule
+/// tool started later (iptables-restore on reload) would inherit the bound
+/// queue; orphaned by a crash, it would keep the queue bound.
+#[allow(unsafe_code)]
+fn set_close_on_exec(fd: RawFd) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    // SAFETY: as in `set_socket_options`: the Queue owning `fd` outlives this call.
+    let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let bits = fcntl(bfd, FcntlArg::F_GETFD)?;
+    fcntl(
+        bfd,
+        FcntlArg::F_SETFD(FdFlag::from_bits_truncate(bits) | FdFlag::FD_CLOEXEC),
+    )?;
+    Ok(())
+}
+
+/// True when `fd` is close-on-exec (tests and start-up checks).
+#[allow(unsafe_code)]
+pub fn is_close_on_exec(fd: RawFd) -> bool {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    // SAFETY: only reads the descriptor flags; a closed fd reads as an error.
+    let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
+    fcntl(bfd, FcntlArg::F_GETFD).is_ok_and(|b| FdFlag::from_bits_truncate(b).contains(FdFlag::FD_CLOEXEC))
 }
 
 /// Sets SO_RCVBUFFORCE (falling back to SO_RCVBUF) and the receive timeout;
