@@ -21,6 +21,7 @@ mod fuzz_regressions;
 mod injection;
 mod kernel;
 mod live;
+mod live_retransmissions;
 mod live_stream;
 mod parsers;
 mod scan_decap;
@@ -51,6 +52,7 @@ fn main() {
         injection::cases(),
         kernel::cases(),
         live::cases(),
+        live_retransmissions::cases(),
         live_stream::cases(),
         parsers::cases(),
         scan_decap::cases(),
