@@ -12,13 +12,17 @@
 
 use std::time::Duration;
 
-use appwall::lab;
+use appwall::lab::{self, Outcome, tcp_exchange};
 
 use crate::support::LAB;
 use crate::support::lab::{HOSTS, stop, with_lab};
 use crate::support::py::Py;
+use crate::support::traffic::{ECHO_PORT, EchoServer, echo_addr};
 
-cases![live_retransmission_quirks_pass_and_decoys_are_caught: LAB];
+cases![
+    live_retransmission_quirks_pass_and_decoys_are_caught: LAB,
+    live_mail_quoting_msnp_passes_and_msnp_itself_is_blocked: LAB,
+];
 
 /// Counts TCP segments with payload to port 9999 arriving in this
 /// namespace, per source port: prints `SEEN <sport> <payload bytes>` lines
@@ -158,6 +162,46 @@ fn live_retransmission_quirks_pass_and_decoys_are_caught() {
             }),
             "a benign quirk was blocked: {events:?}"
         );
+        stop(&mut f);
+    });
+}
+
+/// A mail session whose body quotes MSNP commands passes the gateway (the
+/// stream opened as SMTP is not MSNP); the same lines as a stream of their
+/// own are Messenger and are blocked.
+fn live_mail_quoting_msnp_passes_and_msnp_itself_is_blocked() {
+    with_lab(|lab| {
+        let _echo = EchoServer::start(&lab.server, ECHO_PORT);
+        let h = lab.hosts(HOSTS);
+        let mut f = lab.start(&h, &[], "mail");
+        let quoted: &[&str] = &[
+            "VER 1 MSNP8 CVR0",
+            "CHG 0031337 approved",
+            "CAL 2026 budget",
+            "USR 3 TWN I a@b.c",
+        ];
+        let mut mail = String::from(
+            "EHLO client.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nSubject: notes\r\n\r\n",
+        );
+        for l in quoted {
+            mail.push_str(l);
+            mail.push_str("\r\n");
+        }
+        mail.push_str(".\r\nQUIT\r\n");
+        let (o, _) = tcp_exchange(
+            &lab.client,
+            echo_addr(),
+            mail.as_bytes(),
+            mail.len(),
+            Duration::from_secs(3),
+        );
+        assert!(
+            matches!(o, Outcome::Answered(ref b) if b == mail.as_bytes()),
+            "the mail was cut: {o:?}"
+        );
+        let msnp = b"VER 1 MSNP8 CVR0\r\n";
+        let (o, _) = tcp_exchange(&lab.client, echo_addr(), msnp, msnp.len(), Duration::from_secs(3));
+        assert!(!matches!(o, Outcome::Answered(_)), "MSNP passed: {o:?}");
         stop(&mut f);
     });
 }
