@@ -6,17 +6,20 @@
 //! are declared in the test list ([`super::LAB`]), so a body never checks them.
 //!
 //! Also here: what a test reads back from the gateway (kernel queues,
-//! conntrack marks, installed rules, the lock file) and the filter's
-//! status file and log.
+//! conntrack marks, installed rules, the lock file), the filter's status
+//! file and log, reloads, and [`Raw`], an `appwall run` the test reaps
+//! itself (for tests of start-up).
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Child, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use appwall::lab::{Filter, Lab};
 use appwall::source::nfqueue::KernelQueue;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use super::exe;
 
@@ -76,6 +79,31 @@ impl LiveLab {
             .unwrap_or_else(|e| panic!("start filter {name}: {e}"))
     }
 
+    /// Starts `appwall run --hosts hosts --status-file status extra...` in the
+    /// gateway and returns at once (not through [`Lab::start_filter`], which
+    /// waits for start-up to finish): for tests of start-up itself. Its log
+    /// is `name.log` in the scratch directory.
+    pub fn spawn(&self, hosts: &Path, status: &Path, extra: &[&str], name: &str) -> Raw {
+        let log = self.dir().join(format!("{name}.log"));
+        let mut args = vec![
+            "run",
+            "--hosts",
+            hosts.to_str().unwrap(),
+            "--status-file",
+            status.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let child = self
+            .command(&self.gateway, exe().to_str().unwrap(), &args)
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Raw { child, log }
+    }
+
     /// Runs the `appwall` binary with `args` in the gateway (`limit` 10 s).
     pub fn appwall(&self, args: &[&str]) -> Output {
         self.exec(
@@ -94,8 +122,9 @@ impl LiveLab {
         assert!(left.is_empty(), "left behind in the gateway: {left:#?}");
     }
 
-    /// The gateway's kernel queues (`/proc/net/netfilter/nfnetlink_queue`).
-    pub fn kernel_queues(&self) -> Vec<KernelQueue> {
+    /// The gateway's kernel queue table as the kernel prints it
+    /// (`/proc/net/netfilter/nfnetlink_queue`; empty when no queue is bound).
+    pub fn kernel_queue_text(&self) -> String {
         let o = self
             .exec(
                 &self.gateway,
@@ -104,7 +133,12 @@ impl LiveLab {
                 Duration::from_secs(5),
             )
             .unwrap();
-        appwall::source::nfqueue::parse_kernel_queues(&String::from_utf8_lossy(&o.stdout))
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The gateway's kernel queues, parsed from [`LiveLab::kernel_queue_text`].
+    pub fn kernel_queues(&self) -> Vec<KernelQueue> {
+        appwall::source::nfqueue::parse_kernel_queues(&self.kernel_queue_text())
     }
 
     /// Packets ever queued, over all the gateway's queues.
@@ -112,17 +146,19 @@ impl LiveLab {
         self.kernel_queues().iter().map(|q| q.id_sequence).sum()
     }
 
+    /// The gateway's conntrack entries selected by `args` (after `-L`).
+    fn conntrack(&self, args: &[&str]) -> String {
+        let mut a = vec!["-L"];
+        a.extend_from_slice(args);
+        let o = self
+            .exec(&self.gateway, "conntrack", &a, Duration::from_secs(5))
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
     /// How many gateway conntrack entries carry `mark` (`value/mask`).
     pub fn conntrack_marked(&self, mark: &str) -> usize {
-        let o = self
-            .exec(
-                &self.gateway,
-                "conntrack",
-                &["-L", "-m", mark],
-                Duration::from_secs(5),
-            )
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout)
+        self.conntrack(&["-m", mark])
             .lines()
             .filter(|l| !l.is_empty())
             .count()
@@ -130,15 +166,12 @@ impl LiveLab {
 
     /// The gateway's conntrack entries of one client TCP port.
     pub fn conntrack_of(&self, sport: u16) -> String {
-        let o = self
-            .exec(
-                &self.gateway,
-                "conntrack",
-                &["-L", "-p", "tcp", "--sport", &sport.to_string()],
-                Duration::from_secs(5),
-            )
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).to_string()
+        self.conntrack(&["-p", "tcp", "--sport", &sport.to_string()])
+    }
+
+    /// The gateway's conntrack entries of TCP connections to server port `dport`.
+    pub fn conntrack_to(&self, dport: u16) -> String {
+        self.conntrack(&["-p", "tcp", "--dport", &dport.to_string()])
     }
 
     /// Every line of iptables-save and ip6tables-save in the gateway that
@@ -170,21 +203,19 @@ impl LiveLab {
     }
 
     /// Packets the NFQUEUE rules sent to the queues (the rule counters
-    /// count the fail-open passes the queue itself does not).
+    /// count the fail-open passes the queue itself does not). `-w`: the
+    /// filter lists the same chain for its status file, and a listing that
+    /// lost the xtables lock would read as 0.
     pub fn nfqueue_rule_packets(&self) -> u64 {
         let o = self
             .exec(
                 &self.gateway,
                 "iptables",
-                &["-t", "mangle", "-L", "APPWALL_INSPECT", "-n", "-v", "-x"],
+                &["-w", "-t", "mangle", "-n", "-v", "-x", "-L", "APPWALL_INSPECT"],
                 Duration::from_secs(5),
             )
             .unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter(|l| l.contains("NFQUEUE"))
-            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-            .sum()
+        appwall::daemon::status::nfqueue_rule_packets(&String::from_utf8_lossy(&o.stdout))
     }
 
     /// The lock file of the gateway's network namespace (see
@@ -215,6 +246,79 @@ pub fn jumps(rules: &[String]) -> Vec<(String, usize)> {
     n.into_iter().collect()
 }
 
+/// An `appwall run` started by [`LiveLab::spawn`], reaped by the test; on
+/// drop it gets SIGTERM, then SIGKILL after 10 s.
+pub struct Raw {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Raw {
+    /// Its pid (that of `ip netns exec` until it has exec'd appwall).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends `sig`; false when the process is gone.
+    pub fn signal(&self, sig: Signal) -> bool {
+        kill(Pid::from_raw(i32::try_from(self.pid()).unwrap()), sig).is_ok()
+    }
+
+    /// Waits until `ip netns exec` has exec'd appwall in place, then 15 ms
+    /// more for the runtime to reach `daemon::run`: from then on a signal
+    /// lands in start-up proper.
+    pub fn wait_exec(&self) {
+        let me = std::fs::canonicalize(exe()).unwrap();
+        let pid = self.pid();
+        let start = Instant::now();
+        while !std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == me) {
+            assert!(start.elapsed() < Duration::from_secs(5), "no exec of appwall");
+            thread::sleep(Duration::from_millis(10));
+        }
+        thread::sleep(Duration::from_millis(15));
+    }
+
+    /// Waits up to `limit` for exit; panics with the log on timeout.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "still running after {limit:?}:\n{}",
+                self.log_text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        if self.running() {
+            self.signal(Signal::SIGTERM);
+            let start = Instant::now();
+            while self.running() && start.elapsed() < Duration::from_secs(10) {
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
 /// SIGTERM to a filter; asserts it exits successfully.
 pub fn stop(f: &mut Filter) {
     let st = f.stop(Duration::from_secs(10)).unwrap();
@@ -223,8 +327,23 @@ pub fn stop(f: &mut Filter) {
 
 /// The filter's status file as JSON (`Null` while absent or half written).
 pub fn status_json(f: &Filter) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(&f.status).unwrap_or_default())
+    status_file_json(&f.status)
+}
+
+/// [`status_json`] of a status file by path (also before its filter starts).
+pub fn status_file_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_default())
         .unwrap_or(serde_json::Value::Null)
+}
+
+/// Rewrites `hosts` with `text`, sends SIGHUP and waits (20 s) until the
+/// log holds `n` reloads.
+pub fn reload(f: &Filter, hosts: &Path, text: &str, n: usize) {
+    std::fs::write(hosts, text).unwrap();
+    f.signal(Signal::SIGHUP).unwrap();
+    wait_for("the reload", Duration::from_secs(20), || {
+        f.log_text().matches("policy reloaded").count() >= n
+    });
 }
 
 /// Waits up to `limit` for `ok`; panics naming `what` on timeout.

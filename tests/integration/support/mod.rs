@@ -2,13 +2,15 @@
 //! (this binary runs on `libtest-mimic`, so a test whose prerequisite is
 //! missing shows as *ignored* with the reason, never as passed), running
 //! the binary, the shared captures, and the lab fixture ([`lab`]) with the
-//! traffic, process and tool helpers the live tests drive it with.
+//! traffic, keep-alive, process and tool helpers the live tests drive it
+//! with.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use libtest_mimic::{Completion, Failed, Trial};
 
+pub mod keepalive;
 pub mod lab;
 pub mod procs;
 pub mod py;

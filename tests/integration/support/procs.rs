@@ -1,5 +1,5 @@
-//! What `/proc` says about a process: status fields, resident memory, and
-//! every thread's capability sets.
+//! What `/proc` says about a process: status fields, resident memory,
+//! every thread's capability sets, and descriptors a child would inherit.
 
 /// The text of /proc/PID/status (empty once the process is gone).
 pub fn proc_status(pid: u32) -> String {
@@ -39,6 +39,32 @@ pub fn thread_caps(pid: u32) -> Vec<[String; 6]> {
             ]
             .map(|k| status_field(&s, k)),
         );
+    }
+    out
+}
+
+/// Descriptors above stderr of `pid` that are not close-on-exec, with what
+/// they point to.
+pub fn inheritable_fds(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_ok_and(|fd| fd <= 2) {
+            continue;
+        }
+        let info = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| u32::from_str_radix(f.trim(), 8).ok());
+        // O_CLOEXEC is 02000000 in fdinfo's octal flags.
+        if flags.is_some_and(|f| f & 0o2000000 == 0) {
+            let link = std::fs::read_link(format!("/proc/{pid}/fd/{name}")).unwrap_or_default();
+            out.push(format!("fd {name} -> {}", link.display()));
+        }
     }
     out
 }

@@ -3,7 +3,8 @@
 //! processes to reap: an echo server, long-lived streams, a prober opening
 //! a new connection every 100 ms, a UDP sink and flood, and one-shot
 //! clients (curl, the Messenger gateway POST). Each background helper is
-//! stopped and joined by its Drop guard.
+//! stopped and joined by its Drop guard. [`TcpServer`] is the accept loop
+//! of the servers here and in [`super::keepalive`].
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -37,16 +38,17 @@ pub fn echo_addr() -> SocketAddr {
     SocketAddr::new(lab::SERVER4.parse().unwrap(), ECHO_PORT)
 }
 
-/// A TCP echo server in a namespace, one thread per connection, stopped and
-/// joined on drop.
-pub struct EchoServer {
+/// A TCP server in a namespace (IPv4 and IPv6), one thread per connection
+/// running its `serve` function; stopped and joined on drop.
+pub struct TcpServer {
     stop: Arc<AtomicBool>,
     main: Option<JoinHandle<()>>,
 }
 
-impl EchoServer {
-    /// Listens on `port` (IPv4 and IPv6) in `ns`; returns once bound.
-    pub fn start(ns: &str, port: u16) -> EchoServer {
+impl TcpServer {
+    /// Listens on `port` in `ns`; returns once bound. `serve` gets each
+    /// connection and the stop flag, which it must poll.
+    pub fn start(ns: &str, port: u16, serve: fn(TcpStream, &AtomicBool)) -> TcpServer {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let ns = ns.to_string();
@@ -70,25 +72,9 @@ impl EchoServer {
             let mut conns = Vec::new();
             while !st.load(Relaxed) {
                 match l.accept() {
-                    Ok((mut s, _)) => {
+                    Ok((s, _)) => {
                         let st = Arc::clone(&st);
-                        conns.push(thread::spawn(move || {
-                            let _ = s.set_nonblocking(false);
-                            let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
-                            let mut buf = [0u8; 65536];
-                            while !st.load(Relaxed) {
-                                match s.read(&mut buf) {
-                                    Ok(0) => break,
-                                    Ok(n) => {
-                                        if s.write_all(&buf[..n]).is_err() {
-                                            break;
-                                        }
-                                    }
-                                    Err(e) if is_timeout(&e) => {}
-                                    Err(_) => break,
-                                }
-                            }
-                        }));
+                        conns.push(thread::spawn(move || serve(s, &st)));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(5)),
                 }
@@ -98,22 +84,70 @@ impl EchoServer {
             }
         });
         rx.recv_timeout(Duration::from_secs(5))
-            .expect("echo server start")
-            .expect("echo server bind");
-        EchoServer {
+            .expect("server start")
+            .unwrap_or_else(|e| panic!("server bind on port {port}: {e}"));
+        TcpServer {
             stop,
             main: Some(main),
         }
     }
 }
 
-impl Drop for EchoServer {
+impl Drop for TcpServer {
     fn drop(&mut self) {
         self.stop.store(true, Relaxed);
         if let Some(h) = self.main.take() {
             let _ = h.join();
         }
     }
+}
+
+/// Reads `s` (blocking, waking every `tick` to look at `stop`) and hands
+/// each chunk to `data` until the peer closes, a read fails, `stop` is
+/// set or `data` returns false.
+pub fn read_until_stopped(
+    s: &mut TcpStream,
+    stop: &AtomicBool,
+    tick: Duration,
+    mut data: impl FnMut(&[u8]) -> bool,
+) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(tick));
+    let mut buf = [0u8; 65536];
+    while !stop.load(Relaxed) {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if !data(&buf[..n]) {
+                    return;
+                }
+            }
+            Err(e) if is_timeout(&e) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// A TCP echo server in a namespace ([`TcpServer`]), stopped on drop.
+pub struct EchoServer {
+    _server: TcpServer,
+}
+
+impl EchoServer {
+    /// Listens on `port` (IPv4 and IPv6) in `ns`; returns once bound.
+    pub fn start(ns: &str, port: u16) -> EchoServer {
+        EchoServer {
+            _server: TcpServer::start(ns, port, echo),
+        }
+    }
+}
+
+/// Echoes what arrives until the peer closes or the server stops.
+fn echo(mut s: TcpStream, stop: &AtomicBool) {
+    let Ok(mut w) = s.try_clone() else { return };
+    read_until_stopped(&mut s, stop, Duration::from_millis(100), |d| {
+        w.write_all(d).is_ok()
+    });
 }
 
 fn is_timeout(e: &std::io::Error) -> bool {
@@ -400,6 +434,11 @@ impl Drop for UdpSink {
 /// Sends 32-byte datagrams from a namespace as fast as it can, for `limit`
 /// or `max` datagrams; returns how many were sent.
 pub fn udp_flood(ns: &str, dst: SocketAddr, limit: Duration, max: u64) -> u64 {
+    udp_flood_thread(ns, dst, limit, max).join().unwrap()
+}
+
+/// [`udp_flood`] in the background: join the thread for the count.
+pub fn udp_flood_thread(ns: &str, dst: SocketAddr, limit: Duration, max: u64) -> JoinHandle<u64> {
     let ns = ns.to_string();
     thread::spawn(move || {
         enter_netns(&ns).unwrap();
@@ -416,8 +455,6 @@ pub fn udp_flood(ns: &str, dst: SocketAddr, limit: Duration, max: u64) -> u64 {
         }
         sent
     })
-    .join()
-    .unwrap()
 }
 
 /// The Messenger HTTP gateway's opening request, to the lab server.
