@@ -12,13 +12,24 @@
 //!
 //! Layout of the mangle `APPWALL` chain, top to bottom:
 //! 1. connections already judged: connmark "blocked" is dropped (or left to
-//!    the filter table's reset rule), connmark "clean" returns at once;
+//!    the filter table's reset rule), connmark "clean" returns at once
+//!    except for its FINs and RSTs;
 //! 2. packets re-injected by appwall (NF_REPEAT) carrying a fresh mark: the
 //!    mark is saved to the connection, then the packet is dropped or returned;
-//! 3. fast-path port drops: a listed host opening a connection to a port of
+//! 3. FINs and RSTs of clean connections go to the queue, behind any data
+//!    of theirs still waiting there from before the decision;
+//! 4. fast-path port drops: a listed host opening a connection to a port of
 //!    one of its apps, or to an `IP:PORT` port;
-//! 4. both directions of listed hosts' TCP/UDP go to `APPWALL_INSPECT`, which
-//!    queues them to userspace.
+//! 5. both directions of listed hosts' TCP/UDP go to `APPWALL_INSPECT`,
+//!    which keeps pure ACKs and SYN-ACKs in the kernel and queues the rest
+//!    to userspace, spread per connection over the queues.
+//!
+//! Order guarantee: no FIN or RST of a connection overtakes its data
+//! waiting in the queue, before or after the decision. What may still
+//! overtake queued data: pure ACKs (harmless, see `empty_segment_skips`
+//! in the source) and, in the moment a connection is decided,
+//! data segments that arrive after the mark is saved while earlier ones
+//! still wait (reordering within one window, no loss).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -380,7 +391,13 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
         mangle(CHAIN, format!("-m connmark --mark {blocked} -p tcp -j RETURN"));
     }
     mangle(CHAIN, format!("-m connmark --mark {blocked} -j DROP"));
-    mangle(CHAIN, format!("-m connmark --mark {clean} -j RETURN"));
+    // A clean connection's FIN or RST is not let through here: it may
+    // follow data still queued from before the decision (see step 3).
+    mangle(
+        CHAIN,
+        format!("-m connmark --mark {clean} -p tcp --tcp-flags FIN,RST NONE -j RETURN"),
+    );
+    mangle(CHAIN, format!("-m connmark --mark {clean} ! -p tcp -j RETURN"));
     // 2. Fresh decisions re-injected by appwall.
     mangle(CHAIN, format!("-m mark --mark {blocked} {save}"));
     if opts.reset {
@@ -389,7 +406,14 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
     mangle(CHAIN, format!("-m mark --mark {blocked} -j DROP"));
     mangle(CHAIN, format!("-m mark --mark {clean} {save}"));
     mangle(CHAIN, format!("-m mark --mark {clean} -j RETURN"));
-    // 3. Port fast path.
+    // 3. FINs and RSTs of clean connections queue behind whatever of the
+    // connection still waits from before the decision, so they cannot
+    // overtake it (a RST would destroy it). The worker accepts them without
+    // a new mark; one re-injected with a mark was caught by step 2.
+    if !inspect.nets.is_empty() {
+        mangle(CHAIN, format!("-m connmark --mark {clean} -j {CHAIN_INSPECT}"));
+    }
+    // 4. Port fast path.
     let port_target = match opts.port_action {
         PortAction::Drop => "-j DROP".to_string(),
         PortAction::Reject => format!("-j {CHAIN_REJECT}"),
@@ -414,7 +438,7 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
         }
         p.queued = true;
     }
-    // 4. Inspection: both directions of listed hosts.
+    // 5. Inspection: both directions of listed hosts.
     if !inspect.nets.is_empty() {
         for dir in ["src", "dst"] {
             for host in inspect.matches(opts, dir) {

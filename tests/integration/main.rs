@@ -12,4 +12,5 @@ mod injection;
 mod kernel;
 mod live;
 mod live_stream;
+mod order;
 mod squid;
