@@ -212,8 +212,29 @@ struct Plan {
     mangle: Vec<(String, String)>,
     filter: Vec<(String, String)>,
     sets: Vec<Group>,
+    /// `IP:PORT` entries in one `hash:net,port` set, when there are many.
+    port_set: Option<PortSet>,
     /// True when anything is queued or dropped at all.
     queued: bool,
+}
+
+/// Every `IP:PORT` entry of the hosts file as (network, port range) pairs
+/// of one `hash:net,port` set: one rule however many hosts and ports,
+/// where one port group per distinct port would add rules per host.
+#[derive(Debug, Clone)]
+struct PortSet {
+    name: String,
+    entries: Vec<(IpNet, PortSpec)>,
+}
+
+impl PortSet {
+    /// Kernel elements: ipset stores a port range as one element per port.
+    fn elements(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|(_, p)| usize::from(p.last - p.first) + 1)
+            .sum()
+    }
 }
 
 fn groups(
@@ -374,6 +395,28 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
     let (mut port_groups, mut inspect) = groups(policy, family, inspected);
     let m = opts.marks;
     let mut p = Plan::default();
+    // Many distinct `IP:PORT` ports: one hash:net,port set instead of a
+    // port group (and its rules) per port.
+    let spec_groups = port_groups
+        .iter()
+        .filter(|(k, _, _)| k.starts_with("port-"))
+        .count();
+    if spec_groups > opts.ipset_threshold.max(1) {
+        let mut entries = Vec::new();
+        port_groups.retain(|(key, ports, g)| {
+            if !key.starts_with("port-") {
+                return true;
+            }
+            for net in &g.nets {
+                entries.extend(ports.iter().map(|p| (*net, *p)));
+            }
+            false
+        });
+        p.port_set = Some(PortSet {
+            name: format!("appwall{}-ports", family.tag()),
+            entries,
+        });
+    }
     {
         let mut all: Vec<&mut Group> = vec![&mut inspect];
         all.extend(port_groups.iter_mut().map(|(_, _, g)| g));
@@ -419,6 +462,17 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
         PortAction::Reject => format!("-j {CHAIN_REJECT}"),
     };
     let mut filter_rules = Vec::new();
+    if let Some(ps) = &p.port_set {
+        let rule = format!(
+            "-m set --match-set {} src,dst -m conntrack --ctdir ORIGINAL -m comment --comment \"appwall ports\" {port_target}",
+            ps.name
+        );
+        match opts.port_action {
+            PortAction::Drop => p.mangle.push((CHAIN.to_string(), rule)),
+            PortAction::Reject => filter_rules.push((CHAIN.to_string(), rule)),
+        }
+        p.queued = true;
+    }
     for (key, ports, group) in &port_groups {
         if group.nets.is_empty() {
             continue;
@@ -587,6 +641,23 @@ pub fn ipset_input(policy: &Policy, inspected: AppSet, family: Family, opts: &Ke
             let _ = writeln!(out, "add {} {n}", s.set_name);
         }
     }
+    if let Some(ps) = &p.port_set {
+        let (hashsize, maxelem) = set_size(ps.elements());
+        let _ = writeln!(
+            out,
+            "create {} hash:net,port family {fam} hashsize {hashsize} maxelem {maxelem} -exist",
+            ps.name
+        );
+        let _ = writeln!(out, "flush {}", ps.name);
+        for (net, port) in &ps.entries {
+            let range = if port.first == port.last {
+                port.first.to_string()
+            } else {
+                format!("{}-{}", port.first, port.last)
+            };
+            let _ = writeln!(out, "add {} {net},{}:{range}", ps.name, port.proto);
+        }
+    }
     out
 }
 
@@ -597,10 +668,11 @@ pub fn set_names(
     family: Family,
     opts: &KernelRuleOptions,
 ) -> Vec<String> {
-    plan(policy, inspected, family, opts)
-        .sets
+    let p = plan(policy, inspected, family, opts);
+    p.sets
         .into_iter()
         .map(|s| s.set_name)
+        .chain(p.port_set.map(|s| s.name))
         .collect()
 }
 
@@ -616,7 +688,7 @@ pub enum LimitError {
         family: &'static str,
         /// Set name.
         set: String,
-        /// Networks it would hold.
+        /// Entries it would hold.
         count: usize,
         /// The limit.
         max: usize,
@@ -649,6 +721,14 @@ pub fn validate(
             family: family.restore_command(),
             set: s.set_name.clone(),
             count: s.nets.len(),
+            max: MAX_SET_ELEMENTS,
+        });
+    }
+    if let Some(ps) = p.port_set.as_ref().filter(|s| s.elements() > MAX_SET_ELEMENTS) {
+        return Err(LimitError::SetTooLarge {
+            family: family.restore_command(),
+            set: ps.name.clone(),
+            count: ps.elements(),
             max: MAX_SET_ELEMENTS,
         });
     }
@@ -825,5 +905,39 @@ mod tests {
         }
         let err = validate(&policy(&big), !0, Family::V4, &o).unwrap_err();
         assert!(matches!(err, LimitError::TooManyRules { .. }), "{err}");
+    }
+
+    #[test]
+    fn many_ip_port_lines_share_one_net_port_set() {
+        let mut text = String::new();
+        for port in 1000..1020u16 {
+            text.push_str(&format!("192.0.2.20:{port}\n"));
+        }
+        text.push_str("198.51.100.7:6660-6670/udp\n");
+        let p = policy(&text);
+        let rules = restore_input(&p, !0, Family::V4, &opts());
+        assert_eq!(
+            rules.matches("--match-set appwall4-ports src,dst").count(),
+            1,
+            "{rules}"
+        );
+        assert!(!rules.contains("--dports 1000"), "{rules}");
+        let sets = ipset_input(&p, !0, Family::V4, &opts());
+        assert!(
+            sets.starts_with("create appwall4-ports hash:net,port family inet "),
+            "{sets}"
+        );
+        assert!(
+            sets.contains("add appwall4-ports 198.51.100.7/32,udp:6660-6670\n"),
+            "{sets}"
+        );
+        assert_eq!(sets.matches("\nadd ").count(), 21);
+        assert_eq!(
+            set_names(&p, !0, Family::V4, &opts()),
+            vec!["appwall4-ports".to_string()]
+        );
+        // Few ports: ordinary rules, no set.
+        let few = policy("192.0.2.20:3306\n");
+        assert!(set_names(&few, !0, Family::V4, &opts()).is_empty());
     }
 }

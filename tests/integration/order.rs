@@ -118,6 +118,10 @@ fn retrans(lab: &Lab, ns: &str) -> u64 {
 
 /// (responses lost, retransmissions by the server and the client) of one round.
 fn round(lab: &Lab, port: u16) -> (u32, u64) {
+    round_of(lab, port, REQUESTS)
+}
+
+fn round_of(lab: &Lab, port: u16, requests: u32) -> (u32, u64) {
     let before = retrans(lab, &lab.server) + retrans(lab, &lab.client);
     let o = lab
         .exec(
@@ -128,7 +132,7 @@ fn round(lab: &Lab, port: u16) -> (u32, u64) {
                 PY_CLIENT,
                 SERVER4,
                 &port.to_string(),
-                &REQUESTS.to_string(),
+                &requests.to_string(),
                 &SIZE.to_string(),
             ],
             Duration::from_secs(120),
@@ -137,7 +141,7 @@ fn round(lab: &Lab, port: u16) -> (u32, u64) {
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     let mut f = out.split_whitespace().map(|w| w.parse::<u32>().unwrap());
     let (ok, lost) = (f.next().unwrap(), f.next().unwrap());
-    assert_eq!(ok + lost, REQUESTS, "{out}");
+    assert_eq!(ok + lost, requests, "{out}");
     let after = retrans(lab, &lab.server) + retrans(lab, &lab.client);
     (lost, after - before)
 }
@@ -163,8 +167,12 @@ fn start_server(lab: &Lab) -> Proc {
 }
 
 fn filter(lab: &Lab, name: &str, extra: &[&str]) -> Filter {
+    filter_with(lab, name, "192.0.2.10 msn\n", extra)
+}
+
+fn filter_with(lab: &Lab, name: &str, hosts_text: &str, extra: &[&str]) -> Filter {
     let hosts = lab.dir.join("hosts");
-    std::fs::write(&hosts, "192.0.2.10 msn\n").unwrap();
+    std::fs::write(&hosts, hosts_text).unwrap();
     let exe = Path::new(env!("CARGO_BIN_EXE_appwall"));
     lab.start_filter(exe, &hosts, extra, name).unwrap()
 }
@@ -285,4 +293,104 @@ fn live_one_client_server_pair_spreads_over_two_queues() {
     let (lo, hi) = (q[0].min(q[1]), q[0].max(q[1]));
     // Address hashing would give (0, all); per connection, roughly half each.
     assert!(lo * 4 >= hi, "uneven: {q:?}");
+}
+
+/// Many `IP:PORT` lines go into one hash:net,port set (one rule), and it
+/// blocks exactly the listed ports.
+#[test]
+fn live_many_ip_port_entries_match_through_one_set() {
+    if !prerequisite(is_root(), "live tests need root")
+        || !prerequisite(tools(), "ip, iptables, ipset, conntrack, python3")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::new(dir.path()).unwrap();
+    let _server = start_server(&lab);
+    let mut hosts = String::from("192.0.2.10:8080\n");
+    for p in 9000..9040 {
+        hosts.push_str(&format!("192.0.2.10:{p}\n"));
+    }
+    let mut f = filter_with(&lab, "ports", &hosts, &[]);
+    let o = lab
+        .exec(
+            &lab.gateway,
+            "iptables-save",
+            &["-t", "mangle"],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    let saved = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(
+        saved.matches("--match-set appwall4-ports src,dst").count(),
+        1,
+        "{saved}"
+    );
+    assert!(!saved.contains("--dports 9001"), "no rule per port: {saved}");
+    assert_eq!(round_of(&lab, 8080, 1).0, 1, "listed IP:PORT blocked");
+    assert_eq!(round_of(&lab, 8081, 2).0, 0, "other port passes");
+    let st = f.stop(Duration::from_secs(10)).unwrap();
+    assert!(st.success(), "{}", f.log_text());
+}
+
+/// The kernel takes the spread rules (odd queue counts: several values per
+/// u32 test) and the hash:net,port set in both families.
+#[test]
+fn kernel_accepts_spread_rules_and_port_sets() {
+    if !prerequisite(is_root(), "needs root") || !prerequisite(tools(), "ip, iptables, ipset") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("192.0.2.10 msn\n2001:db8::10 msn\n");
+    for p in 9000..9020 {
+        text.push_str(&format!("192.0.2.20:{p}\n[2001:db8::20]:{p}/udp\n"));
+    }
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, text).unwrap();
+    let ns = format!("aw-kperf-{}", std::process::id());
+    assert!(
+        Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .unwrap()
+            .success()
+    );
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _del = Del(ns.clone());
+    let feed = |tool: &[&str], input: &str| {
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(tool)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "{tool:?}: {}\n{input}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    for queues in ["3", "4"] {
+        for (fam, restore) in [("ipv4", "iptables-restore"), ("ipv6", "ip6tables-restore")] {
+            let h = hosts.to_str().unwrap();
+            let (code, sets, err) =
+                crate::util::run(&["rules", "--hosts", h, "--family", fam, "--format", "ipset"]);
+            assert_eq!(code, 0, "{err}");
+            feed(&["ipset", "restore", "-exist"], &sets);
+            let (code, rules, err) =
+                crate::util::run(&["rules", "--hosts", h, "--family", fam, "--queues", queues]);
+            assert_eq!(code, 0, "{err}");
+            assert!(rules.contains("-m u32") && rules.contains("appwall"), "{rules}");
+            feed(&[restore, "--noflush"], &rules);
+        }
+    }
 }
