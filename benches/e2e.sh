@@ -322,6 +322,19 @@ queue_counters() {   # queued(id_sequence) queue_dropped user_dropped, summed ov
     inns "$NS_G" cat /proc/net/netfilter/nfnetlink_queue 2>/dev/null |
         awk '{q+=$6; u+=$7; s+=$8} END{print s+0, q+0, u+0}'
 }
+queue_ids() {        # "queue:id_sequence" per queue, one word each
+    inns "$NS_G" cat /proc/net/netfilter/nfnetlink_queue 2>/dev/null | awk '{printf "%s:%s ", $1, $8}'
+}
+top_queue_pct() {    # BEFORE AFTER (queue_ids): share of the busiest queue, % (empty: nothing queued)
+    awk -v a="$1" -v b="$2" 'BEGIN{
+        n = split(a, A, " "); for (i = 1; i <= n; i++) { split(A[i], x, ":"); before[x[1]] = x[2] }
+        n = split(b, B, " "); for (i = 1; i <= n; i++) { split(B[i], x, ":"); d = x[2] - before[x[1]]; t += d; if (d > m) m = d }
+        if (t > 0) printf "%.0f", 100 * m / t; else printf "-"}'
+}
+retrans() {          # TCP segments retransmitted by the server and the client
+    { inns "$NS_S" cat /proc/net/snmp; inns "$NS_C" cat /proc/net/snmp; } |
+        awk '/^Tcp:/{ if (!h) { for (i = 1; i <= NF; i++) if ($i == "RetransSegs") c = i; h = 1 } else { s += $c; h = 0 } } END{print s+0}'
+}
 
 # Runs one traffic type; prints "value unit".
 traffic() {
@@ -351,7 +364,7 @@ traffic() {
 }
 
 RAW="$OUT/raw-$(date +%Y%m%d-%H%M%S).tsv"
-printf 'round\tscenario\ttraffic\tvalue\tunit\tcpu_busy_pct\tlistener_cpu_pct\tverdicts_per_s\tqueue_dropped\tuser_dropped\n' >"$RAW"
+printf 'round\tscenario\ttraffic\tvalue\tunit\tcpu_busy_pct\tlistener_cpu_pct\tverdicts_per_s\tqueue_dropped\tuser_dropped\tretrans\ttop_queue_pct\n' >"$RAW"
 HZ=$(getconf CLK_TCK)
 NCPU=$(nproc)
 
@@ -368,19 +381,24 @@ for r in $(seq "$RUNS"); do
             read -r b0 t0 < <(cpu_ticks)
             a0=$(aw_ticks)
             read -r q0 qd0 ud0 < <(queue_counters)
+            qi0=$(queue_ids)
+            rt0=$(retrans)
             s0=$(date +%s.%N)
             read -r v unit < <(traffic "$t")
             s1=$(date +%s.%N)
             read -r b1 t1 < <(cpu_ticks)
             a1=$(aw_ticks)
             read -r q1 qd1 ud1 < <(queue_counters)
+            rt=$(( $(retrans) - rt0 ))
+            tq=$(top_queue_pct "$qi0" "$(queue_ids)")
             line=$(awk -v r="$r" -v s="$s" -v t="$t" -v v="$v" -v u="$unit" \
                 -v b="$((b1 - b0))" -v tt="$((t1 - t0))" -v a="$((a1 - a0))" -v hz="$HZ" -v n="$NCPU" \
                 -v q="$((q1 - q0 - (ud1 - ud0)))" -v qd="$((qd1 - qd0))" -v ud="$((ud1 - ud0))" -v s0="$s0" -v s1="$s1" \
-                'BEGIN{el=s1-s0; printf "%s\t%s\t%s\t%.6g\t%s\t%.0f\t%.0f\t%.0f\t%d\t%d\n", r, s, t, v, u,
-                    (tt>0?100*n*b/tt:0), (el>0?100*a/hz/el:0), (el>0?q/el:0), qd, ud}')
+                -v rt="$rt" -v tq="$tq" \
+                'BEGIN{el=s1-s0; printf "%s\t%s\t%s\t%.6g\t%s\t%.0f\t%.0f\t%.0f\t%d\t%d\t%d\t%s\n", r, s, t, v, u,
+                    (tt>0?100*n*b/tt:0), (el>0?100*a/hz/el:0), (el>0?q/el:0), qd, ud, rt, tq}')
             printf '%s\n' "$line" >>"$RAW"
-            printf '%s\n' "$line" | awk -F'\t' '{printf "  round %s %-9s %-4s %12.4g %-7s cpu %3s%% listener %3s%% verdicts/s %s drops %s/%s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10}' >&2
+            printf '%s\n' "$line" | awk -F'\t' '{printf "  round %s %-9s %-4s %12.4g %-7s cpu %3s%% listener %3s%% verdicts/s %s drops %s/%s retrans %s top queue %s%%\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12}' >&2
         done
         teardown
     done
@@ -411,7 +429,8 @@ REPORT="${RAW%.tsv}.md"
             k = $2 SUBSEP $3
             vals[k] = vals[k] " " $4; vals["c" k] = vals["c" k] " " $6
             vals["a" k] = vals["a" k] " " $7; vals["q" k] = vals["q" k] " " $8
-            qd[k] += $9; ud[k] += $10
+            qd[k] += $9; ud[k] += $10; rt[k] += $11
+            if ($12 != "-") vals["t" k] = vals["t" k] " " $12
         }
         END {
             ns = split(scen, S, ","); nt = split(traf, T, ",")
@@ -430,15 +449,16 @@ REPORT="${RAW%.tsv}.md"
                 print ""
             }
             print ""
-            print "Medians: machine-wide CPU busy (% of one core, all cores summed), the queue listener process (appwall or the C program), verdicts/s (kernel id_sequence less socket drops); kernel queue drops summed over runs (queue full / socket full):"
+            print "Medians: machine-wide CPU busy (% of one core, all cores summed), the queue listener process (appwall or the C program), verdicts/s (kernel id_sequence less socket drops); kernel queue drops summed over runs (queue full / socket full); TCP retransmissions of server and client summed over runs; median share of the busiest queue (50% is an even spread over 2 queues):"
             print ""
-            printf "| scenario |"; for (j = 1; j <= nt; j++) printf " %s: cpu, listener, verdicts/s, drops |", T[j]; print ""
+            printf "| scenario |"; for (j = 1; j <= nt; j++) printf " %s: cpu, listener, verdicts/s, drops, retrans, top queue |", T[j]; print ""
             printf "|---|"; for (j = 1; j <= nt; j++) printf "---|"; print ""
             for (i = 1; i <= ns; i++) {
                 printf "| %s |", S[i]
                 for (j = 1; j <= nt; j++) {
                     k = S[i] SUBSEP T[j]
-                    printf " %s%%, %s%%, %s, %d/%d |", median("c" k), median("a" k), median("q" k), qd[k], ud[k]
+                    tq = median("t" k)
+                    printf " %s%%, %s%%, %s, %d/%d, %d, %s |", median("c" k), median("a" k), median("q" k), qd[k], ud[k], rt[k], (tq == "" ? "-" : tq "%")
                 }
                 print ""
             }
