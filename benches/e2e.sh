@@ -5,16 +5,23 @@
 #
 # Scenarios (gateway rules): plain forwarding; kernel port rules only; kernel
 # string match on every packet; a minimal C accept-all NFQUEUE program
-# (benches/e2e/nfq_accept.c) behind appwall's own rules; appwall run
-# (inspection, fast path); appwall run --accept-all; appwall run
-# --no-fast-path. Traffic: iperf3 TCP bulk; UDP datagrams of 64 payload
+# (benches/e2e/nfq_accept.c, built here from the repo) behind appwall's own
+# rules, with and without the queue's GSO flag; appwall run (inspection,
+# fast path); appwall run --accept-all; appwall run --no-fast-path; appwall
+# run --queues 2; appwall run with 100,000 listed hosts. Optional: kset1,
+# kset100k, kset1m (appwall's kernel rules with every host list in an ipset
+# of 1 / 100k / 1M entries and no queue: the kernel rule cost alone) and
+# hosts1m. The bulk host entries are 10.x addresses that only fill sets; no
+# packet is ever sent to them. Traffic: iperf3 TCP bulk; UDP datagrams of 64 payload
 # bytes from one thread as fast as it can send (benches/e2e/udp.rs),
 # counted where they arrive (server interface); wrk HTTP keep-alive against
 # nginx; wrk with "Connection: close" (one connection per request).
 # Medians over --runs rounds, interleaved so that load from elsewhere
 # spreads over every scenario alike. Queued scenarios run fail-closed: in
 # fail-open mode the kernel accepts overflow uninspected and counts it
-# nowhere, which would flatter the figures.
+# nowhere, which would flatter the figures. The machine's own load is
+# sampled (1 s of /proc/stat: busy and steal) before and after, and printed
+# with the results: figures from a busy machine are only good as ratios.
 #
 # Only RFC 5737 addresses, only inside namespaces named aw-e2e-<pid>-*;
 # every command is bounded by `timeout`; namespaces, processes (by pid) and
@@ -30,7 +37,8 @@ usage: benches/e2e.sh [--quick] [--runs N] [--seconds S] [--scenarios LIST]
   --quick           1 round of 3 s per cell (about 2 minutes)
   --runs N          rounds (default 3); each figure is the median of N runs
   --seconds S       seconds per run (default 4)
-  --scenarios LIST  plain,ports,string,cqueue,acceptall,appwall,nofast (default: all)
+  --scenarios LIST  plain,ports,string,cqueue,cqueue-nogso,acceptall,appwall,nofast,
+                    queues2,hosts100k (default); also kset1,kset100k,kset1m,hosts1m
   --traffic LIST    tcp,udp,http,conn (default: all)
   --out DIR         results directory (default target/e2e)
   --appwall PATH    appwall binary (default: cargo build --release, then a copy)
@@ -40,7 +48,7 @@ EOF
 
 RUNS=3
 SECS=4
-SCENARIOS=plain,ports,string,cqueue,acceptall,appwall,nofast
+SCENARIOS=plain,ports,string,cqueue,cqueue-nogso,acceptall,appwall,nofast,queues2,hosts100k
 TRAFFIC=tcp,udp,http,conn
 OUT=
 APPWALL=
@@ -155,6 +163,14 @@ inns "$NS_S" iptables -t raw -A PREROUTING -p udp --dport 9 -j DROP
 NS_INO=$(inns "$NS_G" readlink /proc/self/ns/net | tr -dc 0-9)
 
 echo "192.0.2.10 msn" >"$WORK/hosts"
+# N listed hosts: the lab client plus N-1 /32s that do not aggregate
+# (every other address of 10.0.0.0/8; set members only, never addressed).
+gen_hosts() {   # N FILE
+    [ -s "$2" ] && return 0
+    { echo "192.0.2.10 msn"
+      awk -v n="$1" 'BEGIN{for (i = 1; i < n; i++) { a = 2 * i; printf "10.%d.%d.%d msn\n", int(a / 65536) % 256, int(a / 256) % 256, a % 256 }}'
+    } >"$2"
+}
 
 # Servers: iperf3 and nginx (one process, no master: a pid is the whole server).
 mkdir -p "$WORK/nginx"
@@ -201,18 +217,24 @@ flush_rules() {
     inns "$NS_G" iptables -t filter -X
 }
 
-start_appwall() {   # extra options...
-    local i
-    ip netns exec "$NS_G" "$APPWALL" run --hosts "$WORK/hosts" --queues "$QUEUES" \
+start_appwall() {   # [--hosts FILE] extra options...
+    local i hosts=$WORK/hosts t0
+    if [ "${1:-}" = --hosts ]; then hosts=$2; shift 2; fi
+    t0=$(date +%s.%N)
+    ip netns exec "$NS_G" "$APPWALL" run --hosts "$hosts" --queues "$QUEUES" \
         --fail-closed --status-file "$WORK/status.json" --stats-interval 3600 "$@" \
         >"$WORK/appwall.log" 2>&1 &
     AW_PID=$!
-    for i in $(seq 100); do
+    for i in $(seq 300); do
         kill -0 "$AW_PID" 2>/dev/null || { cat "$WORK/appwall.log" >&2; echo "e2e: appwall exited" >&2; exit 1; }
-        inns "$NS_G" iptables -t mangle -S APPWALL_INSPECT 2>/dev/null | grep -q NFQUEUE && return 0
+        if inns "$NS_G" iptables -t mangle -S APPWALL_INSPECT 2>/dev/null | grep -q NFQUEUE; then
+            awk -v a="$t0" -v b="$(date +%s.%N)" -v h="$(wc -l <"$hosts")" \
+                'BEGIN{printf "  appwall up with %d hosts in %.1f s\n", h, b - a}' >&2
+            return 0
+        fi
         sleep 0.1
     done
-    echo "e2e: appwall did not install its rules in 10 s" >&2
+    echo "e2e: appwall did not install its rules in 30 s" >&2
     exit 1
 }
 
@@ -236,10 +258,22 @@ setup() {
                 inns "$NS_G" iptables -t mangle -A PREROUTING "$d" 192.0.2.10 \
                     -m string --algo bm --string gateway.dll -j DROP
             done ;;
-        cqueue)
+        kset*)
+            # appwall's kernel rules, every host list in an ipset, no queue:
+            # what the per-packet rule walk costs with 1, 100k or 1M entries.
+            local n=${1#kset} t0
+            n=${n/k/000}; n=${n/m/000000}
+            gen_hosts "$n" "$WORK/hosts-$n"
+            t0=$(date +%s.%N)
+            "$APPWALL" rules --hosts "$WORK/hosts-$n" --family ipv4 --ipset-threshold 0 --format ipset |
+                inns "$NS_G" ipset restore
+            "$APPWALL" rules --hosts "$WORK/hosts-$n" --family ipv4 --ipset-threshold 0 |
+                grep -v -e NFQUEUE | inns "$NS_G" iptables-restore --noflush
+            awk -v a="$t0" -v b="$(date +%s.%N)" -v n="$n" 'BEGIN{printf "  kernel rules for %d hosts in %.1f s\n", n, b - a}' >&2 ;;
+        cqueue|cqueue-nogso)
             "$APPWALL" rules --hosts "$WORK/hosts" --family ipv4 --fail-closed |
                 inns "$NS_G" iptables-restore --noflush
-            ip netns exec "$NS_G" "$WORK/e2e_nfq_accept" 0 >"$WORK/cqueue.log" 2>&1 &
+            ip netns exec "$NS_G" "$WORK/e2e_nfq_accept" 0 $([ "$1" = cqueue-nogso ] && echo nogso) >"$WORK/cqueue.log" 2>&1 &
             AW_PID=$!
             for i in $(seq 50); do
                 grep -q bound "$WORK/cqueue.log" && break
@@ -249,6 +283,9 @@ setup() {
         appwall) start_appwall ;;
         acceptall) start_appwall --accept-all ;;
         nofast) start_appwall --no-fast-path ;;
+        queues2) QUEUES=2 start_appwall ;;
+        hosts100k) gen_hosts 100000 "$WORK/hosts-100000"; start_appwall --hosts "$WORK/hosts-100000" ;;
+        hosts1m) gen_hosts 1000000 "$WORK/hosts-1000000"; start_appwall --hosts "$WORK/hosts-1000000" ;;
         *) echo "e2e: unknown scenario $1" >&2; exit 2 ;;
     esac
 }
@@ -256,7 +293,18 @@ setup() {
 teardown() {
     stop_appwall
     flush_rules
+    inns "$NS_G" ipset destroy 2>/dev/null || true   # this namespace's sets only
     inns "$NS_G" conntrack -F >/dev/null 2>&1 || true
+}
+
+# Machine load outside the lab: 1 s of /proc/stat, busy and steal in % of
+# all cpus (the lab is idle while sampling).
+machine_load() {
+    local a b
+    a=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+    sleep 1
+    b=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+    echo "$a $b" | awk '{t=$6-$3; if (t<=0) t=1; printf "busy %.0f%%, steal %.0f%%, load average %s", 100*($4-$1)/t, 100*($5-$2)/t, la}' la="$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 # --- measurements ------------------------------------------------------------
@@ -273,6 +321,19 @@ aw_ticks() {    # utime+stime of appwall (all its threads)
 queue_counters() {   # queued(id_sequence) queue_dropped user_dropped, summed over queues
     inns "$NS_G" cat /proc/net/netfilter/nfnetlink_queue 2>/dev/null |
         awk '{q+=$6; u+=$7; s+=$8} END{print s+0, q+0, u+0}'
+}
+queue_ids() {        # "queue:id_sequence" per queue, one word each
+    inns "$NS_G" cat /proc/net/netfilter/nfnetlink_queue 2>/dev/null | awk '{printf "%s:%s ", $1, $8}'
+}
+top_queue_pct() {    # BEFORE AFTER (queue_ids): share of the busiest queue, % (empty: nothing queued)
+    awk -v a="$1" -v b="$2" 'BEGIN{
+        n = split(a, A, " "); for (i = 1; i <= n; i++) { split(A[i], x, ":"); before[x[1]] = x[2] }
+        n = split(b, B, " "); for (i = 1; i <= n; i++) { split(B[i], x, ":"); d = x[2] - before[x[1]]; t += d; if (d > m) m = d }
+        if (t > 0) printf "%.0f", 100 * m / t; else printf "-"}'
+}
+retrans() {          # TCP segments retransmitted by the server and the client
+    { inns "$NS_S" cat /proc/net/snmp; inns "$NS_C" cat /proc/net/snmp; } |
+        awk '/^Tcp:/{ if (!h) { for (i = 1; i <= NF; i++) if ($i == "RetransSegs") c = i; h = 1 } else { s += $c; h = 0 } } END{print s+0}'
 }
 
 # Runs one traffic type; prints "value unit".
@@ -303,12 +364,13 @@ traffic() {
 }
 
 RAW="$OUT/raw-$(date +%Y%m%d-%H%M%S).tsv"
-printf 'round\tscenario\ttraffic\tvalue\tunit\tcpu_busy_pct\tlistener_cpu_pct\tverdicts_per_s\tqueue_dropped\tuser_dropped\n' >"$RAW"
+printf 'round\tscenario\ttraffic\tvalue\tunit\tcpu_busy_pct\tlistener_cpu_pct\tverdicts_per_s\tqueue_dropped\tuser_dropped\tretrans\ttop_queue_pct\n' >"$RAW"
 HZ=$(getconf CLK_TCK)
 NCPU=$(nproc)
 
-echo "e2e: $(nproc) cpus, load average $(cut -d' ' -f1-3 /proc/loadavg); $RUNS round(s) x ${SECS}s; scenarios $SCENARIOS; traffic $TRAFFIC" >&2
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_START=$(machine_load)
+echo "e2e: $(nproc) cpus; before: $LOAD_START; $RUNS round(s) x ${SECS}s; scenarios $SCENARIOS; traffic $TRAFFIC" >&2
+case "$LOAD_START" in busy\ [0-9]%*|busy\ 1[0-9]%*) ;; *) echo "e2e: warning: the machine is busy; compare ratios within this run only" >&2 ;; esac
 IFS=, read -r -a SCEN <<<"$SCENARIOS"
 IFS=, read -r -a TRAF <<<"$TRAFFIC"
 for r in $(seq "$RUNS"); do
@@ -319,31 +381,36 @@ for r in $(seq "$RUNS"); do
             read -r b0 t0 < <(cpu_ticks)
             a0=$(aw_ticks)
             read -r q0 qd0 ud0 < <(queue_counters)
+            qi0=$(queue_ids)
+            rt0=$(retrans)
             s0=$(date +%s.%N)
             read -r v unit < <(traffic "$t")
             s1=$(date +%s.%N)
             read -r b1 t1 < <(cpu_ticks)
             a1=$(aw_ticks)
             read -r q1 qd1 ud1 < <(queue_counters)
+            rt=$(( $(retrans) - rt0 ))
+            tq=$(top_queue_pct "$qi0" "$(queue_ids)")
             line=$(awk -v r="$r" -v s="$s" -v t="$t" -v v="$v" -v u="$unit" \
                 -v b="$((b1 - b0))" -v tt="$((t1 - t0))" -v a="$((a1 - a0))" -v hz="$HZ" -v n="$NCPU" \
                 -v q="$((q1 - q0 - (ud1 - ud0)))" -v qd="$((qd1 - qd0))" -v ud="$((ud1 - ud0))" -v s0="$s0" -v s1="$s1" \
-                'BEGIN{el=s1-s0; printf "%s\t%s\t%s\t%.6g\t%s\t%.0f\t%.0f\t%.0f\t%d\t%d\n", r, s, t, v, u,
-                    (tt>0?100*n*b/tt:0), (el>0?100*a/hz/el:0), (el>0?q/el:0), qd, ud}')
+                -v rt="$rt" -v tq="$tq" \
+                'BEGIN{el=s1-s0; printf "%s\t%s\t%s\t%.6g\t%s\t%.0f\t%.0f\t%.0f\t%d\t%d\t%d\t%s\n", r, s, t, v, u,
+                    (tt>0?100*n*b/tt:0), (el>0?100*a/hz/el:0), (el>0?q/el:0), qd, ud, rt, tq}')
             printf '%s\n' "$line" >>"$RAW"
-            printf '%s\n' "$line" | awk -F'\t' '{printf "  round %s %-9s %-4s %12.4g %-7s cpu %3s%% listener %3s%% verdicts/s %s drops %s/%s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10}' >&2
+            printf '%s\n' "$line" | awk -F'\t' '{printf "  round %s %-9s %-4s %12.4g %-7s cpu %3s%% listener %3s%% verdicts/s %s drops %s/%s retrans %s top queue %s%%\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12}' >&2
         done
         teardown
     done
 done
-LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_END=$(machine_load)
 
 # --- report ------------------------------------------------------------------
 REPORT="${RAW%.tsv}.md"
 {
     echo "# appwall e2e: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cpus, kernel $(uname -r)"
     echo
-    echo "$RUNS round(s) x ${SECS} s per cell, medians; load average at start $LOAD_START, at end $LOAD_END."
+    echo "$RUNS round(s) x ${SECS} s per cell, interleaved, medians. Machine outside the lab, 1 s samples: before $LOAD_START; after $LOAD_END."
     echo "Cells: median [ratio to plain] {ratio to acceptall}. TCP Gbit/s, UDP 64-byte kpkt/s received, HTTP req/s keep-alive, new connections/s."
     echo
     awk -F'\t' -v scen="$SCENARIOS" -v traf="$TRAFFIC" '
@@ -362,7 +429,8 @@ REPORT="${RAW%.tsv}.md"
             k = $2 SUBSEP $3
             vals[k] = vals[k] " " $4; vals["c" k] = vals["c" k] " " $6
             vals["a" k] = vals["a" k] " " $7; vals["q" k] = vals["q" k] " " $8
-            qd[k] += $9; ud[k] += $10
+            qd[k] += $9; ud[k] += $10; rt[k] += $11
+            if ($12 != "-") vals["t" k] = vals["t" k] " " $12
         }
         END {
             ns = split(scen, S, ","); nt = split(traf, T, ",")
@@ -381,15 +449,16 @@ REPORT="${RAW%.tsv}.md"
                 print ""
             }
             print ""
-            print "Medians: machine-wide CPU busy (% of one core, all cores summed), the queue listener process (appwall or the C program), verdicts/s (kernel id_sequence less socket drops); kernel queue drops summed over runs (queue full / socket full):"
+            print "Medians: machine-wide CPU busy (% of one core, all cores summed), the queue listener process (appwall or the C program), verdicts/s (kernel id_sequence less socket drops); kernel queue drops summed over runs (queue full / socket full); TCP retransmissions of server and client summed over runs; median share of the busiest queue (50% is an even spread over 2 queues):"
             print ""
-            printf "| scenario |"; for (j = 1; j <= nt; j++) printf " %s: cpu, listener, verdicts/s, drops |", T[j]; print ""
+            printf "| scenario |"; for (j = 1; j <= nt; j++) printf " %s: cpu, listener, verdicts/s, drops, retrans, top queue |", T[j]; print ""
             printf "|---|"; for (j = 1; j <= nt; j++) printf "---|"; print ""
             for (i = 1; i <= ns; i++) {
                 printf "| %s |", S[i]
                 for (j = 1; j <= nt; j++) {
                     k = S[i] SUBSEP T[j]
-                    printf " %s%%, %s%%, %s, %d/%d |", median("c" k), median("a" k), median("q" k), qd[k], ud[k]
+                    tq = median("t" k)
+                    printf " %s%%, %s%%, %s, %d/%d, %d, %s |", median("c" k), median("a" k), median("q" k), qd[k], ud[k], rt[k], (tq == "" ? "-" : tq "%")
                 }
                 print ""
             }

@@ -2,6 +2,8 @@
  * what the kernel queue allows with one receive and one verdict per packet
  * (libnetfilter_queue, same queue settings as appwall: GSO, copy 64 KiB,
  * max length 4096, 8 MiB receive buffer, fail-closed). Runs until SIGTERM.
+ * Usage: e2e_nfq_accept QUEUE [nogso]; "nogso" leaves the GSO flag off, so
+ * the kernel segments every GSO packet before queueing it (the cost GSO saves).
  * Build: cc -O2 -o e2e_nfq_accept e2e_nfq_accept.c -lnetfilter_queue */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -10,6 +12,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 
 static volatile sig_atomic_t stop;
@@ -34,13 +37,14 @@ int main(int argc, char **argv) {
     if (!qh) { perror("nfq_create_queue"); return 1; }
     if (nfq_set_mode(qh, NFQNL_COPY_PACKET, 0xffff) < 0) { perror("mode"); return 1; }
     nfq_set_queue_maxlen(qh, 4096);
-    nfq_set_queue_flags(qh, NFQA_CFG_F_GSO, NFQA_CFG_F_GSO);
+    int gso = !(argc > 2 && strcmp(argv[2], "nogso") == 0);
+    nfq_set_queue_flags(qh, NFQA_CFG_F_GSO, gso ? NFQA_CFG_F_GSO : 0);
     int fd = nfq_fd(h);
     int rcv = 8 << 20;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof rcv);
     struct timeval tv = {0, 200000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    fprintf(stderr, "e2e_nfq_accept: queue %d bound\n", qnum);
+    fprintf(stderr, "e2e_nfq_accept: queue %d bound (GSO %s)\n", qnum, gso ? "on" : "off");
     while (!stop) {
         int n = recv(fd, buf, sizeof buf, 0);
         if (n >= 0) nfq_handle_packet(h, buf, n);

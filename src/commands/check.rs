@@ -2,13 +2,15 @@
 //!
 //! A valid policy that lists no host (an empty or all-comment hosts file) is
 //! still valid, so `check` exits 0, but it warns on stderr: `run` with such a
-//! file filters nothing, which is rarely what was meant.
+//! file filters nothing, which is rarely what was meant. Valid includes
+//! installable: kernel rules past what `appwall run` can install
+//! ([`iptables::validate`]) are refused here too.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use crate::cli::CheckArgs;
-use crate::commands::{AppError, build_engine, load_policy};
+use crate::commands::{AppError, EXIT_BAD_INPUT, build_engine, load_policy};
 use crate::engine::EngineConfig;
 use crate::kernel::iptables::{self, Family, KernelRuleOptions};
 use crate::log::{Level, log};
@@ -88,6 +90,11 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, AppError> {
     for fam in [Family::V4, Family::V6] {
         if !iptables::family_used(policy, fam) {
             continue;
+        }
+        if let Err(e) = iptables::validate(policy, inspected, fam, &opts) {
+            out.flush()?;
+            eprintln!("appwall: {e}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
         let text = iptables::restore_input(policy, inspected, fam, &opts);
         let rules = text

@@ -48,6 +48,9 @@ pub enum InstallError {
         #[source]
         source: std::io::Error,
     },
+    /// The policy is past what the kernel rules can hold.
+    #[error(transparent)]
+    Limit(#[from] iptables::LimitError),
     /// A tool refused its input.
     #[error("{program} failed: {stderr}")]
     Failed {
@@ -257,13 +260,21 @@ pub fn reconcile_keeping(found: &Found, generated: &str, keep: &[&str]) -> Optio
 }
 
 /// `ipset restore` input that fills each set through a temporary set and
-/// swaps it in, from [`iptables::ipset_input`] text.
-pub fn ipset_swap_input(generated: &str) -> String {
+/// swaps it in, from [`iptables::ipset_input`] text. The temporary set is
+/// created with the new sizing, so a set that grew past its old `maxelem`
+/// is replaced by a larger one (swap keeps the name and the rules that use
+/// it); a set that does not exist yet (`existing` lists those that do) is
+/// renamed into place. The caller destroys a stale temporary set first.
+pub fn ipset_swap_input(generated: &str, existing: &[String]) -> String {
     let mut out = String::new();
     let mut current: Option<String> = None;
     let finish = |out: &mut String, cur: &Option<String>| {
         if let Some(name) = cur {
-            out.push_str(&format!("swap {TMP_SET} {name}\ndestroy {TMP_SET}\n"));
+            if existing.iter().any(|e| e == name) {
+                out.push_str(&format!("swap {TMP_SET} {name}\ndestroy {TMP_SET}\n"));
+            } else {
+                out.push_str(&format!("rename {TMP_SET} {name}\n"));
+            }
         }
     };
     for line in generated.lines() {
@@ -271,10 +282,8 @@ pub fn ipset_swap_input(generated: &str) -> String {
         match (words.next(), words.next()) {
             (Some("create"), Some(name)) => {
                 finish(&mut out, &current);
-                let rest: Vec<&str> = words.collect();
-                let rest = rest.join(" ");
-                out.push_str(&format!("create {name} {rest}\n"));
-                out.push_str(&format!("create {TMP_SET} {rest}\nflush {TMP_SET}\n"));
+                let rest: Vec<&str> = words.filter(|w| *w != "-exist").collect();
+                out.push_str(&format!("create {TMP_SET} {}\n", rest.join(" ")));
                 current = Some(name.to_string());
             }
             (Some("add"), Some(_)) => {
@@ -378,11 +387,19 @@ pub fn install_keeping(
         jumps: true,
         ..opts.clone()
     };
+    for family in [Family::V4, Family::V6] {
+        if iptables::family_used(policy, family) {
+            iptables::validate(policy, inspected, family, &opts)?;
+        }
+    }
     let mut report = InstallReport {
         inspect_kept: true,
         ..InstallReport::default()
     };
     let mut wanted_sets = Vec::new();
+    // A temporary set left by a killed install would make the restore fail.
+    let _ = runner.run("ipset", &["destroy", TMP_SET], None);
+    let mut have_sets = existing_sets(runner);
     for family in [Family::V4, Family::V6] {
         let used = iptables::family_used(policy, family);
         let found = match save(runner, family) {
@@ -398,10 +415,15 @@ pub fn install_keeping(
             String::new()
         };
         if used {
-            let sets = ipset_swap_input(&iptables::ipset_input(policy, inspected, family, &opts));
+            let sets = ipset_swap_input(
+                &iptables::ipset_input(policy, inspected, family, &opts),
+                &have_sets,
+            );
             if !sets.is_empty() {
                 runner.run("ipset", &["restore"], Some(&sets))?;
-                wanted_sets.extend(iptables::set_names(policy, inspected, family, &opts));
+                let names = iptables::set_names(policy, inspected, family, &opts);
+                have_sets.extend(names.iter().cloned());
+                wanted_sets.extend(names);
             }
         }
         let inspect = inspect_lines(&generated);
@@ -752,11 +774,19 @@ tcp      6 99 ESTABLISHED src=2001:db8:1::10 dst=2001:db8:2::10 sport=5 dport=44
 
     #[test]
     fn ipset_contents_are_swapped_in() {
-        let g = "create appwall4-inspect hash:net family inet -exist\nflush appwall4-inspect\nadd appwall4-inspect 192.0.2.0/24\n";
+        let g = "create appwall4-inspect hash:net family inet hashsize 1024 maxelem 65536 -exist\n\
+flush appwall4-inspect\nadd appwall4-inspect 192.0.2.0/24\n";
+        let fill = "create appwall-tmp hash:net family inet hashsize 1024 maxelem 65536\nadd appwall-tmp 192.0.2.0/24\n";
+        // Existing (perhaps smaller) set: swapped, so rules keep their reference.
         assert_eq!(
-            ipset_swap_input(g),
-            "create appwall4-inspect hash:net family inet -exist\ncreate appwall-tmp hash:net family inet -exist\n\
-flush appwall-tmp\nadd appwall-tmp 192.0.2.0/24\nswap appwall-tmp appwall4-inspect\ndestroy appwall-tmp\n"
+            ipset_swap_input(g, &["appwall4-inspect".to_string()]),
+            format!("{fill}swap appwall-tmp appwall4-inspect\ndestroy appwall-tmp\n")
+        );
+        // New set: renamed into place, no `create -exist` that a differently
+        // sized old set would refuse.
+        assert_eq!(
+            ipset_swap_input(g, &[]),
+            format!("{fill}rename appwall-tmp appwall4-inspect\n")
         );
     }
 }

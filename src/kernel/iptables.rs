@@ -12,13 +12,24 @@
 //!
 //! Layout of the mangle `APPWALL` chain, top to bottom:
 //! 1. connections already judged: connmark "blocked" is dropped (or left to
-//!    the filter table's reset rule), connmark "clean" returns at once;
+//!    the filter table's reset rule), connmark "clean" returns at once
+//!    except for its FINs and RSTs;
 //! 2. packets re-injected by appwall (NF_REPEAT) carrying a fresh mark: the
 //!    mark is saved to the connection, then the packet is dropped or returned;
-//! 3. fast-path port drops: a listed host opening a connection to a port of
+//! 3. FINs and RSTs of clean connections go to the queue, behind any data
+//!    of theirs still waiting there from before the decision;
+//! 4. fast-path port drops: a listed host opening a connection to a port of
 //!    one of its apps, or to an `IP:PORT` port;
-//! 4. both directions of listed hosts' TCP/UDP go to `APPWALL_INSPECT`, which
-//!    queues them to userspace.
+//! 5. both directions of listed hosts' TCP/UDP go to `APPWALL_INSPECT`,
+//!    which keeps pure ACKs and SYN-ACKs in the kernel and queues the rest
+//!    to userspace, spread per connection over the queues.
+//!
+//! Order guarantee: no FIN or RST of a connection overtakes its data
+//! waiting in the queue, before or after the decision. What may still
+//! overtake queued data: pure ACKs (harmless, see `empty_segment_skips`
+//! in the source) and, in the moment a connection is decided,
+//! data segments that arrive after the mark is saved while earlier ones
+//! still wait (reordering within one window, no loss).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -152,6 +163,48 @@ impl Group {
     }
 }
 
+/// Longest ipset name the kernel takes (IPSET_MAXNAMELEN less the NUL).
+pub const MAX_SET_NAME: usize = 31;
+/// Most networks appwall puts into one ipset. hash:net costs roughly 50
+/// to 100 bytes of kernel memory per entry, so this bounds one set near
+/// 1.5 GiB; `check` and `run` refuse policies past it alike.
+pub const MAX_SET_ELEMENTS: usize = 1 << 24;
+/// Most rules appwall writes per family: past this iptables-restore takes
+/// minutes and every undecided packet walks them; lower `--ipset-threshold`.
+pub const MAX_RULES: usize = 20_000;
+
+/// The `hash:net` sizing for `n` entries: `maxelem` never below the
+/// kernel default (65,536) nor below `n`, and a starting hash size near
+/// `n / 2` (a power of two) so a large restore does not rehash repeatedly.
+fn set_size(n: usize) -> (usize, usize) {
+    let maxelem = n.max(65_536);
+    let hashsize = (n / 2).next_power_of_two().clamp(1024, 1 << 22);
+    (hashsize, maxelem)
+}
+
+/// Gives each set-matched group a set name, one set per distinct list of
+/// networks: groups with the same hosts (every app of a host listed with
+/// the default apps, say) share the inspection set instead of copying it.
+/// A name is `appwall<family>-<first user's key>` when it fits
+/// [`MAX_SET_NAME`], else `appwall<family>-set<index>`.
+fn share_sets(tag: &str, groups: &mut [&mut Group], opts: &KernelRuleOptions) -> Vec<Group> {
+    let mut sets: Vec<Group> = Vec::new();
+    for g in groups.iter_mut().filter(|g| g.uses_set(opts)) {
+        if let Some(s) = sets.iter().find(|s| s.nets == g.nets) {
+            g.set_name = s.set_name.clone();
+            continue;
+        }
+        if g.set_name.len() > MAX_SET_NAME {
+            g.set_name = format!("appwall{tag}-set{}", sets.len());
+        }
+        sets.push(Group {
+            set_name: g.set_name.clone(),
+            nets: g.nets.clone(),
+        });
+    }
+    sets
+}
+
 /// The rules of one family, before rendering.
 #[derive(Debug, Default)]
 struct Plan {
@@ -159,8 +212,29 @@ struct Plan {
     mangle: Vec<(String, String)>,
     filter: Vec<(String, String)>,
     sets: Vec<Group>,
+    /// `IP:PORT` entries in one `hash:net,port` set, when there are many.
+    port_set: Option<PortSet>,
     /// True when anything is queued or dropped at all.
     queued: bool,
+}
+
+/// Every `IP:PORT` entry of the hosts file as (network, port range) pairs
+/// of one `hash:net,port` set: one rule however many hosts and ports,
+/// where one port group per distinct port would add rules per host.
+#[derive(Debug, Clone)]
+struct PortSet {
+    name: String,
+    entries: Vec<(IpNet, PortSpec)>,
+}
+
+impl PortSet {
+    /// Kernel elements: ipset stores a port range as one element per port.
+    fn elements(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|(_, p)| usize::from(p.last - p.first) + 1)
+            .sum()
+    }
 }
 
 fn groups(
@@ -232,10 +306,122 @@ fn multiport_lists(ports: &[PortSpec], proto: Proto) -> Vec<String> {
     lists
 }
 
+/// Rules that keep segments which carry nothing to inspect and cannot
+/// overtake anything in the kernel: pure ACKs and SYN-ACKs without payload
+/// (`FIN,RST,ACK ACK`: ACK set, FIN and RST clear, SYN either way).
+///
+/// A FIN or RST must never overtake its connection's data still waiting in
+/// the queue: the peer would see the end before the data (a FIN parked out
+/// of order and answered with duplicate ACKs and retransmissions; a RST
+/// tears the socket down and the waiting data is lost). So FINs and RSTs are
+/// queued behind the data, like the opening SYN. A pure ACK that overtakes
+/// data of its own direction is harmless: the receiver takes the
+/// acknowledgment, and a zero-length segment ahead of `rcv_nxt` is neither
+/// queued nor answered (RFC 9293 3.10.7.4; Linux does not echo its
+/// timestamp either). A SYN-ACK precedes any data of its direction.
+///
+/// u32 cannot subtract, so one rule per TCP header length (20 to 44 bytes:
+/// none, timestamps, SACK); other shapes (IP options, IPv6 extension
+/// headers) are queued.
+fn empty_segment_skips(family: Family) -> Vec<String> {
+    (5u32..=11)
+        .map(|doff| {
+            let u32 = match family {
+                Family::V4 => format!("0>>24=0x45 && 0&0xFFFF={} && 32>>28={doff}", 20 + 4 * doff),
+                Family::V6 => format!("4>>8&0xFF=6 && 4>>16={} && 52>>28={doff}", 4 * doff),
+            };
+            format!("-p tcp --tcp-flags FIN,RST,ACK ACK -m u32 --u32 \"{u32}\" -j RETURN")
+        })
+        .collect()
+}
+
+/// The NFQUEUE rules: one queue, or connections spread over `queues`.
+///
+/// `--queue-balance` hashes the two addresses only, so one client talking
+/// to one server lands on one queue however many connections it opens.
+/// With u32 available the spread is per connection instead: the opener's
+/// port (the source port in the original direction, the destination port
+/// in the reply direction, so both directions meet on one queue) picks the
+/// queue. Bit 0 is skipped (Linux's connect() takes even ports), bits 1 and
+/// up go round the queues: value v = (port >> 1) mod 2^b, queue = v mod N,
+/// with 2^b the power of two >= N doubled when N is not one itself (at most
+/// four values per rule, well inside u32's ten). Packets whose ports u32
+/// cannot find (IPv6 extension headers) and untracked ones go to the first
+/// queue. Without u32 (`queue_empty_segments`), `--queue-balance` remains.
+fn queue_rules(family: Family, opts: &KernelRuleOptions) -> Vec<String> {
+    let bypass = if opts.fail_closed { "" } else { " --queue-bypass" };
+    let (q, n) = (u32::from(opts.queue), u32::from(opts.queues));
+    let mut rules = Vec::new();
+    if n <= 1 || opts.queue_empty_segments {
+        let target = if n > 1 {
+            format!("--queue-balance {}:{}", q, q + n - 1)
+        } else {
+            format!("--queue-num {q}")
+        };
+        for proto in ["tcp", "udp"] {
+            rules.push(format!("-p {proto} -j NFQUEUE {target}{bypass}"));
+        }
+        return rules;
+    }
+    let slots = if n.is_power_of_two() {
+        n
+    } else {
+        2 * n.next_power_of_two()
+    };
+    for (proto, number) in [("tcp", 6), ("udp", 17)] {
+        // (sport, dport) is one 32-bit word after the IP header: port >> 1
+        // is word >> 17 for the source, word >> 1 (masked) for the destination.
+        for (ctdir, port_shift) in [("ORIGINAL", 17), ("REPLY", 1)] {
+            let at = match family {
+                Family::V4 => "0>>22&0x3C@0".to_string(),
+                Family::V6 => format!("4>>8&0xFF={number} && 40"),
+            };
+            for k in 0..n {
+                let values: Vec<String> = (k..slots).step_by(n as usize).map(|v| v.to_string()).collect();
+                rules.push(format!(
+                    "-p {proto} -m conntrack --ctdir {ctdir} -m u32 --u32 \"{at}>>{port_shift}&0x{:x}={}\" -j NFQUEUE --queue-num {}{bypass}",
+                    slots - 1,
+                    values.join(","),
+                    q + k
+                ));
+            }
+        }
+        rules.push(format!("-p {proto} -j NFQUEUE --queue-num {q}{bypass}"));
+    }
+    rules
+}
+
 fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOptions) -> Plan {
-    let (port_groups, inspect) = groups(policy, family, inspected);
+    let (mut port_groups, mut inspect) = groups(policy, family, inspected);
     let m = opts.marks;
     let mut p = Plan::default();
+    // Many distinct `IP:PORT` ports: one hash:net,port set instead of a
+    // port group (and its rules) per port.
+    let spec_groups = port_groups
+        .iter()
+        .filter(|(k, _, _)| k.starts_with("port-"))
+        .count();
+    if spec_groups > opts.ipset_threshold.max(1) {
+        let mut entries = Vec::new();
+        port_groups.retain(|(key, ports, g)| {
+            if !key.starts_with("port-") {
+                return true;
+            }
+            for net in &g.nets {
+                entries.extend(ports.iter().map(|p| (*net, *p)));
+            }
+            false
+        });
+        p.port_set = Some(PortSet {
+            name: format!("appwall{}-ports", family.tag()),
+            entries,
+        });
+    }
+    {
+        let mut all: Vec<&mut Group> = vec![&mut inspect];
+        all.extend(port_groups.iter_mut().map(|(_, _, g)| g));
+        p.sets = share_sets(family.tag(), &mut all, opts);
+    }
     let mut mangle = |chain: &str, args: String| p.mangle.push((chain.to_string(), args));
     let blocked = format!("0x{:x}/0x{:x}", m.blocked, m.mask);
     let clean = format!("0x{:x}/0x{:x}", m.clean, m.mask);
@@ -248,7 +434,13 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
         mangle(CHAIN, format!("-m connmark --mark {blocked} -p tcp -j RETURN"));
     }
     mangle(CHAIN, format!("-m connmark --mark {blocked} -j DROP"));
-    mangle(CHAIN, format!("-m connmark --mark {clean} -j RETURN"));
+    // A clean connection's FIN or RST is not let through here: it may
+    // follow data still queued from before the decision (see step 3).
+    mangle(
+        CHAIN,
+        format!("-m connmark --mark {clean} -p tcp --tcp-flags FIN,RST NONE -j RETURN"),
+    );
+    mangle(CHAIN, format!("-m connmark --mark {clean} ! -p tcp -j RETURN"));
     // 2. Fresh decisions re-injected by appwall.
     mangle(CHAIN, format!("-m mark --mark {blocked} {save}"));
     if opts.reset {
@@ -257,18 +449,33 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
     mangle(CHAIN, format!("-m mark --mark {blocked} -j DROP"));
     mangle(CHAIN, format!("-m mark --mark {clean} {save}"));
     mangle(CHAIN, format!("-m mark --mark {clean} -j RETURN"));
-    // 3. Port fast path.
+    // 3. FINs and RSTs of clean connections queue behind whatever of the
+    // connection still waits from before the decision, so they cannot
+    // overtake it (a RST would destroy it). The worker accepts them without
+    // a new mark; one re-injected with a mark was caught by step 2.
+    if !inspect.nets.is_empty() {
+        mangle(CHAIN, format!("-m connmark --mark {clean} -j {CHAIN_INSPECT}"));
+    }
+    // 4. Port fast path.
     let port_target = match opts.port_action {
         PortAction::Drop => "-j DROP".to_string(),
         PortAction::Reject => format!("-j {CHAIN_REJECT}"),
     };
     let mut filter_rules = Vec::new();
+    if let Some(ps) = &p.port_set {
+        let rule = format!(
+            "-m set --match-set {} src,dst -m conntrack --ctdir ORIGINAL -m comment --comment \"appwall ports\" {port_target}",
+            ps.name
+        );
+        match opts.port_action {
+            PortAction::Drop => p.mangle.push((CHAIN.to_string(), rule)),
+            PortAction::Reject => filter_rules.push((CHAIN.to_string(), rule)),
+        }
+        p.queued = true;
+    }
     for (key, ports, group) in &port_groups {
         if group.nets.is_empty() {
             continue;
-        }
-        if group.uses_set(opts) {
-            p.sets.push(group.clone());
         }
         for proto in [Proto::Tcp, Proto::Udp] {
             for list in multiport_lists(ports, proto) {
@@ -285,46 +492,21 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
         }
         p.queued = true;
     }
-    // 4. Inspection: both directions of listed hosts.
+    // 5. Inspection: both directions of listed hosts.
     if !inspect.nets.is_empty() {
-        if inspect.uses_set(opts) {
-            p.sets.push(inspect.clone());
-        }
         for dir in ["src", "dst"] {
             for host in inspect.matches(opts, dir) {
                 p.mangle
                     .push((CHAIN.to_string(), format!("{host} -j {CHAIN_INSPECT}")));
             }
         }
-        let queue = if opts.queues > 1 {
-            format!("--queue-balance {}:{}", opts.queue, opts.queue + opts.queues - 1)
-        } else {
-            format!("--queue-num {}", opts.queue)
-        };
-        let bypass = if opts.fail_closed { "" } else { " --queue-bypass" };
         if !opts.queue_empty_segments {
-            // A segment without SYN whose length is exactly its headers has
-            // nothing to inspect. u32 cannot subtract, so one rule per TCP
-            // header length (20 to 44 bytes: none, timestamps, SACK); other
-            // shapes (IP options, IPv6 extension headers) are queued. The
-            // opening SYN stays queued so a reused port starts a new
-            // connection; SYN-ACKs, pure ACKs, bare FINs and RSTs are skipped.
-            for doff in 5u32..=11 {
-                let u32 = match family {
-                    Family::V4 => format!("0>>24=0x45 && 0&0xFFFF={} && 32>>28={doff}", 20 + 4 * doff),
-                    Family::V6 => format!("4>>8&0xFF=6 && 4>>16={} && 52>>28={doff}", 4 * doff),
-                };
-                p.mangle.push((
-                    CHAIN_INSPECT.to_string(),
-                    format!("-p tcp ! --tcp-flags SYN,ACK SYN -m u32 --u32 \"{u32}\" -j RETURN"),
-                ));
+            for rule in empty_segment_skips(family) {
+                p.mangle.push((CHAIN_INSPECT.to_string(), rule));
             }
         }
-        for proto in ["tcp", "udp"] {
-            p.mangle.push((
-                CHAIN_INSPECT.to_string(),
-                format!("-p {proto} -j NFQUEUE {queue}{bypass}"),
-            ));
+        for rule in queue_rules(family, opts) {
+            p.mangle.push((CHAIN_INSPECT.to_string(), rule));
         }
         p.queued = true;
     }
@@ -448,10 +630,32 @@ pub fn ipset_input(policy: &Policy, inspected: AppSet, family: Family, opts: &Ke
     };
     let mut out = String::new();
     for s in &p.sets {
-        let _ = writeln!(out, "create {} hash:net family {fam} -exist", s.set_name);
+        let (hashsize, maxelem) = set_size(s.nets.len());
+        let _ = writeln!(
+            out,
+            "create {} hash:net family {fam} hashsize {hashsize} maxelem {maxelem} -exist",
+            s.set_name
+        );
         let _ = writeln!(out, "flush {}", s.set_name);
         for n in &s.nets {
             let _ = writeln!(out, "add {} {n}", s.set_name);
+        }
+    }
+    if let Some(ps) = &p.port_set {
+        let (hashsize, maxelem) = set_size(ps.elements());
+        let _ = writeln!(
+            out,
+            "create {} hash:net,port family {fam} hashsize {hashsize} maxelem {maxelem} -exist",
+            ps.name
+        );
+        let _ = writeln!(out, "flush {}", ps.name);
+        for (net, port) in &ps.entries {
+            let range = if port.first == port.last {
+                port.first.to_string()
+            } else {
+                format!("{}-{}", port.first, port.last)
+            };
+            let _ = writeln!(out, "add {} {net},{}:{range}", ps.name, port.proto);
         }
     }
     out
@@ -464,14 +668,276 @@ pub fn set_names(
     family: Family,
     opts: &KernelRuleOptions,
 ) -> Vec<String> {
-    plan(policy, inspected, family, opts)
-        .sets
+    let p = plan(policy, inspected, family, opts);
+    p.sets
         .into_iter()
         .map(|s| s.set_name)
+        .chain(p.port_set.map(|s| s.name))
         .collect()
+}
+
+/// What the kernel (or a sane install) cannot take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// A set would hold more than [`MAX_SET_ELEMENTS`] networks.
+    #[error(
+        "{family}: ipset {set} would hold {count} networks, more than {max}: aggregate the hosts file into wider networks"
+    )]
+    SetTooLarge {
+        /// The restore command of the family.
+        family: &'static str,
+        /// Set name.
+        set: String,
+        /// Entries it would hold.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// More than [`MAX_RULES`] rules in one family.
+    #[error("{family}: {count} rules, more than {max}: lower --ipset-threshold so host lists go into ipsets")]
+    TooManyRules {
+        /// The restore command of the family.
+        family: &'static str,
+        /// Rules generated.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Refuses what `appwall run` could not install (or should not): sets past
+/// [`MAX_SET_ELEMENTS`], rule lists past [`MAX_RULES`]. Set names always
+/// fit [`MAX_SET_NAME`] and sets are sized for their contents, so neither
+/// needs checking here. `check` and the installer both call this.
+pub fn validate(
+    policy: &Policy,
+    inspected: AppSet,
+    family: Family,
+    opts: &KernelRuleOptions,
+) -> Result<(), LimitError> {
+    let p = plan(policy, inspected, family, opts);
+    if let Some(s) = p.sets.iter().find(|s| s.nets.len() > MAX_SET_ELEMENTS) {
+        return Err(LimitError::SetTooLarge {
+            family: family.restore_command(),
+            set: s.set_name.clone(),
+            count: s.nets.len(),
+            max: MAX_SET_ELEMENTS,
+        });
+    }
+    if let Some(ps) = p.port_set.as_ref().filter(|s| s.elements() > MAX_SET_ELEMENTS) {
+        return Err(LimitError::SetTooLarge {
+            family: family.restore_command(),
+            set: ps.name.clone(),
+            count: ps.elements(),
+            max: MAX_SET_ELEMENTS,
+        });
+    }
+    let count = p.mangle.len() + p.filter.len();
+    if count > MAX_RULES {
+        return Err(LimitError::TooManyRules {
+            family: family.restore_command(),
+            count,
+            max: MAX_RULES,
+        });
+    }
+    Ok(())
 }
 
 /// True when the policy gives this family anything to install.
 pub fn family_used(policy: &Policy, family: Family) -> bool {
     policy.entries().iter().any(|e| family.holds(&e.net))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{HostsFile, RuleLibrary};
+    use std::path::Path;
+
+    fn policy(hosts: &str) -> Policy {
+        let h = HostsFile::parse(Path::new("hosts"), hosts).unwrap();
+        Policy::new(RuleLibrary::embedded().unwrap(), &h, None).unwrap()
+    }
+
+    fn opts() -> KernelRuleOptions {
+        KernelRuleOptions::default()
+    }
+
+    #[test]
+    fn fin_and_rst_are_queued_only_pure_acks_skip() {
+        for fam in [Family::V4, Family::V6] {
+            let skips = empty_segment_skips(fam);
+            assert_eq!(skips.len(), 7);
+            for r in &skips {
+                // ACK set, FIN and RST clear: a FIN or RST never matches.
+                assert!(r.contains("--tcp-flags FIN,RST,ACK ACK "), "{r}");
+            }
+        }
+        let with = restore_input(&policy("192.0.2.10 msn\n"), !0, Family::V4, &opts());
+        assert!(with.contains("-j RETURN") && with.contains("FIN,RST,ACK ACK"));
+        let o = KernelRuleOptions {
+            queue_empty_segments: true,
+            ..opts()
+        };
+        let without = restore_input(&policy("192.0.2.10 msn\n"), !0, Family::V4, &o);
+        assert!(!without.contains("-m u32"), "{without}");
+    }
+
+    /// Every port value lands on exactly one queue, both directions alike.
+    #[test]
+    fn spread_covers_every_port_once_per_direction() {
+        for n in [2u16, 3, 4, 5, 8, 33, 64] {
+            let o = KernelRuleOptions {
+                queue: 10,
+                queues: n,
+                ..opts()
+            };
+            let rules = queue_rules(Family::V4, &o);
+            for dir in ["ORIGINAL", "REPLY"] {
+                let mut seen = Vec::new();
+                let mut per_queue = vec![0usize; usize::from(n)];
+                for r in rules
+                    .iter()
+                    .filter(|r| r.starts_with("-p tcp") && r.contains(dir))
+                {
+                    let vals = r.split('=').nth(1).unwrap().split('"').next().unwrap();
+                    let q: usize = r
+                        .split("--queue-num ")
+                        .nth(1)
+                        .unwrap()
+                        .split(' ')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    for v in vals.split(',') {
+                        seen.push(v.parse::<u32>().unwrap());
+                        per_queue[q - 10] += 1;
+                    }
+                    assert!(vals.split(',').count() <= 10, "u32 takes ten values: {r}");
+                }
+                seen.sort_unstable();
+                let slots = seen.len() as u32;
+                assert_eq!(seen, (0..slots).collect::<Vec<_>>(), "n={n} {dir}");
+                let (lo, hi) = (per_queue.iter().min().unwrap(), per_queue.iter().max().unwrap());
+                assert!(hi - lo <= 1, "n={n}: {per_queue:?}");
+            }
+            assert!(
+                rules
+                    .iter()
+                    .any(|r| r == "-p tcp -j NFQUEUE --queue-num 10 --queue-bypass")
+            );
+        }
+        // One queue, or no u32: the plain targets.
+        let one = queue_rules(Family::V4, &opts());
+        assert_eq!(one[0], "-p tcp -j NFQUEUE --queue-num 0 --queue-bypass");
+        let o = KernelRuleOptions {
+            queues: 2,
+            queue_empty_segments: true,
+            fail_closed: true,
+            ..opts()
+        };
+        assert_eq!(
+            queue_rules(Family::V6, &o)[1],
+            "-p udp -j NFQUEUE --queue-balance 0:1"
+        );
+    }
+
+    #[test]
+    fn same_hosts_share_one_set_sized_for_them() {
+        let mut text = String::new();
+        for i in 0..100u32 {
+            text.push_str(&format!("10.{}.{}.1 msn aim\n", i / 250, i % 250));
+        }
+        let p = policy(&text);
+        let names = set_names(&p, !0, Family::V4, &opts());
+        assert_eq!(
+            names,
+            vec!["appwall4-inspect".to_string()],
+            "one set, not three copies"
+        );
+        let rules = restore_input(&p, !0, Family::V4, &opts());
+        assert_eq!(
+            rules.matches("--match-set appwall4-inspect").count(),
+            4,
+            "{rules}"
+        );
+        let sets = ipset_input(&p, !0, Family::V4, &opts());
+        assert!(sets.contains("hashsize 1024 maxelem 65536"), "{sets}");
+        assert_eq!(set_size(1_000_000), (1 << 19, 1_000_000));
+        assert_eq!(set_size(10), (1024, 65_536));
+    }
+
+    #[test]
+    fn long_set_names_fall_back_to_numbers() {
+        let mut g = Group {
+            set_name: "appwall4-app-a-very-long-application-name".into(),
+            nets: vec![
+                "192.0.2.0/24".parse().unwrap(),
+                "198.51.100.0/24".parse().unwrap(),
+            ],
+        };
+        let o = KernelRuleOptions {
+            ipset_threshold: 0,
+            ..opts()
+        };
+        let sets = share_sets("4", &mut [&mut g], &o);
+        assert_eq!(sets[0].set_name, "appwall4-set0");
+        assert_eq!(g.set_name, "appwall4-set0");
+    }
+
+    #[test]
+    fn validate_refuses_too_many_rules() {
+        let mut text = String::new();
+        for i in 0..30u32 {
+            text.push_str(&format!("10.0.{i}.1 msn\n"));
+        }
+        let p = policy(&text);
+        assert!(validate(&p, !0, Family::V4, &opts()).is_ok());
+        let o = KernelRuleOptions {
+            ipset_threshold: usize::MAX,
+            ..opts()
+        };
+        assert!(validate(&p, !0, Family::V4, &o).is_ok(), "90 rules are fine");
+        let mut big = String::new();
+        for i in 0..8000u32 {
+            big.push_str(&format!("10.{}.{}.1 msn\n", i / 200, (i % 200) + 1));
+        }
+        let err = validate(&policy(&big), !0, Family::V4, &o).unwrap_err();
+        assert!(matches!(err, LimitError::TooManyRules { .. }), "{err}");
+    }
+
+    #[test]
+    fn many_ip_port_lines_share_one_net_port_set() {
+        let mut text = String::new();
+        for port in 1000..1020u16 {
+            text.push_str(&format!("192.0.2.20:{port}\n"));
+        }
+        text.push_str("198.51.100.7:6660-6670/udp\n");
+        let p = policy(&text);
+        let rules = restore_input(&p, !0, Family::V4, &opts());
+        assert_eq!(
+            rules.matches("--match-set appwall4-ports src,dst").count(),
+            1,
+            "{rules}"
+        );
+        assert!(!rules.contains("--dports 1000"), "{rules}");
+        let sets = ipset_input(&p, !0, Family::V4, &opts());
+        assert!(
+            sets.starts_with("create appwall4-ports hash:net,port family inet "),
+            "{sets}"
+        );
+        assert!(
+            sets.contains("add appwall4-ports 198.51.100.7/32,udp:6660-6670\n"),
+            "{sets}"
+        );
+        assert_eq!(sets.matches("\nadd ").count(), 21);
+        assert_eq!(
+            set_names(&p, !0, Family::V4, &opts()),
+            vec!["appwall4-ports".to_string()]
+        );
+        // Few ports: ordinary rules, no set.
+        let few = policy("192.0.2.20:3306\n");
+        assert!(set_names(&few, !0, Family::V4, &opts()).is_empty());
+    }
 }

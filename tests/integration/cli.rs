@@ -174,7 +174,8 @@ fn rules_merge_overlaps_and_use_ipsets_for_large_lists() {
         out
     );
     assert_out!(
-        out.contains("--match-set appwall4-app-msn src -p tcp -m multiport --dports 1863"),
+        // The msn port rule shares the inspection set (same hosts): no copy.
+        out.contains("--match-set appwall4-inspect src -p tcp -m multiport --dports 1863"),
         out
     );
     let (_, sets, _) = run(&[
@@ -187,7 +188,7 @@ fn rules_merge_overlaps_and_use_ipsets_for_large_lists() {
         "ipset",
     ]);
     assert_out!(
-        sets.contains("create appwall4-inspect hash:net family inet -exist"),
+        sets.contains("create appwall4-inspect hash:net family inet hashsize 1024 maxelem 65536 -exist"),
         sets
     );
     assert_eq!(

@@ -23,6 +23,7 @@ mod kernel;
 mod live;
 mod live_retransmissions;
 mod live_stream;
+mod order;
 mod parsers;
 mod scan_decap;
 mod soak;
@@ -54,6 +55,7 @@ fn main() {
         live::cases(),
         live_retransmissions::cases(),
         live_stream::cases(),
+        order::cases(),
         parsers::cases(),
         scan_decap::cases(),
         soak::cases(),
