@@ -20,6 +20,8 @@ pub mod names;
 pub mod state;
 pub mod stream;
 pub mod tls;
+pub mod tunnel;
+pub mod uri;
 pub mod verdict;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +38,11 @@ pub use verdict::{Decision, FlowMark, Reason, Verdict};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineConfig {
     /// A connection is clean once one direction has passed this many
-    /// inspected payload bytes with no match.
+    /// inspected payload bytes with no match, counted from the start of its
+    /// current stream (a tunnel restarts the count). An HTTP client
+    /// direction is never settled while it can send requests: the depth
+    /// then bounds each message's body scan, and once the reply direction
+    /// passes it, only the reply direction is handed to the kernel.
     pub depth_bytes: u64,
     /// ...or, when non-zero, once this many payload segments (both
     /// directions) were inspected. Off by default: counting packets lets a
@@ -153,28 +159,35 @@ impl Engine {
                 return d;
             }
         }
+        if flow.reply_settled && side as usize == 1 {
+            // Sent before the kernel took the reply direction over.
+            return Decision::accept(Reason::Clean);
+        }
         let found = match p.proto {
             Proto::Udp => {
                 // Datagrams are judged alone, but count towards the depth so
                 // a long UDP conversation is handed to the kernel too.
                 let dir = &mut flow.dirs[side as usize];
                 dir.bytes += p.payload.len() as u64;
+                dir.unit_bytes += p.payload.len() as u64;
                 dir.payload_packets += u32::from(!p.payload.is_empty());
                 self.inspect_datagram(p.payload, flow.apps).map(Found::Sig)
             }
             Proto::Tcp => {
                 let tcp = p.tcp.unwrap_or_default();
-                let apps = flow.apps;
-                let dir = &mut flow.dirs[side as usize];
-                stream::inspect_segment(
-                    &self.compiled,
-                    &self.config,
-                    dir,
-                    tcp,
-                    p.payload,
-                    apps,
-                    orig_dport,
-                )
+                let ctx = stream::Ctx {
+                    c: &self.compiled,
+                    cfg: &self.config,
+                    apps: flow.apps,
+                    port: orig_dport,
+                };
+                let [a, b] = &mut flow.dirs;
+                let pair = if side as usize == 0 {
+                    stream::Pair { dir: a, other: b }
+                } else {
+                    stream::Pair { dir: b, other: a }
+                };
+                stream::inspect_segment(ctx, pair, tcp, p.payload)
             }
         };
         if let Some(found) = found {
@@ -182,6 +195,8 @@ impl Engine {
                 Found::Sig(hit) => Reason::Signature(hit.sig),
                 Found::Rule(r) => Reason::Rule(r),
                 Found::Conflict => Reason::Evasion,
+                Found::Port(app, port) => Reason::Port { app: Some(app), port },
+                Found::OversizedHead => Reason::OversizedHead,
             };
             flow.decision = FlowDecision::Blocked(r);
             flow.release_inspection();
@@ -189,12 +204,23 @@ impl Engine {
         }
         let d = &flow.dirs;
         let packets = d[0].payload_packets + d[1].payload_packets;
-        let deep = d[0].bytes.max(d[1].bytes) >= self.config.depth_bytes
+        let depth = self.config.depth_bytes;
+        // An HTTP client can send another request at any time: its
+        // direction is never settled, whatever came before.
+        let client_live = d[0].http.is_live();
+        let deep = d[0].unit_bytes.max(d[1].unit_bytes) >= depth
             || (self.config.depth_packets > 0 && packets >= self.config.depth_packets);
-        if deep {
+        if deep && !client_live {
             flow.decision = FlowDecision::Clean;
             flow.release_inspection();
             return Decision::accept(Reason::Clean).marked(FlowMark::Clean);
+        }
+        if client_live && !flow.reply_settled && d[1].unit_bytes >= depth {
+            // Replies so far were judged clean; requests stay queued.
+            flow.reply_settled = true;
+            let mut dec = Decision::accept(Reason::Inspecting);
+            dec.settle_reply = true;
+            return dec;
         }
         Decision::accept(Reason::Inspecting)
     }
@@ -292,6 +318,10 @@ impl Engine {
                 None => "signature ?".to_string(),
             },
             Reason::Evasion => "evasion: retransmitted bytes differ from the inspected ones".to_string(),
+            Reason::OversizedHead => format!(
+                "oversized-http-head: an HTTP head longer than {} bytes",
+                http::MAX_HEAD
+            ),
             Reason::Inspecting => "no match".to_string(),
             Reason::Rule(r) => match apps
                 .get(r.app as usize)

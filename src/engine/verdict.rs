@@ -43,11 +43,15 @@ pub enum Reason {
     PortsOnly,
     /// Not a TCP/UDP packet appwall can read; accepted.
     Unparsable,
+    /// An HTTP message head longer than
+    /// [`crate::engine::http::MAX_HEAD`] on an inspected host: what lies
+    /// beyond cannot be judged, so it is not let through.
+    OversizedHead,
 }
 
 impl Reason {
     /// Number of distinct reason kinds.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     /// Machine names of the reason kinds, indexed by [`Reason::index`]: the
     /// one table counters, status, events and scan output all use.
     pub const KINDS: [&'static str; Reason::COUNT] = [
@@ -60,6 +64,7 @@ impl Reason {
         "unparsable",
         "evasion",
         "rule",
+        "oversized-http-head",
     ];
 
     /// Position of this reason's kind in [`Reason::KINDS`].
@@ -75,6 +80,7 @@ impl Reason {
             Reason::Unparsable => 6,
             Reason::Evasion => 7,
             Reason::Rule(_) => 8,
+            Reason::OversizedHead => 9,
         }
     }
 
@@ -93,6 +99,11 @@ pub enum FlowMark {
     Clean,
 }
 
+// The reply-only fast path is a separate flag of [`Decision`]
+// (`settle_reply`), not a third `FlowMark`, so the worker's exhaustive
+// match keeps compiling until it learns the new mark
+// ([`crate::kernel::marks::MarkBits::reply_clean_mark`]).
+
 /// The engine's answer for one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
@@ -102,6 +113,11 @@ pub struct Decision {
     pub reason: Reason,
     /// Set on the packet that settled the connection's fate (once per flow).
     pub mark: Option<FlowMark>,
+    /// Set once, on the packet after which the reply direction may bypass
+    /// the queue while the originator's payload stays queued (an HTTP
+    /// client can still send requests): answer it with NF_REPEAT and
+    /// [`crate::kernel::marks::MarkBits::reply_clean_mark`].
+    pub settle_reply: bool,
 }
 
 impl Decision {
@@ -110,6 +126,7 @@ impl Decision {
             verdict: Verdict::Accept,
             reason,
             mark: None,
+            settle_reply: false,
         }
     }
 
@@ -118,6 +135,7 @@ impl Decision {
             verdict: Verdict::Drop,
             reason,
             mark: None,
+            settle_reply: false,
         }
     }
 

@@ -12,7 +12,9 @@
 //!
 //! Layout of the mangle `APPWALL` chain, top to bottom:
 //! 1. connections already judged: connmark "blocked" is dropped (or left to
-//!    the filter table's reset rule), connmark "clean" returns at once;
+//!    the filter table's reset rule), connmark "clean" returns at once, and
+//!    connmark "reply clean" returns at once for the reply direction only
+//!    (the originator's payload goes on to be queued);
 //! 2. packets re-injected by appwall (NF_REPEAT) carrying a fresh mark: the
 //!    mark is saved to the connection, then the packet is dropped or returned;
 //! 3. fast-path port drops: a listed host opening a connection to a port of
@@ -239,6 +241,7 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
     let mut mangle = |chain: &str, args: String| p.mangle.push((chain.to_string(), args));
     let blocked = format!("0x{:x}/0x{:x}", m.blocked, m.mask);
     let clean = format!("0x{:x}/0x{:x}", m.clean, m.mask);
+    let reply_clean = format!("0x{:x}/0x{:x}", m.reply_clean, m.mask);
     let save = format!(
         "-j CONNMARK --save-mark --nfmask 0x{0:x} --ctmask 0x{0:x}",
         m.mask
@@ -249,6 +252,10 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
     }
     mangle(CHAIN, format!("-m connmark --mark {blocked} -j DROP"));
     mangle(CHAIN, format!("-m connmark --mark {clean} -j RETURN"));
+    mangle(
+        CHAIN,
+        format!("-m connmark --mark {reply_clean} -m conntrack --ctdir REPLY -j RETURN"),
+    );
     // 2. Fresh decisions re-injected by appwall.
     mangle(CHAIN, format!("-m mark --mark {blocked} {save}"));
     if opts.reset {
@@ -257,6 +264,8 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
     mangle(CHAIN, format!("-m mark --mark {blocked} -j DROP"));
     mangle(CHAIN, format!("-m mark --mark {clean} {save}"));
     mangle(CHAIN, format!("-m mark --mark {clean} -j RETURN"));
+    mangle(CHAIN, format!("-m mark --mark {reply_clean} {save}"));
+    mangle(CHAIN, format!("-m mark --mark {reply_clean} -j RETURN"));
     // 3. Port fast path.
     let port_target = match opts.port_action {
         PortAction::Drop => "-j DROP".to_string(),

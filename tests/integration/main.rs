@@ -9,6 +9,7 @@ mod cli;
 mod faults;
 mod fuzz_regressions;
 mod injection;
+mod inspection;
 mod kernel;
 mod live;
 mod live_stream;
