@@ -139,7 +139,8 @@ pub fn stream_engine(data: &[u8]) {
                 Decision {
                     verdict: Verdict::Drop,
                     reason: r,
-                    mark: None
+                    mark: None,
+                    settle_reply: false,
                 },
                 "a blocked flow stays blocked"
             );

@@ -62,6 +62,9 @@ pub enum Fed {
     /// A reply opened a tunnel (2xx to CONNECT, 101 Switching Protocols):
     /// both directions' next bytes are a new stream.
     Opened,
+    /// A length-delimited body ended: the next byte starts a message (and
+    /// a line, for line-start signatures).
+    Boundary,
 }
 
 /// `Host` signatures on the request's effective authority.
@@ -256,12 +259,13 @@ impl HttpState {
                     self.body -= take as u64;
                     self.body_seen += take as u64;
                     if self.body == 0 {
-                        self.phase = if self.phase == Phase::Body {
+                        if self.phase == Phase::Body {
                             self.reset_message();
-                            Phase::Start
-                        } else {
-                            Phase::ChunkEnd
-                        };
+                            // The next message starts a line, whatever the
+                            // body's last byte was.
+                            return Some((Fed::Boundary, i));
+                        }
+                        self.phase = Phase::ChunkEnd;
                     }
                     continue;
                 }

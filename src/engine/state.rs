@@ -72,6 +72,10 @@ pub struct DirState {
     pub socks: Option<Box<Socks>>,
     /// The SOCKS probe looked at this stream's start.
     pub socks_done: bool,
+    /// When non-zero, the tail holds a virtual newline (an HTTP body ended,
+    /// so the next message starts a line) followed by `tail_virtual - 1`
+    /// stream bytes.
+    pub tail_virtual: u8,
     /// Line starts for the STARTTLS probe (commands).
     pub lines: Lines,
     /// Line starts for the STARTTLS probe (answers).
@@ -112,6 +116,7 @@ impl Default for DirState {
             hello_done: false,
             socks: None,
             socks_done: false,
+            tail_virtual: 0,
             lines: Lines::default(),
             answers: Lines::default(),
             starttls: StartTls::None,

@@ -185,6 +185,7 @@ fn consume_unit(x: Ctx<'_>, p: Pair<'_>, data: &[u8], segment_start: bool) -> (O
     let mut found: Option<(Found, usize)> = None;
     let mut cut: Cut = None;
     let mut opened = false;
+    let mut boundary = false;
     if c.wants_http() && !dir.http.is_off() {
         let before = dir.http.messages();
         match dir.http.feed(c, data, apps, port) {
@@ -206,6 +207,10 @@ fn consume_unit(x: Ctx<'_>, p: Pair<'_>, data: &[u8], segment_start: bool) -> (O
             }
             Some((Fed::Opened, end)) => {
                 opened = true;
+                cut = Some(end);
+            }
+            Some((Fed::Boundary, end)) => {
+                boundary = true;
                 cut = Some(end);
             }
             None => {}
@@ -253,11 +258,19 @@ fn consume_unit(x: Ctx<'_>, p: Pair<'_>, data: &[u8], segment_start: bool) -> (O
     if skip_scan {
         // Bytes were skipped: what follows is not a line start.
         dir.tail_len = 0;
+        dir.tail_virtual = 0;
     } else {
         update_tail(c.sigs.carry(), dir, unit);
     }
     if found.is_some() {
         return (found.map(|(f, _)| f), None);
+    }
+    if boundary {
+        // The next message starts a line: a virtual newline in the tail
+        // (not a stream byte: retransmission checks skip it).
+        update_tail(c.sigs.carry().max(1), dir, b"\n");
+        dir.tail_virtual = 1;
+        return (None, cut);
     }
     if let Some(k) = cut {
         dir.restart_stream();
@@ -433,6 +446,7 @@ fn ahead(x: Ctx<'_>, p: Pair<'_>, seq: u32, payload: &[u8]) -> Option<Found> {
     dir.resyncs += 1;
     dir.next_seq = Some(earliest);
     dir.tail_len = 0;
+    dir.tail_virtual = 0;
     if earliest == seq {
         if let Some(f) = consume(x, Pair { dir, other }, payload, true) {
             return Some(f);
@@ -458,6 +472,7 @@ fn ahead(x: Ctx<'_>, p: Pair<'_>, seq: u32, payload: &[u8]) -> Option<Found> {
         dir.resyncs += 1;
         dir.next_seq = Some(earliest);
         dir.tail_len = 0;
+        dir.tail_virtual = 0;
         if let Some(f) = drain(x, Pair { dir, other }) {
             return Some(f);
         }
@@ -498,7 +513,11 @@ fn drain(x: Ctx<'_>, p: Pair<'_>) -> Option<Found> {
 fn conflicts(dir: &DirState, next: u32, seq: u32, old: &[u8]) -> bool {
     // Real stream bytes in the tail (the virtual line start is not one; a
     // restarted stream's tail holds only its own bytes).
-    let real = (dir.tail_len as u64).min(dir.unit_bytes) as usize;
+    let mut real = (dir.tail_len as u64).min(dir.unit_bytes) as usize;
+    if dir.tail_virtual > 0 {
+        // Only the bytes after a virtual newline are stream bytes.
+        real = real.min(usize::from(dir.tail_virtual) - 1);
+    }
     let tail = &dir.tail[dir.tail_len as usize - real..dir.tail_len as usize];
     // Stream position of tail[0] is next - real; of old[0] is seq.
     let back = next.wrapping_sub(seq) as usize; // bytes from old[0] to next
@@ -512,6 +531,14 @@ fn conflicts(dir: &DirState, next: u32, seq: u32, old: &[u8]) -> bool {
 }
 
 fn update_tail(carry: usize, dir: &mut DirState, fresh: &[u8]) {
+    if dir.tail_virtual > 0 {
+        let after = usize::from(dir.tail_virtual) + fresh.len();
+        dir.tail_virtual = if after <= carry {
+            u8::try_from(after).unwrap_or(0)
+        } else {
+            0
+        };
+    }
     if fresh.len() >= carry {
         dir.tail[..carry].copy_from_slice(&fresh[fresh.len() - carry..]);
         dir.tail_len = carry as u8;

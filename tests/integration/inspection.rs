@@ -608,3 +608,58 @@ nocase = true
         assert_eq!(got.blocked.is_some(), blocked, "{}: {:?}", String::from_utf8_lossy(req), got.blocked);
     }
 }
+
+/// Pieces that arbitrary messages are made of.
+const PIECES: [&[u8]; 17] = [
+    b"GET ",
+    b"POST ",
+    b"CONNECT ",
+    b"/gateway/gateway.dll",
+    b"http://gateway.messenger.hotmail.com",
+    b" HTTP/1.1\r\n",
+    b"Host: x\r\n",
+    b"User-Agent: MSMSGS\r\n",
+    b"Content-Length: 4\r\n",
+    b"\r\n",
+    b"%2e%2E/",
+    b"Transfer-Encoding: chunked\r\n",
+    b"4\r\nabcd\r\n0\r\n\r\n",
+    b"VER 1 MSNP8\r\n",
+    b":1863",
+    b"\x16\x03\x01",
+    b"STARTTLS\r\n",
+];
+
+/// The engine with only the shipped library and one listed client (the
+/// `http_messages` fuzz target's setup).
+fn shipped_engine() -> Engine {
+    let hosts = HostsFile::parse(Path::new("hosts"), "192.0.2.10 msn\n").unwrap();
+    let policy = Policy::new(RuleLibrary::embedded().unwrap(), &hosts, None).unwrap();
+    Engine::new(policy, EngineConfig::default()).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+
+    /// The `http_messages` fuzz invariant on arbitrary bytes that look a
+    /// bit like HTTP: complete benign requests before them change nothing.
+    #[test]
+    fn arbitrary_messages_are_judged_alone(
+        parts in proptest::collection::vec(0usize..PIECES.len(), 0..12),
+        n in 0usize..3,
+        mss in 1usize..200,
+    ) {
+        let rest: Vec<u8> = parts.iter().flat_map(|&i| PIECES[i].iter().copied()).collect();
+        prop_assume!(!rest.first().is_some_and(|&b| b == 4 || b == 5));
+        let e = shipped_engine();
+        let prefix: [&[u8]; 2] = [GET, b"POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"];
+        let mut stream: Vec<u8> = prefix.iter().cycle().take(n).flat_map(|m| m.iter().copied()).collect();
+        stream.extend_from_slice(&rest);
+        let judge = |s: &[u8]| {
+            let mut b = TcpFlowBuilder::new((ip("192.0.2.10"), 40000), (ip("198.51.100.1"), 80));
+            b.mss = mss;
+            run_packets(&e, &b.packets(&[(true, s)])).blocked.is_some()
+        };
+        prop_assert_eq!(judge(&stream), judge(&rest), "{}", String::from_utf8_lossy(&rest));
+    }
+}
