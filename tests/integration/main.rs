@@ -12,5 +12,6 @@ mod injection;
 mod inspection;
 mod kernel;
 mod live;
+mod live_http;
 mod live_stream;
 mod squid;
