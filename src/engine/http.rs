@@ -39,6 +39,7 @@ pub const MAX_HEAD: u32 = 64 * 1024;
 const CONTENT_LENGTH: u64 = name_hash(b"content-length");
 const HOST: u64 = name_hash(b"host");
 const TRANSFER_ENCODING: u64 = name_hash(b"transfer-encoding");
+const CONNECTION: u64 = name_hash(b"connection");
 
 /// What the HTTP walker found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +173,12 @@ pub struct HttpState {
     chunked: bool,
     in_cl: bool,
     in_te: bool,
+    in_conn: bool,
+    /// This head says `Connection: close`.
+    close: bool,
+    /// A head on this connection said `Connection: close` (kept across
+    /// messages): no request after the current one will be served.
+    closing: bool,
     status: u16,
     body: u64,
     /// Rule header slot of the current header, if rules want it.
@@ -184,13 +191,17 @@ pub struct HttpState {
 
 impl HttpState {
     /// A fresh walker for a new stream, reusing `old`'s field buffers.
-    pub fn restarted(old: HttpState) -> HttpState {
+    /// `keep_count`: the stream restarted only on this side (after its own
+    /// CONNECT), so if the proxy refuses, later requests keep the numbering
+    /// the reply side counts with.
+    pub fn restarted(old: HttpState, keep_count: bool) -> HttpState {
         let mut fields = old.fields;
         if let Some(f) = fields.as_mut() {
             f.clear();
         }
         HttpState {
             fields,
+            count_msgs: if keep_count { old.count_msgs } else { 0 },
             ..HttpState::default()
         }
     }
@@ -200,9 +211,20 @@ impl HttpState {
         self.phase == Phase::Off
     }
 
-    /// True while the direction speaks HTTP and may start another message.
+    /// True while the direction speaks HTTP and may start another message
+    /// that a server would serve (not after `Connection: close`).
     pub fn is_live(&self) -> bool {
-        self.seen && self.phase != Phase::Off
+        self.seen && self.phase != Phase::Off && !self.closing
+    }
+
+    /// True once a head on this direction said `Connection: close`.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// The other side said `Connection: close`: no later request is served.
+    pub fn set_closing(&mut self) {
+        self.closing = true;
     }
 
     /// True when the next `n` bytes are all body of a message of which at
@@ -212,6 +234,11 @@ impl HttpState {
         matches!(self.phase, Phase::Body | Phase::ChunkData)
             && self.body_seen >= depth
             && self.body >= n as u64
+    }
+
+    /// Starts counting requests from zero (both sides of a tunnel restart).
+    pub fn forget_count(&mut self) {
+        self.count_msgs = 0;
     }
 
     /// Heads of requests ended so far (client side).
@@ -339,6 +366,7 @@ impl HttpState {
             tunnel_at: self.tunnel_at,
             head_mask: self.head_mask,
             head_sent: self.head_sent,
+            closing: self.closing,
             ..HttpState::default()
         };
     }
@@ -460,6 +488,7 @@ impl HttpState {
                     self.in_host = false;
                     self.in_cl = false;
                     self.in_te = false;
+                    self.in_conn = false;
                 }
             },
             Phase::HeadEnd => {
@@ -532,7 +561,12 @@ impl HttpState {
     /// True when no signature, rule or framing header needs this value.
     #[inline]
     fn uninteresting_value(&self) -> bool {
-        self.header == 0 && self.slot.is_none() && !self.in_host && !self.in_cl && !self.in_te
+        self.header == 0
+            && self.slot.is_none()
+            && !self.in_host
+            && !self.in_cl
+            && !self.in_te
+            && !self.in_conn
     }
 
     fn begin_line(&mut self) {
@@ -542,6 +576,7 @@ impl HttpState {
     fn header_named(&mut self, c: &Compiled, apps: AppSet) {
         self.in_cl = self.name == CONTENT_LENGTH;
         self.in_te = self.name == TRANSFER_ENCODING;
+        self.in_conn = self.name == CONNECTION;
         self.header = c.sigs.header_id(self.name);
         self.in_host = false;
         if self.name == HOST && !self.is_reply {
@@ -600,6 +635,12 @@ impl HttpState {
         if self.in_cl && b.is_ascii_digit() {
             self.body = self.body.saturating_mul(10).saturating_add(u64::from(b - b'0'));
         }
+        if self.in_conn {
+            self.name = ((self.name << 8) | u64::from(b.to_ascii_lowercase())) & 0xff_ffff_ffff;
+            if self.name == u64::from_be_bytes(*b"\0\0\0close") {
+                self.close = true;
+            }
+        }
         if self.in_te {
             self.name = ((self.name << 8) | u64::from(b.to_ascii_lowercase())) & 0x00ff_ffff_ffff_ffff;
             if self.name == u64::from_be_bytes(*b"\0chunked") {
@@ -626,6 +667,10 @@ impl HttpState {
 
     fn end_head(&mut self, c: &Compiled, apps: AppSet, port: u16) -> Option<Fed> {
         let reply = self.is_reply;
+        // A final reply or a request that closes the connection: RFC 9112 9.6.
+        if self.close && (!reply || self.status >= 200) {
+            self.closing = true;
+        }
         let mut found = None;
         if let Some(f) = self.fields.as_mut() {
             if !reply {

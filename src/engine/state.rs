@@ -129,8 +129,9 @@ impl DirState {
     /// The bytes from here on are a new stream (a tunnel opened inside the
     /// connection): stream-start, line-start, HTTP, TLS and tunnel probes
     /// start over and the depth counts from here. TCP position, held
-    /// segments and counters are kept.
-    pub fn restart_stream(&mut self) {
+    /// segments and counters are kept. `own_request`: this side asked for
+    /// the tunnel (CONNECT, SOCKS) and the other side has not answered yet.
+    pub fn restart_stream(&mut self, own_request: bool) {
         let mut fresh = DirState {
             next_seq: self.next_seq,
             bytes: self.bytes,
@@ -141,7 +142,7 @@ impl DirState {
             ..DirState::default()
         };
         // Keep the HTTP walker's buffers.
-        fresh.http = HttpState::restarted(std::mem::take(&mut self.http));
+        fresh.http = HttpState::restarted(std::mem::take(&mut self.http), own_request);
         *self = fresh;
     }
 

@@ -215,6 +215,10 @@ fn consume_unit(x: Ctx<'_>, p: Pair<'_>, data: &[u8], segment_start: bool) -> (O
             }
             None => {}
         }
+        // A server that closes after its reply serves no later request.
+        if dir.http.is_closing() && !other.http.is_closing() {
+            other.http.set_closing();
+        }
         // A HEAD request's reply has no body, whatever its framing says.
         let heads = dir.http.take_head_requests();
         if heads != 0 {
@@ -273,12 +277,13 @@ fn consume_unit(x: Ctx<'_>, p: Pair<'_>, data: &[u8], segment_start: bool) -> (O
         return (None, cut);
     }
     if let Some(k) = cut {
-        dir.restart_stream();
+        dir.restart_stream(!opened);
         if opened {
             if other.tunnel_requested {
                 other.tunnel_requested = false;
+                other.http.forget_count();
             } else {
-                other.restart_stream();
+                other.restart_stream(false);
             }
             other.socks = None;
             dir.socks = None;

@@ -269,7 +269,30 @@ fn evasions() -> Vec<(&'static str, Script, u16, &'static str)> {
             "rule",
         ),
         (
-            "HTTP inside a CONNECT tunnel after a benign hello on another connection",
+            "ClientHello after a refused CONNECT, then an accepted one",
+            vec![
+                (
+                    true,
+                    b"CONNECT 203.0.113.5:443 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+                ),
+                (
+                    false,
+                    b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                ),
+                (
+                    true,
+                    b"CONNECT 203.0.113.5:443 HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic eDp5\r\n\r\n"
+                        .to_vec(),
+                ),
+                (false, established.to_vec()),
+                (true, split_hello.clone()),
+                (false, b"\x16\x03\x03\x00\x02\x02\x00".to_vec()),
+            ],
+            3128,
+            "rule",
+        ),
+        (
+            "HTTP inside a CONNECT tunnel",
             vec![
                 (
                     true,
@@ -662,4 +685,22 @@ proptest! {
         };
         prop_assert_eq!(judge(&stream), judge(&rest), "{}", String::from_utf8_lossy(&rest));
     }
+}
+
+#[test]
+fn a_connection_that_closes_after_its_reply_is_handed_to_the_kernel() {
+    let e = engine();
+    let close_reply = {
+        let mut r = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 20000\r\n\r\n".to_vec();
+        r.extend(std::iter::repeat_n(b'x', 20_000));
+        r
+    };
+    let got = run(&e, &[(true, GET), (false, &close_reply)], 80);
+    assert_eq!(got.blocked, None);
+    // Clean after the depth (8 KiB of the reply): the rest stays in the kernel.
+    assert!(got.queued + 5 < got.packets, "never clean: {got:?}");
+    // Without `close`, the client could send another request: not clean.
+    let keep = http_reply(20_000);
+    let got = run(&e, &[(true, GET), (false, &keep), (true, MSN_GATEWAY_OPEN)], 80);
+    assert!(got.blocked.is_some(), "{got:?}");
 }

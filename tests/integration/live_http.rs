@@ -163,7 +163,7 @@ fn live_every_message_and_every_tunnel_is_judged() {
     let mut failures = Vec::new();
     for (name, steps, blocked) in &cases {
         let got = talk(&lab, steps);
-        eprintln!("{name}: {got}");
+
         let answers = got.split(" | ").filter(|s| s.starts_with("ANSWER")).count();
         // Blocked: the last step gets no answer; benign: every step does.
         let ok = if *blocked {
