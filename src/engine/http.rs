@@ -757,3 +757,140 @@ impl HttpState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::policy::{HostsFile, Policy, RuleLibrary};
+
+    const RULES: &str = r#"
+name = "chat"
+description = "test"
+[[signature]]
+id = "target"
+scope = "http-target"
+text = "/gateway/gateway.dll"
+why = "test"
+[[signature]]
+id = "host"
+scope = "http-header"
+header = "Host"
+text = "gateway.messenger.test"
+why = "test"
+"#;
+
+    fn compiled() -> Compiled {
+        let lib = RuleLibrary::from_texts(&[(PathBuf::from("rules/chat.toml"), RULES.to_string())]).unwrap();
+        let hosts = HostsFile::parse(Path::new("hosts"), "192.0.2.10 chat\n").unwrap();
+        Compiled::build(&Policy::new(lib, &hosts, None).unwrap()).unwrap()
+    }
+
+    /// Feeds `data` in pieces of `cut` bytes; collects every event.
+    fn events(c: &Compiled, h: &mut HttpState, data: &[u8], cut: usize) -> Vec<Fed> {
+        let mut out = Vec::new();
+        for piece in data.chunks(cut) {
+            let mut at = 0;
+            while at < piece.len() {
+                match h.feed(c, &piece[at..], 1, 80) {
+                    Some((ev, end)) => {
+                        out.push(ev);
+                        at += end.max(1);
+                        if matches!(ev, Fed::Hit(_) | Fed::Connect | Fed::Opened) {
+                            return out;
+                        }
+                    }
+                    None => break,
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn messages_are_walked_one_by_one_whatever_the_cut() {
+        let c = compiled();
+        let big_head = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(70_000));
+        let cases: Vec<(Vec<u8>, Option<Fed>, bool)> = vec![
+            (
+                b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b/../gateway/./gateway.dll HTTP/1.1\r\n\r\n"
+                    .to_vec(),
+                Some(Fed::Hit(HttpHit::Sig(
+                    SigRef { app: 0, sig: 0 },
+                    HttpWhere::Target,
+                ))),
+                true,
+            ),
+            (
+                b"GET http://GATEWAY.messenger.test:80/ HTTP/1.1\r\nHost: www.example.com\r\n\r\n".to_vec(),
+                Some(Fed::Hit(HttpHit::Sig(
+                    SigRef { app: 0, sig: 1 },
+                    HttpWhere::Header,
+                ))),
+                true,
+            ),
+            (
+                b"GET http://www.example.com/ HTTP/1.1\r\nHost: gateway.messenger.test\r\n\r\n".to_vec(),
+                None,
+                true,
+            ),
+            (
+                b"CONNECT a:443 HTTP/1.1\r\n\r\n\x16\x03".to_vec(),
+                Some(Fed::Connect),
+                true,
+            ),
+            (big_head.into_bytes(), Some(Fed::Hit(HttpHit::Oversized)), false),
+            (b"EHLO mail.example\r\nMAIL FROM:<a@b>\r\n".to_vec(), None, false),
+            (
+                b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(),
+                None,
+                false,
+            ),
+        ];
+        for (data, want, live) in cases {
+            for cut in [1, 7, 100_000] {
+                let mut h = HttpState::default();
+                let got: Vec<Fed> = events(&c, &mut h, &data, cut)
+                    .into_iter()
+                    .filter(|e| *e != Fed::Boundary)
+                    .collect();
+                assert_eq!(
+                    got.first().copied(),
+                    want,
+                    "{} cut {cut}",
+                    String::from_utf8_lossy(&data[..data.len().min(60)])
+                );
+                if want.is_none() {
+                    assert_eq!(
+                        h.is_live(),
+                        live,
+                        "{}",
+                        String::from_utf8_lossy(&data[..data.len().min(60)])
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn replies_open_tunnels_and_skip_bodies_by_framing() {
+        let c = compiled();
+        let mut h = HttpState::default();
+        // Reply 0 answers a HEAD: its Content-Length announces no body.
+        h.expect_head_replies(1);
+        h.expect_tunnel(2);
+        let data = b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n\
+                     HTTP/1.1 100 Continue\r\n\r\n\
+                     HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc\
+                     HTTP/1.1 200 Connection established\r\n\r\n\x16\x03";
+        for cut in [1, 5, 1000] {
+            let mut h = h.clone();
+            let got = events(&c, &mut h, data, cut);
+            assert_eq!(got, vec![Fed::Boundary, Fed::Opened], "cut {cut}");
+        }
+        let mut h = HttpState::default();
+        let got = events(&c, &mut h, b"HTTP/1.1 101 Switching Protocols\r\n\r\nVER 1", 1000);
+        assert_eq!(got, vec![Fed::Opened]);
+    }
+}
