@@ -704,3 +704,36 @@ fn a_connection_that_closes_after_its_reply_is_handed_to_the_kernel() {
     let got = run(&e, &[(true, GET), (false, &keep), (true, MSN_GATEWAY_OPEN)], 80);
     assert!(got.blocked.is_some(), "{got:?}");
 }
+
+/// What per-message inspection costs the kernel fast path on an upload: a
+/// keep-alive client's body stays queued (scanned only to the depth).
+#[test]
+fn upload_cost_is_counted() {
+    let e = engine();
+    let mut post = format!(
+        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        1 << 20
+    )
+    .into_bytes();
+    post.extend(std::iter::repeat_n(b'u', 1 << 20));
+    let got = run(&e, &[(true, &post), (false, &http_reply(10))], 80);
+    assert_eq!(got.blocked, None);
+    eprintln!(
+        "upload: {} of {} packets queued (1 MiB POST, keep-alive)",
+        got.queued, got.packets
+    );
+    let closing = [&post[..], b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"].concat();
+    let got2 = run(
+        &e,
+        &[
+            (true, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            (true, &closing),
+        ],
+        80,
+    );
+    eprintln!(
+        "upload after Connection: close: {} of {} packets queued",
+        got2.queued, got2.packets
+    );
+    assert!(got2.queued < got.queued);
+}
