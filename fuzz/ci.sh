@@ -20,7 +20,7 @@ sanitizer="${FUZZ_SANITIZER:-none}"
 if [ "$sanitizer" != none ]; then export RUSTC_BOOTSTRAP=1; fi
 # Target name and -max_len: the structured stream inputs need room, the
 # split invariant feeds every byte as up to two thousand segments, so keep it short.
-TARGETS_ALL="packet_view:4096 stream_engine:8192 stream_split:2048 hosts_file:4096 rule_files:8192 capture_reader:16384 squid_import:4096 quic_hello:4096"
+TARGETS_ALL="packet_view:4096 stream_engine:8192 stream_split:2048 hosts_file:4096 rule_files:8192 capture_reader:16384 squid_import:4096 quic_hello:4096 http_messages:4200"
 seconds="${FUZZ_SECONDS:-30}"
 
 if ! command -v c++ >/dev/null 2>&1; then

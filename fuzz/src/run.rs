@@ -144,6 +144,7 @@ pub fn stream_engine(data: &[u8]) {
                     reason: r,
                     mark: None,
                     conflict: false,
+                    settle_reply: false,
                 },
                 "a blocked flow stays blocked"
             );

@@ -283,7 +283,7 @@ impl Counts {
         match d.reason {
             Reason::Port { .. } | Reason::QuicBlocked { .. } => self.port += 1,
             Reason::Signature(_) | Reason::Rule(_) => self.signature += 1,
-            Reason::Evasion => self.evasion += 1,
+            Reason::Evasion | Reason::OversizedHead => self.evasion += 1,
             Reason::Inspecting => self.inspecting += 1,
             Reason::Clean => self.clean += 1,
             Reason::NotListed => self.not_listed += 1,

@@ -160,6 +160,11 @@ impl<S: PacketSource> Worker<S> {
                     QueueVerdict::Repeat(m.clean_mark(mark))
                 }
             }
+            // Replies judged clean while the client may still send requests:
+            // the kernel takes the reply direction, requests stay queued.
+            (None, Verdict::Accept) if d.settle_reply && !self.draining && !self.cfg.no_fast_path => {
+                QueueVerdict::Repeat(m.reply_clean_mark(mark))
+            }
             (None, Verdict::Accept) => QueueVerdict::Accept,
             (None, Verdict::Drop) => QueueVerdict::Drop,
         };
@@ -477,10 +482,11 @@ mod tests {
         let (v, _) = send(&mut w, 46000, seq, &[MSN_GATEWAY_OPEN]);
         assert!(blocked(v[0]), "the old 'not listed' must not stick: {v:?}");
 
-        // Settled clean under a policy without msn for this host.
+        // Settled clean under a policy without msn for this host (a
+        // stream that is not HTTP: an HTTP client is never settled).
         let handle = engine("192.0.2.10 irc\n");
         let mut w = worker(Mock::default(), Arc::clone(&handle), None);
-        let head = b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 14000\r\n\r\n";
+        let head = b"hello, a binary upload follows\r\n";
         let body = [b'a'; 1400];
         let mut segs: Vec<&[u8]> = vec![head];
         segs.extend(std::iter::repeat_n(&body[..], 10));

@@ -7,7 +7,7 @@
 
 use crate::engine::matcher::{Matcher, MatcherError};
 use crate::engine::message_rules::{MessageRules, RuleError};
-use crate::policy::{AppSet, Policy};
+use crate::policy::{AppSet, Policy, PortSpec};
 
 /// Everything the inspectors match against.
 #[derive(Debug)]
@@ -16,6 +16,9 @@ pub struct Compiled {
     pub sigs: Matcher,
     /// Message rules (AND of conditions per HTTP head or TLS hello).
     pub rules: MessageRules,
+    /// TCP ports of each app (by app index), for destinations named inside
+    /// a stream (CONNECT, SOCKS).
+    pub ports: Vec<Vec<PortSpec>>,
 }
 
 /// Errors compiling a policy for inspection.
@@ -35,6 +38,32 @@ impl Compiled {
         Ok(Compiled {
             sigs: Matcher::build(policy)?,
             rules: MessageRules::build(policy)?,
+            ports: policy
+                .library()
+                .apps()
+                .iter()
+                .map(|a| {
+                    a.ports
+                        .iter()
+                        .filter(|p| p.proto == crate::packet::Proto::Tcp)
+                        .copied()
+                        .collect()
+                })
+                .collect(),
+        })
+    }
+
+    /// The first app in `apps` whose TCP ports hold `port`, and that port rule.
+    pub fn app_port(&self, apps: AppSet, port: u16) -> Option<(u8, PortSpec)> {
+        self.ports.iter().enumerate().find_map(|(i, ports)| {
+            let bit = 1u64.checked_shl(u32::try_from(i).ok()?)?;
+            if apps & bit == 0 {
+                return None;
+            }
+            let p = ports
+                .iter()
+                .find(|p| p.contains(crate::packet::Proto::Tcp, port))?;
+            Some((u8::try_from(i).ok()?, *p))
         })
     }
 

@@ -6,7 +6,11 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineConfig {
     /// A connection is clean once one direction has passed this many
-    /// inspected payload bytes with no match.
+    /// inspected payload bytes with no match, counted from the start of its
+    /// current stream (a tunnel restarts the count). An HTTP client
+    /// direction is never settled while it can send requests: the depth
+    /// then bounds each message's body scan, and once the reply direction
+    /// passes it, only the reply direction is handed to the kernel.
     pub depth_bytes: u64,
     /// ...or, when non-zero, once this many payload segments (both
     /// directions) were inspected. Off by default: counting packets lets a

@@ -1,28 +1,45 @@
 //! Incremental HTTP/1.x message walker for the `http-target` and
-//! `http-header` scopes.
+//! `http-header` scopes and message rules, judging every message of a
+//! connection.
 //!
 //! It exists so HTTP signatures are matched where the protocol puts them
 //! (request target, a named header's value) and nowhere else: `gateway.dll`
 //! in a database row is not a request target. It is fed one direction's
-//! in-order bytes in whatever pieces they arrive and keeps O(1) state
-//! (phase, a header-name hash, automaton states, body length), so a target or
-//! header split anywhere, pipelined requests, header names in any case,
-//! obsolete line folding and percent-encoded targets (`gateway%2Edll`) all
-//! behave as if the message had arrived in one piece. It never allocates.
+//! in-order bytes in whatever pieces they arrive, so a target or header split
+//! anywhere, keep-alive and pipelined messages, header names in any case and
+//! obsolete line folding behave as if each message had arrived alone.
+//!
+//! Guarantees:
+//! - every head is read whole, however many messages came before it, up to
+//!   [`MAX_HEAD`] bytes; a longer head is itself a finding
+//!   ([`HttpHit::Oversized`]); bodies are skipped by their framing
+//!   (Content-Length, chunked; none after 1xx/204/304 or for HEAD);
+//! - the request target is matched in normalised form ([`super::uri`]), and
+//!   `Host` signatures see the request's effective host (the absolute-form
+//!   URL's host wins over `Host`), the same view message rules get;
+//! - header signatures see every instance of a repeated header;
+//! - CONNECT, a 2xx reply to it and a 101 reply are reported
+//!   ([`Fed::Connect`], [`Fed::Opened`]) so the stream inspector can judge the
+//!   destination and restart inspection on the tunnelled bytes.
 //!
 //! A direction whose first bytes are not an HTTP request or status line is
 //! switched off for good, as is a reply body delimited only by connection
-//! close.
+//! close. Memory: a few dozen bytes of state plus the current head's fields
+//! (boxed, bounded by [`MAX_HEAD`], shrunk after a large head).
 
 use super::compiled::Compiled;
 use super::matcher::{FieldState, HeaderId, SigRef};
-use super::message_rules::{HeadFields, MAX_HEADER, MAX_HOST, MAX_METHOD, MAX_TARGET, RuleRef};
+use super::message_rules::{HeadFields, MAX_METHOD, RuleRef};
 use super::names::{FNV_OFFSET, FNV_PRIME, name_hash};
 use crate::policy::AppSet;
+
+/// Longest message head read (request or status line and header fields).
+pub const MAX_HEAD: u32 = 64 * 1024;
 
 const CONTENT_LENGTH: u64 = name_hash(b"content-length");
 const HOST: u64 = name_hash(b"host");
 const TRANSFER_ENCODING: u64 = name_hash(b"transfer-encoding");
+const CONNECTION: u64 = name_hash(b"connection");
 
 /// What the HTTP walker found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,12 +48,45 @@ pub enum HttpHit {
     Sig(SigRef, HttpWhere),
     /// A message rule, judged when the head was complete.
     Rule(RuleRef),
+    /// A head longer than [`MAX_HEAD`].
+    Oversized,
 }
 
-fn push_capped(v: &mut Vec<u8>, b: u8, cap: usize) {
-    if v.len() < cap {
-        v.push(b);
+/// What feeding bytes produced, besides nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fed {
+    /// A signature or rule matched, or a limit was passed.
+    Hit(HttpHit),
+    /// A CONNECT request head ended (destination in [`HttpState::fields`]);
+    /// the client's next bytes are the tunnel's.
+    Connect,
+    /// A reply opened a tunnel (2xx to CONNECT, 101 Switching Protocols):
+    /// both directions' next bytes are a new stream.
+    Opened,
+    /// A length-delimited body ended: the next byte starts a message (and
+    /// a line, for line-start signatures).
+    Boundary,
+}
+
+/// `Host` signatures on the request's effective authority.
+fn host_sigs(c: &Compiled, f: &HeadFields, apps: AppSet) -> Option<SigRef> {
+    host_sigs_on(c, f.url_authority(), apps)
+}
+
+/// Judges a destination named inside the stream (CONNECT, SOCKS) like the
+/// request's host: `Host` signatures on `authority`.
+pub fn host_sigs_on(c: &Compiled, authority: &[u8], apps: AppSet) -> Option<SigRef> {
+    let id = c.sigs.header_id(HOST);
+    if id == 0 || authority.is_empty() {
+        return None;
     }
+    if let Some(r) = c.sigs.header_present(id, apps) {
+        return Some(r);
+    }
+    let mut st = c.sigs.header_start();
+    authority
+        .iter()
+        .find_map(|&b| c.sigs.step_header(&mut st, b, id, apps))
 }
 
 /// Where in an HTTP message a signature matched.
@@ -57,6 +107,8 @@ enum Phase {
     Method,
     /// Inside the request target.
     Target,
+    /// `HTTP/` after a request target.
+    Version,
     /// Rest of the request line or status line.
     LineRest,
     /// Status code digits of a reply.
@@ -89,10 +141,25 @@ enum Phase {
     Off,
 }
 
-/// Per-direction HTTP parse state (about 48 bytes).
+/// Per-direction HTTP parse state.
 #[derive(Debug, Clone, Default)]
 pub struct HttpState {
     phase: Phase,
+    /// Bytes of the current head so far.
+    head_bytes: u32,
+    /// Body bytes of the current message walked so far.
+    body_seen: u64,
+    /// A request or status line was recognised on this direction.
+    seen: bool,
+    /// Requests whose heads ended (client side) / final replies (server side).
+    count_msgs: u32,
+    /// Reply side: the index of the reply that answers a CONNECT.
+    tunnel_at: Option<u32>,
+    /// Reply side: requests (index mod 64) that were HEAD: no reply body.
+    head_mask: u64,
+    /// Client side: HEAD requests (index mod 64) not yet handed to the
+    /// reply side.
+    head_sent: u64,
     /// Bytes in the current token or line (bounded checks).
     count: u32,
     /// First bytes of the first token, to spot `HTTP/`.
@@ -100,15 +167,18 @@ pub struct HttpState {
     field: Option<FieldState>,
     header: HeaderId,
     name: u64,
-    /// Percent-decoding: 0 none, 1 after `%`, 2 after `%X`.
-    pct: u8,
-    pct_hi: u8,
     is_reply: bool,
     /// A Content-Length header was seen (its value is parsed into `body`).
     has_length: bool,
     chunked: bool,
     in_cl: bool,
     in_te: bool,
+    in_conn: bool,
+    /// This head says `Connection: close`.
+    close: bool,
+    /// A head on this connection said `Connection: close` (kept across
+    /// messages): no request after the current one will be served.
+    closing: bool,
     status: u16,
     body: u64,
     /// Rule header slot of the current header, if rules want it.
@@ -120,57 +190,167 @@ pub struct HttpState {
 }
 
 impl HttpState {
+    /// A fresh walker for a new stream, reusing `old`'s field buffers.
+    /// `keep_count`: the stream restarted only on this side (after its own
+    /// CONNECT), so if the proxy refuses, later requests keep the numbering
+    /// the reply side counts with.
+    pub fn restarted(old: HttpState, keep_count: bool) -> HttpState {
+        let mut fields = old.fields;
+        if let Some(f) = fields.as_mut() {
+            f.clear();
+        }
+        HttpState {
+            fields,
+            count_msgs: if keep_count { old.count_msgs } else { 0 },
+            ..HttpState::default()
+        }
+    }
+
     /// True once the direction is known not to be (parsable) HTTP any more.
     pub fn is_off(&self) -> bool {
         self.phase == Phase::Off
     }
 
-    /// Feeds in-order bytes of a connection to `port`; returns the first hit
-    /// for an app in `apps` and the offset just past the byte that made it.
-    pub fn feed(&mut self, c: &Compiled, data: &[u8], apps: AppSet, port: u16) -> Option<(HttpHit, usize)> {
+    /// True while the direction speaks HTTP and may start another message
+    /// that a server would serve (not after `Connection: close`).
+    pub fn is_live(&self) -> bool {
+        self.seen && self.phase != Phase::Off && !self.closing
+    }
+
+    /// True once a head on this direction said `Connection: close`.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// The other side said `Connection: close`: no later request is served.
+    pub fn set_closing(&mut self) {
+        self.closing = true;
+    }
+
+    /// True when the next `n` bytes are all body of a message of which at
+    /// least `depth` body bytes were already walked: they need no stream
+    /// scan (bodies are inspected up to the depth per message).
+    pub fn skips_body(&self, n: usize, depth: u64) -> bool {
+        matches!(self.phase, Phase::Body | Phase::ChunkData)
+            && self.body_seen >= depth
+            && self.body >= n as u64
+    }
+
+    /// Starts counting requests from zero (both sides of a tunnel restart).
+    pub fn forget_count(&mut self) {
+        self.count_msgs = 0;
+    }
+
+    /// Heads of requests ended so far (client side).
+    pub fn messages(&self) -> u32 {
+        self.count_msgs
+    }
+
+    /// Reply side: the reply number `index` (0-based, final replies) answers
+    /// a CONNECT; a 2xx there opens a tunnel.
+    pub fn expect_tunnel(&mut self, index: u32) {
+        self.tunnel_at = Some(index);
+    }
+
+    /// Client side: takes the HEAD requests seen since the last call, for
+    /// the reply side's [`HttpState::expect_head_replies`].
+    pub fn take_head_requests(&mut self) -> u64 {
+        std::mem::take(&mut self.head_sent)
+    }
+
+    /// Reply side: the requests in `mask` (bit = index mod 64) were HEAD
+    /// (their replies have no body).
+    pub fn expect_head_replies(&mut self, mask: u64) {
+        self.head_mask |= mask;
+    }
+
+    /// The current (or just ended) head's fields, if collected.
+    pub fn fields(&self) -> Option<&HeadFields> {
+        self.fields.as_deref()
+    }
+
+    /// Feeds in-order bytes of a connection to `port`; returns the first
+    /// event and the offset just past the byte that made it.
+    pub fn feed(&mut self, c: &Compiled, data: &[u8], apps: AppSet, port: u16) -> Option<(Fed, usize)> {
         let mut i = 0;
         while i < data.len() {
+            if self.in_head() && self.head_bytes > MAX_HEAD {
+                self.phase = Phase::Off;
+                return Some((Fed::Hit(HttpHit::Oversized), i));
+            }
             match self.phase {
                 Phase::Off => return None,
                 Phase::Body | Phase::ChunkData => {
-                    let take = (self.body.min((data.len() - i) as u64)) as usize;
+                    let take = usize::try_from(self.body.min((data.len() - i) as u64)).unwrap_or(0);
                     i += take;
                     self.body -= take as u64;
+                    self.body_seen += take as u64;
                     if self.body == 0 {
-                        self.phase = if self.phase == Phase::Body {
+                        if self.phase == Phase::Body {
                             self.reset_message();
-                            Phase::Start
-                        } else {
-                            Phase::ChunkEnd
-                        };
+                            // The next message starts a line, whatever the
+                            // body's last byte was.
+                            return Some((Fed::Boundary, i));
+                        }
+                        self.phase = Phase::ChunkEnd;
                     }
                     continue;
                 }
                 // Bytes nobody looks at: jump to the end of the line.
                 Phase::Value | Phase::ValueWs if self.uninteresting_value() => {
-                    match memchr::memchr(b'\n', &data[i..]) {
-                        Some(k) => {
-                            i += k;
-                            self.phase = Phase::Value;
-                        }
-                        None => return None,
+                    let rest = &data[i..];
+                    let k = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+                    self.add_head(k);
+                    i += k;
+                    self.phase = Phase::Value;
+                    if k == rest.len() {
+                        continue;
                     }
                 }
                 Phase::LineRest if !(self.is_reply && self.status == 0) => {
-                    match memchr::memchr(b'\n', &data[i..]) {
-                        Some(k) => i += k,
-                        None => return None,
+                    let rest = &data[i..];
+                    let k = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+                    self.add_head(k);
+                    i += k;
+                    if k == rest.len() {
+                        continue;
                     }
                 }
                 _ => {}
             }
             let b = data[i];
             i += 1;
-            if let Some(hit) = self.step(c, b, apps, port) {
-                return Some((hit, i));
+            if self.in_head() {
+                self.add_head(1);
+            }
+            if let Some(ev) = self.step(c, b, apps, port) {
+                return Some((ev, i));
             }
         }
         None
+    }
+
+    fn add_head(&mut self, n: usize) {
+        self.head_bytes = self
+            .head_bytes
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
+    /// True while inside a message head.
+    fn in_head(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Method
+                | Phase::Target
+                | Phase::Version
+                | Phase::LineRest
+                | Phase::Status
+                | Phase::LineStart
+                | Phase::Name
+                | Phase::ValueWs
+                | Phase::Value
+                | Phase::HeadEnd
+        )
     }
 
     fn reset_message(&mut self) {
@@ -181,11 +361,17 @@ impl HttpState {
         *self = HttpState {
             phase: Phase::Start,
             fields,
+            seen: self.seen,
+            count_msgs: self.count_msgs,
+            tunnel_at: self.tunnel_at,
+            head_mask: self.head_mask,
+            head_sent: self.head_sent,
+            closing: self.closing,
             ..HttpState::default()
         };
     }
 
-    fn step(&mut self, c: &Compiled, b: u8, apps: AppSet, port: u16) -> Option<HttpHit> {
+    fn step(&mut self, c: &Compiled, b: u8, apps: AppSet, port: u16) -> Option<Fed> {
         match self.phase {
             Phase::Start => {
                 if b == b'\r' || b == b'\n' {
@@ -196,12 +382,10 @@ impl HttpState {
                 } else if b.is_ascii_uppercase() {
                     self.phase = Phase::Method;
                     self.count = 1;
+                    self.head_bytes = 1;
                     self.token = u32::from(b);
-                    if c.rules.any() && apps & c.rules.apps() != 0 {
-                        let f = self.fields.get_or_insert_with(Box::default);
-                        f.headers.resize(c.rules.header_slots(), Vec::new());
-                        f.method.push(b);
-                    }
+                    let f = self.fields.get_or_insert_with(Box::default);
+                    f.method.push(b);
                 } else {
                     self.phase = Phase::Off;
                 }
@@ -209,10 +393,9 @@ impl HttpState {
             Phase::Method => {
                 if b == b' ' {
                     self.phase = Phase::Target;
-                    self.field = Some(c.sigs.target_start());
-                    self.pct = 0;
                 } else if b == b'/' && self.count == 4 && self.token == u32::from_be_bytes(*b"HTTP") {
                     self.is_reply = true;
+                    self.seen = true;
                     self.phase = Phase::LineRest;
                     self.count = 0;
                 } else if (b.is_ascii_uppercase() || b == b'-' || b == b'_') && self.count < 24 {
@@ -220,8 +403,10 @@ impl HttpState {
                         self.token = (self.token << 8) | u32::from(b);
                     }
                     self.count += 1;
-                    if let Some(f) = self.fields.as_mut() {
-                        push_capped(&mut f.method, b, MAX_METHOD);
+                    if let Some(f) = self.fields.as_mut()
+                        && f.method.len() < MAX_METHOD
+                    {
+                        f.method.push(b);
                     }
                 } else {
                     self.phase = Phase::Off;
@@ -229,21 +414,33 @@ impl HttpState {
             }
             Phase::Target => {
                 if b == b' ' || b == b'\r' || b == b'\n' {
-                    // A pending "%X" is fed literally, as a server would keep it.
-                    self.phase = if b == b'\n' {
-                        Phase::LineStart
-                    } else {
-                        Phase::LineRest
-                    };
+                    // Only `METHOD target HTTP/x` is HTTP/1.x; a line without
+                    // a version (HTTP/0.9, SMTP's `EHLO host`) ends the walk
+                    // after its target was judged.
+                    self.phase = if b == b' ' { Phase::Version } else { Phase::Off };
                     self.count = 0;
-                    if b == b'\n' {
-                        self.begin_line();
-                    }
-                    return None;
+                    return self
+                        .target_done(c, apps)
+                        .map(|r| Fed::Hit(HttpHit::Sig(r, HttpWhere::Target)));
                 }
-                return self
-                    .target_byte(c, b, apps)
-                    .map(|r| HttpHit::Sig(r, HttpWhere::Target));
+                if b < 0x21 || b == 0x7f {
+                    self.phase = Phase::Off;
+                } else if let Some(f) = self.fields.as_mut() {
+                    f.target.push(b);
+                }
+            }
+            Phase::Version => {
+                let want = b"HTTP/";
+                if want.get(self.count as usize) == Some(&b) {
+                    self.count += 1;
+                    if self.count as usize == want.len() {
+                        self.seen = true;
+                        self.phase = Phase::LineRest;
+                        self.count = 0;
+                    }
+                } else {
+                    self.phase = Phase::Off;
+                }
             }
             Phase::LineRest => {
                 if b == b'\n' {
@@ -279,7 +476,7 @@ impl HttpState {
             Phase::LineStart => match b {
                 b'\r' => self.phase = Phase::HeadEnd,
                 b'\n' => return self.end_head(c, apps, port),
-                b' ' | b'\t' if self.header != 0 || self.slot.is_some() || self.in_host => {
+                b' ' | b'\t' if !self.uninteresting_value() => {
                     // Obsolete line folding: the value goes on.
                     self.phase = Phase::Value;
                 }
@@ -291,6 +488,7 @@ impl HttpState {
                     self.in_host = false;
                     self.in_cl = false;
                     self.in_te = false;
+                    self.in_conn = false;
                 }
             },
             Phase::HeadEnd => {
@@ -302,12 +500,12 @@ impl HttpState {
             }
             Phase::Name => {
                 if b == b':' {
-                    self.header_named(c);
+                    self.header_named(c, apps);
                     self.phase = Phase::ValueWs;
                     if self.header != 0
                         && let Some(r) = c.sigs.header_present(self.header, apps)
                     {
-                        return Some(HttpHit::Sig(r, HttpWhere::Header));
+                        return Some(Fed::Hit(HttpHit::Sig(r, HttpWhere::Header)));
                     }
                 } else if b == b'\n' {
                     // A header line without a colon: tolerate, as servers do.
@@ -322,9 +520,15 @@ impl HttpState {
                     return None;
                 }
                 self.phase = Phase::Value;
-                return self.value_byte(c, b, apps);
+                return self
+                    .value_byte(c, b, apps)
+                    .map(|r| Fed::Hit(HttpHit::Sig(r, HttpWhere::Header)));
             }
-            Phase::Value => return self.value_byte(c, b, apps),
+            Phase::Value => {
+                return self
+                    .value_byte(c, b, apps)
+                    .map(|r| Fed::Hit(HttpHit::Sig(r, HttpWhere::Header)));
+            }
             Phase::ChunkSize => match b {
                 b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
                     let d = (b as char).to_digit(16).unwrap_or(0) as u64;
@@ -357,27 +561,42 @@ impl HttpState {
     /// True when no signature, rule or framing header needs this value.
     #[inline]
     fn uninteresting_value(&self) -> bool {
-        self.header == 0 && self.slot.is_none() && !self.in_host && !self.in_cl && !self.in_te
+        self.header == 0
+            && self.slot.is_none()
+            && !self.in_host
+            && !self.in_cl
+            && !self.in_te
+            && !self.in_conn
     }
 
     fn begin_line(&mut self) {
         self.count = 0;
     }
 
-    fn header_named(&mut self, c: &Compiled) {
+    fn header_named(&mut self, c: &Compiled, apps: AppSet) {
         self.in_cl = self.name == CONTENT_LENGTH;
         self.in_te = self.name == TRANSFER_ENCODING;
+        self.in_conn = self.name == CONNECTION;
         self.header = c.sigs.header_id(self.name);
+        self.in_host = false;
+        if self.name == HOST && !self.is_reply {
+            // Host signatures are matched once the head is complete, on the
+            // request's effective host (an absolute-form URL's host wins).
+            self.header = 0;
+            self.in_host = self.fields.as_ref().is_some_and(|f| !f.host_seen);
+        }
+        self.slot = None;
         if let Some(f) = self.fields.as_mut() {
-            self.in_host = self.name == HOST && !self.is_reply;
-            self.slot = c.rules.header_slot(self.name).map(|s| s as u8);
+            if self.in_host {
+                f.host_seen = true;
+            }
+            if c.rules.any() && apps & c.rules.apps() != 0 {
+                self.slot = c.rules.header_slot(self.name).and_then(|s| u8::try_from(s).ok());
+            }
             if let Some(s) = self.slot {
-                let v = &mut f.headers[s as usize];
-                if f.present & (1u64 << s) != 0 && v.len() + 2 <= MAX_HEADER {
-                    // Repeated header: values joined as one list.
-                    v.extend_from_slice(b", ");
-                }
-                f.present |= 1u64 << s;
+                // Every instance is kept apart: a repeated header is not one value.
+                let at = u32::try_from(f.values.len()).unwrap_or(u32::MAX);
+                f.spans.push((s, at, at));
             }
         }
         self.field = if self.header != 0 {
@@ -394,7 +613,7 @@ impl HttpState {
         self.name = 0;
     }
 
-    fn value_byte(&mut self, c: &Compiled, b: u8, apps: AppSet) -> Option<HttpHit> {
+    fn value_byte(&mut self, c: &Compiled, b: u8, apps: AppSet) -> Option<SigRef> {
         if b == b'\n' {
             self.phase = Phase::LineStart;
             self.begin_line();
@@ -403,15 +622,24 @@ impl HttpState {
         if let Some(f) = self.fields.as_mut()
             && b != b'\r'
         {
-            if let Some(s) = self.slot {
-                push_capped(&mut f.headers[s as usize], b, MAX_HEADER);
+            if self.slot.is_some() {
+                f.values.push(b);
+                if let Some(last) = f.spans.last_mut() {
+                    last.2 = u32::try_from(f.values.len()).unwrap_or(u32::MAX);
+                }
             }
-            if self.in_host {
-                push_capped(&mut f.host, b.to_ascii_lowercase(), MAX_HOST);
+            if self.in_host && !(f.host.is_empty() && (b == b' ' || b == b'\t')) {
+                f.host.push(b);
             }
         }
         if self.in_cl && b.is_ascii_digit() {
             self.body = self.body.saturating_mul(10).saturating_add(u64::from(b - b'0'));
+        }
+        if self.in_conn {
+            self.name = ((self.name << 8) | u64::from(b.to_ascii_lowercase())) & 0xff_ffff_ffff;
+            if self.name == u64::from_be_bytes(*b"\0\0\0close") {
+                self.close = true;
+            }
         }
         if self.in_te {
             self.name = ((self.name << 8) | u64::from(b.to_ascii_lowercase())) & 0x00ff_ffff_ffff_ffff;
@@ -423,67 +651,78 @@ impl HttpState {
             && let Some(st) = self.field.as_mut()
             && let Some(r) = c.sigs.step_header(st, b, self.header, apps)
         {
-            return Some(HttpHit::Sig(r, HttpWhere::Header));
+            return Some(r);
         }
         None
     }
 
-    fn target_byte(&mut self, c: &Compiled, b: u8, apps: AppSet) -> Option<SigRef> {
-        let mut out = [0u8; 3];
-        let n = match (self.pct, b) {
-            (0, b'%') => {
-                self.pct = 1;
-                return None;
-            }
-            (0, _) => {
-                out[0] = b;
-                1
-            }
-            (1, _) if b.is_ascii_hexdigit() => {
-                self.pct = 2;
-                self.pct_hi = b;
-                return None;
-            }
-            (2, _) if b.is_ascii_hexdigit() => {
-                self.pct = 0;
-                out[0] = (hex(self.pct_hi) << 4) | hex(b);
-                1
-            }
-            (1, _) => {
-                // Not an escape: kept literally, as a server would.
-                self.pct = 0;
-                out[..2].copy_from_slice(&[b'%', b]);
-                2
-            }
-            _ => {
-                self.pct = 0;
-                out.copy_from_slice(&[b'%', self.pct_hi, b]);
-                3
-            }
-        };
-        let mut hit = None;
-        for &v in &out[..n] {
-            if let Some(f) = self.fields.as_mut() {
-                push_capped(&mut f.target, v, MAX_TARGET);
-            }
-            if let Some(st) = self.field.as_mut()
-                && hit.is_none()
-            {
-                hit = c.sigs.step_target(st, v, apps);
-            }
-        }
-        hit
+    /// The request line's target is complete: normalise it and match
+    /// target signatures on the normalised form.
+    fn target_done(&mut self, c: &Compiled, apps: AppSet) -> Option<SigRef> {
+        let f = self.fields.as_mut()?;
+        f.normalise_target();
+        let mut st = c.sigs.target_start();
+        f.norm.iter().find_map(|&v| c.sigs.step_target(&mut st, v, apps))
     }
 
-    fn end_head(&mut self, c: &Compiled, apps: AppSet, port: u16) -> Option<HttpHit> {
+    fn end_head(&mut self, c: &Compiled, apps: AppSet, port: u16) -> Option<Fed> {
         let reply = self.is_reply;
-        let hit = self
-            .fields
-            .as_mut()
-            .and_then(|f| c.rules.eval_head(f, reply, apps, port))
-            .map(HttpHit::Rule);
+        // A final reply or a request that closes the connection: RFC 9112 9.6.
+        if self.close && (!reply || self.status >= 200) {
+            self.closing = true;
+        }
+        let mut found = None;
+        if let Some(f) = self.fields.as_mut() {
+            if !reply {
+                f.resolve();
+                found = host_sigs(c, f, apps).map(|r| Fed::Hit(HttpHit::Sig(r, HttpWhere::Header)));
+            }
+            if found.is_none() && c.rules.any() {
+                found = c
+                    .rules
+                    .eval_head(f, reply, apps, port)
+                    .map(|r| Fed::Hit(HttpHit::Rule(r)));
+            }
+        }
+        if found.is_some() {
+            return found;
+        }
+        if reply {
+            let index = self.count_msgs;
+            let final_reply = self.status >= 200 || self.status == 101;
+            if final_reply {
+                self.count_msgs = self.count_msgs.saturating_add(1);
+            }
+            let head_bit = 1u64 << (index % 64);
+            let to_head = final_reply && self.head_mask & head_bit != 0;
+            if final_reply {
+                self.head_mask &= !head_bit;
+            }
+            let connect = final_reply && self.tunnel_at == Some(index);
+            if connect {
+                self.tunnel_at = None;
+            }
+            if self.status == 101 || (connect && (200..300).contains(&self.status)) {
+                self.phase = Phase::Off;
+                return Some(Fed::Opened);
+            }
+            if to_head {
+                self.reset_message();
+                return None;
+            }
+        } else {
+            if self.fields.as_ref().is_some_and(|f| f.method == b"HEAD") {
+                self.head_sent |= 1u64 << (self.count_msgs % 64);
+            }
+            self.count_msgs = self.count_msgs.saturating_add(1);
+            if self.fields.as_ref().is_some_and(|f| f.is_connect()) {
+                // The rest of this direction is the tunnel (or, if the proxy
+                // refuses, more requests: a fresh walker reads those too).
+                return Some(Fed::Connect);
+            }
+        }
         self.end_head_body();
-        hit
+        None
     }
 
     fn end_head_body(&mut self) {
@@ -519,6 +758,139 @@ impl HttpState {
     }
 }
 
-fn hex(b: u8) -> u8 {
-    (b as char).to_digit(16).unwrap_or(0) as u8
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::policy::{HostsFile, Policy, RuleLibrary};
+
+    const RULES: &str = r#"
+name = "chat"
+description = "test"
+[[signature]]
+id = "target"
+scope = "http-target"
+text = "/gateway/gateway.dll"
+why = "test"
+[[signature]]
+id = "host"
+scope = "http-header"
+header = "Host"
+text = "gateway.messenger.test"
+why = "test"
+"#;
+
+    fn compiled() -> Compiled {
+        let lib = RuleLibrary::from_texts(&[(PathBuf::from("rules/chat.toml"), RULES.to_string())]).unwrap();
+        let hosts = HostsFile::parse(Path::new("hosts"), "192.0.2.10 chat\n").unwrap();
+        Compiled::build(&Policy::new(lib, &hosts, None).unwrap()).unwrap()
+    }
+
+    /// Feeds `data` in pieces of `cut` bytes; collects every event.
+    fn events(c: &Compiled, h: &mut HttpState, data: &[u8], cut: usize) -> Vec<Fed> {
+        let mut out = Vec::new();
+        for piece in data.chunks(cut) {
+            let mut at = 0;
+            while at < piece.len() {
+                match h.feed(c, &piece[at..], 1, 80) {
+                    Some((ev, end)) => {
+                        out.push(ev);
+                        at += end.max(1);
+                        if matches!(ev, Fed::Hit(_) | Fed::Connect | Fed::Opened) {
+                            return out;
+                        }
+                    }
+                    None => break,
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn messages_are_walked_one_by_one_whatever_the_cut() {
+        let c = compiled();
+        let big_head = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(70_000));
+        let cases: Vec<(Vec<u8>, Option<Fed>, bool)> = vec![
+            (
+                b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b/../gateway/./gateway.dll HTTP/1.1\r\n\r\n"
+                    .to_vec(),
+                Some(Fed::Hit(HttpHit::Sig(
+                    SigRef { app: 0, sig: 0 },
+                    HttpWhere::Target,
+                ))),
+                true,
+            ),
+            (
+                b"GET http://GATEWAY.messenger.test:80/ HTTP/1.1\r\nHost: www.example.com\r\n\r\n".to_vec(),
+                Some(Fed::Hit(HttpHit::Sig(
+                    SigRef { app: 0, sig: 1 },
+                    HttpWhere::Header,
+                ))),
+                true,
+            ),
+            (
+                b"GET http://www.example.com/ HTTP/1.1\r\nHost: gateway.messenger.test\r\n\r\n".to_vec(),
+                None,
+                true,
+            ),
+            (
+                b"CONNECT a:443 HTTP/1.1\r\n\r\n\x16\x03".to_vec(),
+                Some(Fed::Connect),
+                true,
+            ),
+            (big_head.into_bytes(), Some(Fed::Hit(HttpHit::Oversized)), false),
+            (b"EHLO mail.example\r\nMAIL FROM:<a@b>\r\n".to_vec(), None, false),
+            (
+                b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(),
+                None,
+                false,
+            ),
+        ];
+        for (data, want, live) in cases {
+            for cut in [1, 7, 100_000] {
+                let mut h = HttpState::default();
+                let got: Vec<Fed> = events(&c, &mut h, &data, cut)
+                    .into_iter()
+                    .filter(|e| *e != Fed::Boundary)
+                    .collect();
+                assert_eq!(
+                    got.first().copied(),
+                    want,
+                    "{} cut {cut}",
+                    String::from_utf8_lossy(&data[..data.len().min(60)])
+                );
+                if want.is_none() {
+                    assert_eq!(
+                        h.is_live(),
+                        live,
+                        "{}",
+                        String::from_utf8_lossy(&data[..data.len().min(60)])
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn replies_open_tunnels_and_skip_bodies_by_framing() {
+        let c = compiled();
+        let mut h = HttpState::default();
+        // Reply 0 answers a HEAD: its Content-Length announces no body.
+        h.expect_head_replies(1);
+        h.expect_tunnel(2);
+        let data = b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n\
+                     HTTP/1.1 100 Continue\r\n\r\n\
+                     HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc\
+                     HTTP/1.1 200 Connection established\r\n\r\n\x16\x03";
+        for cut in [1, 5, 1000] {
+            let mut h = h.clone();
+            let got = events(&c, &mut h, data, cut);
+            assert_eq!(got, vec![Fed::Boundary, Fed::Opened], "cut {cut}");
+        }
+        let mut h = HttpState::default();
+        let got = events(&c, &mut h, b"HTTP/1.1 101 Switching Protocols\r\n\r\nVER 1", 1000);
+        assert_eq!(got, vec![Fed::Opened]);
+    }
 }

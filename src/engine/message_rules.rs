@@ -15,6 +15,7 @@ use regex::bytes::{Regex, RegexBuilder};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
 use crate::engine::names::name_hash;
+use crate::engine::uri;
 use crate::policy::{AppSet, Field, Policy, PortSpec, Proto, Test};
 
 /// A rule by position in the library: `apps()[app].rules[rule]`.
@@ -48,8 +49,8 @@ pub struct Message<'a> {
     pub path: Option<&'a [u8]>,
     /// Host name, lower case, without port.
     pub host: Option<&'a [u8]>,
-    /// Values of the wanted headers by slot; `None` when absent.
-    pub headers: &'a [Option<&'a [u8]>],
+    /// Every instance of the wanted headers, by slot.
+    pub headers: Headers<'a>,
     /// Destination port of the connection.
     pub port: u16,
     /// True for a reply head.
@@ -282,107 +283,210 @@ impl CCond {
             CField::Path => m.path,
             CField::Host => m.host,
             CField::Method => m.method,
-            CField::Header(slot) => m.headers.get(slot).copied().flatten(),
+            CField::Header(slot) => {
+                // Every instance of a repeated header is tested on its own;
+                // the condition holds when one of them matches.
+                let mut any_value = false;
+                let mut hit = false;
+                for v in m.headers.values(slot) {
+                    any_value = true;
+                    if self.test_value(v) {
+                        hit = true;
+                        break;
+                    }
+                }
+                return if any_value {
+                    hit != self.negate
+                } else {
+                    self.negate
+                };
+            }
             CField::Port => None,
         };
         let hit = match (&self.test, self.field) {
             (CTest::Ports(p), CField::Port) => p.iter().any(|p| p.contains(Proto::Tcp, m.port)),
             (_, CField::Port) => false,
-            (test, _) => match value {
-                // A field the message does not have never matches.
-                None => false,
-                Some(v) => match test {
-                    CTest::Regex(res) => res
-                        .iter()
-                        .any(|(re, pre)| pre.as_ref().is_none_or(|p| p.is_match(v)) && re.is_match(v)),
-                    CTest::Text(ac) => ac.is_match(v),
-                    CTest::Domains(d) => d.contains(v),
-                    CTest::Values(vals) => vals.iter().any(|x| x.as_slice() == v),
-                    CTest::Ports(_) => false,
-                },
-            },
+            // A field the message does not have never matches.
+            (_, _) => value.is_some_and(|v| self.test_value(v)),
         };
         hit != self.negate
     }
+
+    fn test_value(&self, v: &[u8]) -> bool {
+        match &self.test {
+            CTest::Regex(res) => res
+                .iter()
+                .any(|(re, pre)| pre.as_ref().is_none_or(|p| p.is_match(v)) && re.is_match(v)),
+            CTest::Text(ac) => ac.is_match(v),
+            CTest::Domains(d) => d.contains(v),
+            CTest::Values(vals) => vals.iter().any(|x| x.as_slice() == v),
+            CTest::Ports(_) => false,
+        }
+    }
 }
 
-/// Caps on what a message rule may see of one head (bytes).
+/// Longest method kept (bytes).
 pub(crate) const MAX_METHOD: usize = 24;
-/// Longest request target kept for rules.
-pub(crate) const MAX_TARGET: usize = 4096;
-/// Longest host name kept for rules.
-pub(crate) const MAX_HOST: usize = 256;
-/// Longest header value kept for rules.
-pub(crate) const MAX_HEADER: usize = 2048;
 
-/// The fields of the current head that message rules look at (bounded).
+/// Every instance of the wanted headers of one head: values in one arena,
+/// (slot, start, end) per instance, so a repeated header is matched
+/// instance by instance instead of as one joined list.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Headers<'a> {
+    arena: &'a [u8],
+    spans: &'a [(u8, u32, u32)],
+}
+
+impl<'a> Headers<'a> {
+    /// A view over collected values.
+    pub fn new(arena: &'a [u8], spans: &'a [(u8, u32, u32)]) -> Headers<'a> {
+        Headers { arena, spans }
+    }
+
+    /// The values of header slot `slot`, in order of appearance.
+    pub fn values(&self, slot: usize) -> impl Iterator<Item = &'a [u8]> + '_ {
+        let arena = self.arena;
+        self.spans
+            .iter()
+            .filter(move |(s, _, _)| usize::from(*s) == slot)
+            .map(move |&(_, a, b)| {
+                let (a, b) = (a as usize, b as usize);
+                arena.get(a..b).unwrap_or_default()
+            })
+    }
+}
+
+/// The fields of the current head that message rules and host signatures
+/// look at. The whole head is bounded (64 KiB, [`crate::engine::http::MAX_HEAD`]),
+/// so the fields are too.
 #[derive(Debug, Clone, Default)]
 pub struct HeadFields {
     pub(crate) method: Vec<u8>,
+    /// Raw request target.
     pub(crate) target: Vec<u8>,
+    /// Raw value of the first `Host` header.
     pub(crate) host: Vec<u8>,
-    pub(crate) headers: Vec<Vec<u8>>,
-    pub(crate) present: u64,
-    pub(crate) scratch: Vec<u8>,
+    pub(crate) host_seen: bool,
+    /// Values of wanted headers, every instance.
+    pub(crate) values: Vec<u8>,
+    pub(crate) spans: Vec<(u8, u32, u32)>,
+    /// Normalised target ([`uri::normalise`]) and where its parts lie.
+    pub(crate) norm: Vec<u8>,
+    pub(crate) norm_at: uri::Target,
+    /// The resolved URL of the request (`scheme://authority/path?query`).
+    pub(crate) url: Vec<u8>,
+    /// Host (lower case, no port), authority and path ranges in `url`;
+    /// port named by the URL or Host.
+    pub(crate) url_host: (usize, usize),
+    pub(crate) url_authority: (usize, usize),
+    pub(crate) url_path: Option<(usize, usize)>,
+    pub(crate) url_port: Option<u16>,
 }
 
 impl HeadFields {
-    /// Forgets the previous head, keeping the buffers.
+    /// Forgets the previous head, keeping (small) buffers.
     pub(crate) fn clear(&mut self) {
-        self.method.clear();
-        self.target.clear();
-        self.host.clear();
-        for h in &mut self.headers {
-            h.clear();
+        for v in [
+            &mut self.method,
+            &mut self.target,
+            &mut self.host,
+            &mut self.values,
+            &mut self.norm,
+            &mut self.url,
+        ] {
+            v.clear();
+            // A 64 KiB head once should not pin 64 KiB per connection.
+            if v.capacity() > 4096 {
+                v.shrink_to(1024);
+            }
         }
-        self.present = 0;
+        self.spans.clear();
+        self.host_seen = false;
+        self.norm_at = uri::Target::default();
+        self.url_host = (0, 0);
+        self.url_authority = (0, 0);
+        self.url_path = None;
+        self.url_port = None;
     }
-}
 
-/// The host part of `host[:port]` or `[v6]:port`, lower-cased into `out`.
-fn host_part<'a>(authority: &[u8], out: &'a mut [u8; MAX_HOST]) -> &'a [u8] {
-    let a = match authority.iter().rposition(|&c| c == b'@') {
-        Some(i) => &authority[i + 1..],
-        None => authority,
-    };
-    let h = if let Some(rest) = a.strip_prefix(b"[") {
-        &rest[..rest.iter().position(|&c| c == b']').unwrap_or(rest.len())]
-    } else if a.iter().filter(|&&c| c == b':').count() == 1 {
-        &a[..a.iter().position(|&c| c == b':').unwrap_or(a.len())]
-    } else {
-        a
-    };
-    let n = h.len().min(MAX_HOST);
-    for (o, c) in out.iter_mut().zip(&h[..n]) {
-        *o = c.to_ascii_lowercase();
+    /// True when the request is CONNECT.
+    pub(crate) fn is_connect(&self) -> bool {
+        self.method == b"CONNECT"
     }
-    &out[..n]
-}
 
-/// The port of `host:port` / `[v6]:port`, if there is one.
-fn authority_port(authority: &[u8]) -> Option<u16> {
-    let a = match authority.iter().rposition(|&c| c == b']') {
-        Some(i) => &authority[i + 1..],
-        None if authority.iter().filter(|&&c| c == b':').count() == 1 => authority,
-        None => return None,
-    };
-    let p = &a[a.iter().position(|&c| c == b':')? + 1..];
-    std::str::from_utf8(p).ok()?.parse().ok()
+    /// Normalises the collected target (at the end of the request line).
+    pub(crate) fn normalise_target(&mut self) {
+        let connect = self.is_connect();
+        self.norm_at = uri::normalise(&self.target, connect, &mut self.norm);
+    }
+
+    /// Resolves the request's URL once the head is complete: the host of an
+    /// absolute-form (or CONNECT) target wins over `Host` (RFC 9112 3.2.2).
+    pub(crate) fn resolve(&mut self) {
+        let t = self.norm_at;
+        self.url.clear();
+        if t.absolute || self.is_connect() {
+            self.url.extend_from_slice(&self.norm);
+            self.url_host = t.host;
+            let auth_start = if t.host.0 > 0 && self.norm.get(t.host.0 - 1) == Some(&b'[') {
+                t.host.0 - 1
+            } else {
+                t.host.0
+            };
+            self.url_authority = (auth_start, t.path.0);
+            self.url_path = (!self.is_connect()).then_some(t.path);
+            self.url_port = if self.is_connect() {
+                t.port
+            } else {
+                Some(t.port.unwrap_or(t.default_port))
+            };
+            return;
+        }
+        self.url.extend_from_slice(b"http://");
+        let (h, p) = uri::split_authority(&self.host);
+        let v6 = h.contains(&b':');
+        let auth_start = self.url.len();
+        if v6 {
+            self.url.push(b'[');
+        }
+        self.url_host = uri::push_host(h, &mut self.url);
+        if v6 {
+            self.url.push(b']');
+        }
+        let port = p.and_then(uri::parse_port);
+        self.url_port = port;
+        if let Some(p) = port.filter(|&p| p != 80) {
+            self.url.push(b':');
+            self.url.extend_from_slice(p.to_string().as_bytes());
+        }
+        self.url_authority = (auth_start, self.url.len());
+        let path_start = self.url.len();
+        self.url.extend_from_slice(t.path(&self.norm));
+        self.url_path = Some((path_start, self.url.len()));
+    }
+
+    /// The request's host (lower case, no port), once resolved.
+    pub(crate) fn url_host(&self) -> &[u8] {
+        self.url.get(self.url_host.0..self.url_host.1).unwrap_or_default()
+    }
+
+    /// The request's authority (`host[:port]`, default port dropped).
+    pub(crate) fn url_authority(&self) -> &[u8] {
+        self.url
+            .get(self.url_authority.0..self.url_authority.1)
+            .unwrap_or_default()
+    }
 }
 
 /// Judges the collected head against the message rules.
 impl MessageRules {
     /// Judges one collected HTTP head (request or reply) against the rules,
-    /// with Squid's URL semantics: the URL and its host and port come from
-    /// the request target when it is in absolute form, else from `Host`.
-    pub fn eval_head(&self, f: &mut HeadFields, reply: bool, apps: AppSet, port: u16) -> Option<RuleRef> {
-        let mut heads: [Option<&[u8]>; 64] = [None; 64];
-        for (i, h) in f.headers.iter().enumerate().take(64) {
-            if f.present & (1u64 << i) != 0 {
-                heads[i] = Some(h);
-            }
-        }
-        let headers = &heads[..f.headers.len().min(64)];
+    /// with Squid's URL semantics on the normalised target: the URL and its
+    /// host and port come from the request target when it is in absolute
+    /// form, else from `Host`. The head must have been
+    /// resolved by `HeadFields::resolve` (requests).
+    pub fn eval_head(&self, f: &HeadFields, reply: bool, apps: AppSet, port: u16) -> Option<RuleRef> {
+        let headers = Headers::new(&f.values, &f.spans);
         if reply {
             let msg = Message {
                 headers,
@@ -392,56 +496,16 @@ impl MessageRules {
             };
             return self.eval(&msg, apps);
         }
-        let target = f.target.as_slice();
-        let mut host_buf = [0u8; MAX_HOST];
-        let starts = |p: &[u8]| target.len() >= p.len() && target[..p.len()].eq_ignore_ascii_case(p);
-        let scheme_len = if starts(b"http://") {
-            Some(7)
-        } else if starts(b"https://") {
-            Some(8)
-        } else {
-            None
-        };
-        let (url, path, host): (&[u8], Option<&[u8]>, &[u8]);
-        // Squid's `port` is the URL's port; the connection's only when the
-        // request names none.
-        let url_port;
-        f.scratch.clear();
-        if f.method == b"CONNECT" {
-            url = target;
-            path = None;
-            host = host_part(target, &mut host_buf);
-            url_port = authority_port(target);
-        } else if let Some(n) = scheme_len {
-            url = target;
-            let rest = &target[n..];
-            let slash = rest
-                .iter()
-                .position(|&c| c == b'/' || c == b'?')
-                .unwrap_or(rest.len());
-            path = Some(if slash < rest.len() { &rest[slash..] } else { b"/" });
-            host = if f.host.is_empty() {
-                host_part(&rest[..slash], &mut host_buf)
-            } else {
-                host_part(&f.host, &mut host_buf)
-            };
-            url_port = authority_port(&rest[..slash]).or(Some(if n == 8 { 443 } else { 80 }));
-        } else {
-            f.scratch.extend_from_slice(b"http://");
-            f.scratch.extend_from_slice(&f.host);
-            f.scratch.extend_from_slice(target);
-            url = &f.scratch;
-            path = Some(target);
-            host = host_part(&f.host, &mut host_buf);
-            url_port = authority_port(&f.host);
-        }
+        let host = f.url_host();
         let msg = Message {
             method: Some(&f.method),
-            url: Some(url),
-            path,
+            url: Some(&f.url),
+            path: f.url_path.and_then(|(a, b)| f.url.get(a..b)),
             host: (!host.is_empty()).then_some(host),
             headers,
-            port: url_port.unwrap_or(port),
+            // Squid's `port` is the URL's port; the connection's only when
+            // the request names none.
+            port: f.url_port.unwrap_or(port),
             reply: false,
         };
         self.eval(&msg, apps)

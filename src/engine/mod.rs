@@ -25,6 +25,8 @@ pub mod quic;
 pub mod state;
 pub mod stream;
 pub mod tls;
+pub mod tunnel;
+pub mod uri;
 pub mod verdict;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -152,6 +154,10 @@ impl Engine {
                 return d;
             }
         }
+        if flow.reply_settled && side == Side::Reply {
+            // Sent before the kernel took the reply direction over.
+            return Decision::accept(Reason::Clean);
+        }
         let mut conflict = false;
         let found = match p.proto {
             Proto::Udp => {
@@ -159,6 +165,7 @@ impl Engine {
                 // a long UDP conversation is handed to the kernel too.
                 let dir = &mut flow.dirs[side as usize];
                 dir.bytes += p.payload.len() as u64;
+                dir.unit_bytes += p.payload.len() as u64;
                 dir.payload_packets += u32::from(!p.payload.is_empty());
                 let quic = if side == Side::Orig && !flow.quic_done {
                     self.inspect_quic(flow, p.payload, orig_dport)
@@ -172,25 +179,28 @@ impl Engine {
             }
             Proto::Tcp => {
                 let tcp = p.tcp.unwrap_or_default();
-                let apps = flow.apps;
+                let ctx = stream::Ctx {
+                    c: &self.compiled,
+                    cfg: &self.config,
+                    apps: flow.apps,
+                    port: orig_dport,
+                };
                 let [a, b] = &mut flow.dirs;
                 msnp::share(&mut a.msnp, &mut b.msnp);
-                let dir = &mut flow.dirs[side as usize];
-                let before = dir.conflicts;
-                let found = stream::inspect_segment(
-                    &self.compiled,
-                    &self.config,
-                    dir,
-                    tcp,
-                    p.payload,
-                    apps,
-                    orig_dport,
-                );
-                conflict = dir.conflicts != before;
+                let pair = if side == Side::Orig {
+                    stream::Pair { dir: a, other: b }
+                } else {
+                    stream::Pair { dir: b, other: a }
+                };
+                let before = pair.dir.conflicts;
+                let found = stream::inspect_segment(ctx, pair, tcp, p.payload);
+                conflict = flow.dirs[side as usize].conflicts != before;
                 found.map(|found| match found {
                     Found::Sig(hit) => Reason::Signature(hit.sig),
                     Found::Rule(r) => Reason::Rule(r),
                     Found::Conflict => Reason::Evasion,
+                    Found::Port(app, port) => Reason::Port { app: Some(app), port },
+                    Found::OversizedHead => Reason::OversizedHead,
                 })
             }
         };
@@ -203,14 +213,25 @@ impl Engine {
         }
         let d = &flow.dirs;
         let packets = d[0].payload_packets + d[1].payload_packets;
-        let deep = d[0].bytes.max(d[1].bytes) >= self.config.depth_bytes
+        let depth = self.config.depth_bytes;
+        // An HTTP client can send another request at any time: its
+        // direction is never settled, whatever came before.
+        let client_live = d[0].http.is_live();
+        let deep = d[0].unit_bytes.max(d[1].unit_bytes) >= depth
             || (self.config.depth_packets > 0 && packets >= self.config.depth_packets);
-        if deep {
+        if deep && !client_live {
             flow.decision = FlowDecision::Clean;
             flow.release_inspection();
             return Decision::accept(Reason::Clean)
                 .marked(FlowMark::Clean)
                 .with_conflict(conflict);
+        }
+        if client_live && !flow.reply_settled && d[1].unit_bytes >= depth {
+            // Replies so far were judged clean; requests stay queued.
+            flow.reply_settled = true;
+            let mut dec = Decision::accept(Reason::Inspecting).with_conflict(conflict);
+            dec.settle_reply = true;
+            return dec;
         }
         Decision::accept(Reason::Inspecting).with_conflict(conflict)
     }
@@ -373,6 +394,10 @@ impl Engine {
             Reason::QuicBlocked { app } => format!(
                 "QUIC blocked for app {} (the client falls back to TCP, where TLS is judged)",
                 apps.get(*app as usize).map_or("?", |a| &a.name)
+            ),
+            Reason::OversizedHead => format!(
+                "oversized-http-head: an HTTP head longer than {} bytes",
+                http::MAX_HEAD
             ),
             Reason::Inspecting => "no match".to_string(),
             Reason::Rule(r) => match apps

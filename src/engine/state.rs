@@ -12,6 +12,8 @@ use crate::engine::http::HttpState;
 use crate::engine::matcher::StartState;
 use crate::engine::msnp::MsnpDir;
 use crate::engine::quic::QuicHello;
+use crate::engine::tls::HelloCollector;
+use crate::engine::tunnel::{Lines, Socks, StartTls};
 use crate::engine::verdict::Reason;
 use crate::flow::{Flow, FlowState};
 use crate::policy::AppSet;
@@ -57,8 +59,13 @@ pub struct DirState {
     pub reorder: Option<Box<Reorder>>,
     /// Times the stream skipped a gap because the reorder buffer was full.
     pub resyncs: u32,
-    /// Start of a TLS ClientHello being collected (only when host rules exist).
-    pub hello: Option<Box<Vec<u8>>>,
+    /// In-order payload bytes since the current stream started: the
+    /// connection's start, or where a tunnel (CONNECT, SOCKS, STARTTLS,
+    /// Upgrade) began inside it. Depth counts from here.
+    pub unit_bytes: u64,
+    /// A TLS ClientHello being collected at the stream start (only when
+    /// host rules exist). Plug point for a fuller hello parser.
+    pub hello: Option<Box<HelloCollector>>,
     /// The stream start was looked at for a ClientHello.
     pub hello_done: bool,
     /// MSNP line reader and what the stream is known to be.
@@ -69,6 +76,24 @@ pub struct DirState {
     /// stacks send a few zero bytes and then real data at the same sequence
     /// number; the zeros count only once the stream goes on past them.
     pub zeros: Option<(u32, u8)>,
+    /// A SOCKS negotiation this direction started as the client (kept
+    /// across the restart of its stream; the other direction reads it).
+    pub socks: Option<Box<Socks>>,
+    /// The SOCKS probe looked at this stream's start.
+    pub socks_done: bool,
+    /// When non-zero, the tail holds a virtual newline (an HTTP body ended,
+    /// so the next message starts a line) followed by `tail_virtual - 1`
+    /// stream bytes.
+    pub tail_virtual: u8,
+    /// Line starts for the STARTTLS probe (commands).
+    pub lines: Lines,
+    /// Line starts for the STARTTLS probe (answers).
+    pub answers: Lines,
+    /// This direction is a server that was asked to STARTTLS.
+    pub starttls: StartTls,
+    /// The stream was restarted as a tunnel by this direction's own request
+    /// (CONNECT, SOCKS): the reply that opens it must not restart it again.
+    pub tunnel_requested: bool,
 }
 
 /// Segments that arrived ahead of a gap, waiting for it to fill.
@@ -95,20 +120,49 @@ impl Default for DirState {
             payload_packets: 0,
             reorder: None,
             resyncs: 0,
+            unit_bytes: 0,
             hello: None,
             hello_done: false,
             msnp: MsnpDir::default(),
             conflicts: 0,
             zeros: None,
+            socks: None,
+            socks_done: false,
+            tail_virtual: 0,
+            lines: Lines::default(),
+            answers: Lines::default(),
+            starttls: StartTls::None,
+            tunnel_requested: false,
         }
     }
 }
 
 impl DirState {
+    /// The bytes from here on are a new stream (a tunnel opened inside the
+    /// connection): stream-start, line-start, HTTP, TLS and tunnel probes
+    /// start over and the depth counts from here. TCP position, held
+    /// segments and counters are kept. `own_request`: this side asked for
+    /// the tunnel (CONNECT, SOCKS) and the other side has not answered yet.
+    pub fn restart_stream(&mut self, own_request: bool) {
+        let mut fresh = DirState {
+            next_seq: self.next_seq,
+            bytes: self.bytes,
+            payload_packets: self.payload_packets,
+            reorder: self.reorder.take(),
+            resyncs: self.resyncs,
+            socks: self.socks.take(),
+            conflicts: self.conflicts,
+            ..DirState::default()
+        };
+        // Keep the HTTP walker's buffers.
+        fresh.http = HttpState::restarted(std::mem::take(&mut self.http), own_request);
+        *self = fresh;
+    }
+
     /// Forgets match progress (after a policy reload), keeping TCP position.
     pub fn reset_matching(&mut self) {
         let seq = self.next_seq;
-        let (bytes, pkts) = (self.bytes, self.payload_packets);
+        let (bytes, pkts, unit) = (self.bytes, self.payload_packets, self.unit_bytes);
         let (msnp, conflicts) = (self.msnp.mid_stream(), self.conflicts);
         *self = DirState::default();
         self.msnp = msnp;
@@ -116,6 +170,9 @@ impl DirState {
         self.next_seq = seq;
         self.bytes = bytes;
         self.payload_packets = pkts;
+        self.unit_bytes = unit;
+        self.hello_done = true;
+        self.socks_done = true;
         // Mid-stream after a reload: neither line start nor stream start.
         self.tail_len = 0;
         self.start.begun = true;
@@ -142,6 +199,9 @@ pub struct ConnState {
     /// The client's hello (TLS or QUIC) offered Encrypted Client Hello: its
     /// server name is the provider's, not the real one.
     pub ech: bool,
+    /// The reply direction was handed to the kernel (its packets bypass the
+    /// queue) while the originator's payload is still judged.
+    pub reply_settled: bool,
 }
 
 impl ConnState {
@@ -176,6 +236,7 @@ impl ConnState {
         for d in &mut self.dirs {
             d.reorder = None;
             d.hello = None;
+            d.socks = None;
             d.http = HttpState::default();
         }
         self.quic = None;

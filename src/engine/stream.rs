@@ -14,18 +14,24 @@
 //!   [`crate::engine::EngineConfig::reorder_bytes`]) until the gap fills, then
 //!   inspected in order, so neither the gap nor the reordering hides a
 //!   signature; beyond the bound the stream skips ahead (counted as a resync);
-//! - a connection picked up mid-stream (no SYN) starts at the first segment seen.
+//! - a connection picked up mid-stream (no SYN) starts at the first segment seen;
+//! - a tunnel opened inside the connection (HTTP CONNECT or Upgrade, SOCKS,
+//!   STARTTLS) restarts inspection at the exact byte where the tunnelled
+//!   stream begins, so stream-start, line-start, TLS and HTTP inspection see
+//!   it as a new stream; the destination a CONNECT or SOCKS client asks for
+//!   is judged like a destination (host rules, `Host` signatures, app ports).
 
 use crate::engine::compiled::Compiled;
 use crate::engine::config::EngineConfig;
-use crate::engine::http::HttpHit;
+use crate::engine::http::{Fed, HttpHit, host_sigs_on};
 use crate::engine::matcher::{Hit, Matcher};
 use crate::engine::message_rules::{Message, RuleRef};
 use crate::engine::msnp;
 use crate::engine::state::{DirState, MAX_CARRY, Reorder};
-use crate::engine::tls::{Hello, server_name};
+use crate::engine::tls::{Collected, HelloCollector};
+use crate::engine::tunnel::{self, Socks, StartTls};
 use crate::packet::TcpInfo;
-use crate::policy::AppSet;
+use crate::policy::{AppSet, PortSpec};
 
 /// What stream inspection found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +42,32 @@ pub enum Found {
     Rule(RuleRef),
     /// Retransmitted bytes that differ from the inspected ones.
     Conflict,
+    /// A tunnel's destination port belongs to an app (CONNECT or SOCKS to
+    /// 1863 is MSN).
+    Port(u8, PortSpec),
+    /// An HTTP head longer than [`crate::engine::http::MAX_HEAD`].
+    OversizedHead,
+}
+
+/// The two directions of a connection, from the point of view of one.
+pub struct Pair<'a> {
+    /// The direction of the segment being inspected.
+    pub dir: &'a mut DirState,
+    /// The other direction.
+    pub other: &'a mut DirState,
+}
+
+/// What a connection's segments are judged with.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    /// Compiled signatures and rules.
+    pub c: &'a Compiled,
+    /// Tunables.
+    pub cfg: &'a EngineConfig,
+    /// Apps that apply.
+    pub apps: AppSet,
+    /// Server port of the connection.
+    pub port: u16,
 }
 
 /// The earlier of two (finding, end offset) pairs.
@@ -72,16 +104,10 @@ pub fn scan_with_context(m: &Matcher, context: &[u8], data: &[u8], apps: AppSet)
     m.find_stream(data, apps)
 }
 
-/// One TCP segment of one direction of a connection to server port `port`.
-pub fn inspect_segment(
-    c: &Compiled,
-    cfg: &EngineConfig,
-    dir: &mut DirState,
-    tcp: TcpInfo,
-    payload: &[u8],
-    apps: AppSet,
-    port: u16,
-) -> Option<Found> {
+/// One TCP segment of one direction of a connection.
+pub fn inspect_segment(x: Ctx<'_>, p: Pair<'_>, tcp: TcpInfo, payload: &[u8]) -> Option<Found> {
+    let (c, cfg, apps) = (x.c, x.cfg, x.apps);
+    let Pair { dir, other } = p;
     let data_seq = tcp.seq.wrapping_add(u32::from(tcp.syn));
     if tcp.syn {
         dir.next_seq = Some(data_seq);
@@ -93,14 +119,19 @@ pub fn inspect_segment(
     // sequence number replaces them, anything else proves them real.
     if let Some((zseq, zlen)) = dir.zeros.take()
         && data_seq != zseq
-        && let Some(f) = consume(c, dir, &[0u8; MAX_ZEROS][..usize::from(zlen)], true, apps, port)
+        && let Some(f) = consume(
+            x,
+            Pair { dir, other },
+            &[0u8; MAX_ZEROS][..usize::from(zlen)],
+            true,
+        )
     {
         return Some(f);
     }
     let next = *dir.next_seq.get_or_insert(data_seq);
     let diff = data_seq.wrapping_sub(next) as i32;
     if diff > 0 {
-        return ahead(c, cfg, dir, data_seq, payload, apps, port);
+        return ahead(x, Pair { dir, other }, data_seq, payload);
     }
     if diff == 0 && zeros_only(payload) {
         dir.zeros = u8::try_from(payload.len()).ok().map(|n| (data_seq, n));
@@ -143,80 +174,267 @@ pub fn inspect_segment(
     if fresh.is_empty() {
         return None;
     }
-    let hit = consume(c, dir, fresh, at_segment_start, apps, port);
+    let hit = consume(x, Pair { dir, other }, fresh, at_segment_start);
     if hit.is_some() {
         return hit;
     }
-    drain(c, dir, apps, port)
+    drain(x, Pair { dir, other })
 }
 
-/// Inspects in-order bytes that start at `next_seq`.
-fn consume(
-    c: &Compiled,
-    dir: &mut DirState,
-    fresh: &[u8],
-    segment_start: bool,
-    apps: AppSet,
-    port: u16,
-) -> Option<Found> {
+/// Inspects in-order bytes that start at `next_seq`, cutting them where a
+/// tunnel starts a new stream.
+fn consume(x: Ctx<'_>, p: Pair<'_>, fresh: &[u8], segment_start: bool) -> Option<Found> {
+    let Pair { dir, other } = p;
     let next = dir.next_seq.unwrap_or(0);
     dir.next_seq = Some(next.wrapping_add(fresh.len() as u32));
     // Depth counts bytes and segments inspected in order, not arrivals.
     dir.payload_packets += 1;
-    // Every scope is checked; the hit that ends first in the stream is the reason.
-    let mut hit = if segment_start {
-        c.sigs.find_segment_start(fresh, apps)
-    } else {
-        None
-    };
-    hit = Hit::first(hit, c.sigs.feed_stream_start(&mut dir.start, fresh, apps));
-    hit = Hit::first(
-        hit,
-        scan_with_context(&c.sigs, &dir.tail[..dir.tail_len as usize], fresh, apps),
-    );
-    let context = &dir.tail[..dir.tail_len as usize];
-    hit = Hit::first(hit, msnp::feed(&c.sigs, &mut dir.msnp, context, fresh, apps));
-    let mut found = sig(hit);
+    let mut data = fresh;
+    let mut seg_start = segment_start;
+    loop {
+        let (found, cut) = consume_unit(x, Pair { dir, other }, data, seg_start);
+        if found.is_some() {
+            return found;
+        }
+        match cut {
+            Some(k) if k < data.len() => {
+                data = &data[k..];
+                seg_start = false;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// How a unit of bytes ends early: the stream restarts at this offset.
+type Cut = Option<usize>;
+
+/// Inspects bytes of the current stream; stops where a tunnel begins.
+fn consume_unit(x: Ctx<'_>, p: Pair<'_>, data: &[u8], segment_start: bool) -> (Option<Found>, Cut) {
+    let (c, apps, port) = (x.c, x.apps, x.port);
+    let Pair { dir, other } = p;
+    // Bodies past the per-message depth need no stream scan.
+    let skip_scan = dir.http.skips_body(data.len(), x.cfg.depth_bytes);
+    let mut found: Option<(Found, usize)> = None;
+    let mut cut: Cut = None;
+    let mut opened = false;
+    let mut boundary = false;
     if c.wants_http() && !dir.http.is_off() {
-        let h = dir.http.feed(c, fresh, apps, port).map(|(h, end)| match h {
-            HttpHit::Sig(s, _) => (Found::Sig(Hit { sig: s, end }), end),
-            HttpHit::Rule(r) => (Found::Rule(r), end),
-        });
-        found = earlier(found, h);
+        let before = dir.http.messages();
+        match dir.http.feed(c, data, apps, port) {
+            Some((Fed::Hit(h), end)) => {
+                found = Some(match h {
+                    HttpHit::Sig(s, _) => (Found::Sig(Hit { sig: s, end }), end),
+                    HttpHit::Rule(r) => (Found::Rule(r), end),
+                    HttpHit::Oversized => (Found::OversizedHead, end),
+                });
+            }
+            Some((Fed::Connect, end)) => {
+                let dest_port = dir.http.fields().and_then(|f| f.url_port);
+                if let Some(f) = dest_port.and_then(|p| app_port(x, p)) {
+                    found = Some((f, end));
+                } else {
+                    other.http.expect_tunnel(before);
+                    cut = Some(end);
+                }
+            }
+            Some((Fed::Opened, end)) => {
+                opened = true;
+                cut = Some(end);
+            }
+            Some((Fed::Boundary, end)) => {
+                boundary = true;
+                cut = Some(end);
+            }
+            None => {}
+        }
+        // A server that closes after its reply serves no later request.
+        if dir.http.is_closing() && !other.http.is_closing() {
+            other.http.set_closing();
+        }
+        // A HEAD request's reply has no body, whatever its framing says.
+        let heads = dir.http.take_head_requests();
+        if heads != 0 {
+            other.http.expect_head_replies(heads);
+        }
+    }
+    if found.is_none() && cut.is_none() {
+        let scan_len = data.len();
+        match probe_tunnels(x, Pair { dir, other }, &data[..scan_len]) {
+            (Some(f), _) => found = Some((f, data.len())),
+            (None, Some((k, open))) => {
+                cut = Some(k);
+                opened = open;
+            }
+            (None, None) => {}
+        }
+    }
+    let unit = &data[..cut.unwrap_or(data.len()).min(data.len())];
+    if !skip_scan {
+        // Every scope is checked; the hit that ends first in the stream is the reason.
+        let mut hit = if segment_start {
+            c.sigs.find_segment_start(unit, apps)
+        } else {
+            None
+        };
+        hit = Hit::first(hit, c.sigs.feed_stream_start(&mut dir.start, unit, apps));
+        hit = Hit::first(
+            hit,
+            scan_with_context(&c.sigs, &dir.tail[..dir.tail_len as usize], unit, apps),
+        );
+        let context = &dir.tail[..dir.tail_len as usize];
+        hit = Hit::first(hit, msnp::feed(&c.sigs, &mut dir.msnp, context, unit, apps));
+        found = earlier(sig(hit), found);
     }
     if c.rules.needs_host() && !dir.hello_done {
         found = earlier(
             found,
-            hello(c, dir, fresh, apps, port).map(|r| (Found::Rule(r), fresh.len())),
+            hello(c, dir, unit, apps, port).map(|r| (Found::Rule(r), unit.len())),
         );
     }
-    dir.bytes += fresh.len() as u64;
-    update_tail(c.sigs.carry(), dir, fresh);
-    found.map(|(f, _)| f)
+    dir.bytes += unit.len() as u64;
+    dir.unit_bytes += unit.len() as u64;
+    if skip_scan {
+        // Bytes were skipped: what follows is not a line start.
+        dir.tail_len = 0;
+        dir.tail_virtual = 0;
+    } else {
+        update_tail(c.sigs.carry(), dir, unit);
+    }
+    if found.is_some() {
+        return (found.map(|(f, _)| f), None);
+    }
+    if boundary {
+        // The next message starts a line: a virtual newline in the tail
+        // (not a stream byte: retransmission checks skip it).
+        update_tail(c.sigs.carry().max(1), dir, b"\n");
+        dir.tail_virtual = 1;
+        return (None, cut);
+    }
+    if let Some(k) = cut {
+        dir.restart_stream(!opened);
+        if opened {
+            if other.tunnel_requested {
+                other.tunnel_requested = false;
+                other.http.forget_count();
+            } else {
+                other.restart_stream(false);
+            }
+            other.socks = None;
+            dir.socks = None;
+        } else {
+            dir.tunnel_requested = true;
+        }
+        return (None, Some(k));
+    }
+    (None, None)
+}
+
+/// The app whose port list holds `port` (a tunnel's destination).
+fn app_port(x: Ctx<'_>, port: u16) -> Option<Found> {
+    if !x.cfg.port_rules {
+        return None;
+    }
+    x.c.app_port(x.apps, port).map(|(a, p)| Found::Port(a, p))
+}
+
+/// Judges a destination named inside the stream like a destination.
+fn judge_dest(x: Ctx<'_>, d: &tunnel::Dest) -> Option<Found> {
+    if let Some(f) = app_port(x, d.port) {
+        return Some(f);
+    }
+    let mut auth = d.host.clone();
+    if d.port != 80 {
+        auth.push(b':');
+        auth.extend_from_slice(d.port.to_string().as_bytes());
+    }
+    if let Some(s) = host_sigs_on(x.c, &auth, x.apps) {
+        return Some(Found::Sig(Hit { sig: s, end: 0 }));
+    }
+    let msg = Message {
+        host: Some(&d.host),
+        port: d.port,
+        ..Message::default()
+    };
+    x.c.rules.eval(&msg, x.apps).map(Found::Rule)
+}
+
+/// SOCKS and STARTTLS: a finding, or where (and whether both directions)
+/// a new stream starts.
+fn probe_tunnels(x: Ctx<'_>, p: Pair<'_>, data: &[u8]) -> (Option<Found>, Option<(usize, bool)>) {
+    let Pair { dir, other } = p;
+    // SOCKS: the client speaks first, at its stream's start.
+    if !dir.socks_done && dir.socks.is_none() && other.socks.is_none() {
+        dir.socks_done = true;
+        if dir.unit_bytes == 0 && other.unit_bytes == 0 {
+            dir.socks = data.first().and_then(|&b| Socks::start(b)).map(Box::new);
+        }
+    }
+    if let Some(s) = dir.socks.as_mut() {
+        match s.client(data) {
+            None => dir.socks = None,
+            Some(None) => {}
+            Some(Some(tunnel::Event::Request(d, end))) => {
+                if let Some(f) = judge_dest(x, &d) {
+                    return (Some(f), None);
+                }
+                return (None, Some((end, false)));
+            }
+            Some(Some(tunnel::Event::Opened(_))) => {}
+        }
+        return (None, None);
+    }
+    if let Some(s) = other.socks.as_mut() {
+        match s.server(data) {
+            None => other.socks = None,
+            Some(Some(tunnel::Event::Opened(end))) => return (None, Some((end, true))),
+            Some(_) => {}
+        }
+        return (None, None);
+    }
+    // STARTTLS: only in the first bytes of a stream that is not HTTP.
+    if dir.unit_bytes < 16 * 1024 && !dir.http.is_live() {
+        if dir.starttls != StartTls::None {
+            // Asked to STARTTLS: is this the answer?
+            match dir.answers.server(data, dir.starttls) {
+                Some(Some(end)) => {
+                    dir.starttls = StartTls::None;
+                    return (None, Some((end, true)));
+                }
+                Some(None) => dir.starttls = StartTls::None,
+                None => {}
+            }
+        }
+        // Either side may look like a client (XMPP servers advertise
+        // `<starttls/>`): the side that gets the positive answer opens.
+        let kind = dir.lines.client(data);
+        if kind != StartTls::None {
+            other.starttls = kind;
+        }
+    }
+    (None, None)
 }
 
 /// Collects a TLS ClientHello at the stream start and judges its server name.
 fn hello(c: &Compiled, dir: &mut DirState, fresh: &[u8], apps: AppSet, port: u16) -> Option<RuleRef> {
+    if fresh.is_empty() {
+        return None;
+    }
     if dir.hello.is_none() {
-        if dir.bytes != 0 || fresh.first() != Some(&0x16) {
+        if dir.unit_bytes != 0 || fresh.first() != Some(&0x16) {
             dir.hello_done = true;
             return None;
         }
         dir.hello = Some(Box::default());
     }
-    let buf = dir.hello.as_mut()?;
-    let room = 16 * 1024 + 5 - buf.len().min(16 * 1024 + 5);
-    buf.extend_from_slice(&fresh[..fresh.len().min(room)]);
-    let result = match server_name(buf) {
-        Hello::NeedMore if room > fresh.len() => return None,
-        Hello::Done(Some(name)) => {
-            let mut lower = [0u8; 256];
-            let n = name.len().min(256);
-            for (o, c) in lower.iter_mut().zip(&name[..n]) {
-                *o = c.to_ascii_lowercase();
-            }
+    let collector: &mut HelloCollector = dir.hello.as_mut()?;
+    let result = match collector.feed(fresh) {
+        Collected::NeedMore => return None,
+        Collected::Done(Some(name)) => {
+            let lower = name.to_ascii_lowercase();
+            let lower = lower.strip_suffix(b".").unwrap_or(&lower);
             let msg = Message {
-                host: Some(&lower[..n]),
+                host: Some(lower),
                 port,
                 ..Message::default()
             };
@@ -230,15 +448,9 @@ fn hello(c: &Compiled, dir: &mut DirState, fresh: &[u8], apps: AppSet, port: u16
 }
 
 /// A segment ahead of a gap: scanned alone now, held for in-order inspection.
-fn ahead(
-    c: &Compiled,
-    cfg: &EngineConfig,
-    dir: &mut DirState,
-    seq: u32,
-    payload: &[u8],
-    apps: AppSet,
-    port: u16,
-) -> Option<Found> {
+fn ahead(x: Ctx<'_>, p: Pair<'_>, seq: u32, payload: &[u8]) -> Option<Found> {
+    let (c, cfg, apps) = (x.c, x.cfg, x.apps);
+    let Pair { dir, other } = p;
     if let Some(h) = c
         .sigs
         .find_segment_start(payload, apps)
@@ -274,8 +486,9 @@ fn ahead(
     dir.resyncs += 1;
     dir.next_seq = Some(earliest);
     dir.tail_len = 0;
+    dir.tail_virtual = 0;
     if earliest == seq {
-        if let Some(f) = consume(c, dir, payload, true, apps, port) {
+        if let Some(f) = consume(x, Pair { dir, other }, payload, true) {
             return Some(f);
         }
     } else {
@@ -283,7 +496,7 @@ fn ahead(
         r.bytes += payload.len();
         r.segments.push((seq, payload.to_vec()));
     }
-    if let Some(f) = drain(c, dir, apps, port) {
+    if let Some(f) = drain(x, Pair { dir, other }) {
         return Some(f);
     }
     // Still over the bound (the segment skipped to was small and the rest lie
@@ -299,7 +512,8 @@ fn ahead(
         dir.resyncs += 1;
         dir.next_seq = Some(earliest);
         dir.tail_len = 0;
-        if let Some(f) = drain(c, dir, apps, port) {
+        dir.tail_virtual = 0;
+        if let Some(f) = drain(x, Pair { dir, other }) {
             return Some(f);
         }
     }
@@ -307,7 +521,8 @@ fn ahead(
 }
 
 /// Inspects held segments that the stream has now reached.
-fn drain(c: &Compiled, dir: &mut DirState, apps: AppSet, port: u16) -> Option<Found> {
+fn drain(x: Ctx<'_>, p: Pair<'_>) -> Option<Found> {
+    let Pair { dir, other } = p;
     loop {
         let next = dir.next_seq?;
         let r = dir.reorder.as_mut()?;
@@ -328,7 +543,7 @@ fn drain(c: &Compiled, dir: &mut DirState, apps: AppSet, port: u16) -> Option<Fo
         let (s, data) = r.segments.swap_remove(i);
         r.bytes -= data.len();
         let skip = next.wrapping_sub(s) as usize;
-        if let Some(f) = consume(c, dir, &data[skip..], skip == 0, apps, port) {
+        if let Some(f) = consume(x, Pair { dir, other }, &data[skip..], skip == 0) {
             return Some(f);
         }
     }
@@ -352,8 +567,13 @@ fn before_seq(dir: &DirState, next: u32, seq: u32) -> &[u8] {
 
 /// True when retransmitted bytes differ from the carried-over tail.
 fn conflicts(dir: &DirState, next: u32, seq: u32, old: &[u8]) -> bool {
-    // Real stream bytes in the tail (the virtual line start is not one).
-    let real = (dir.tail_len as u64).min(dir.bytes) as usize;
+    // Real stream bytes in the tail (the virtual line start is not one; a
+    // restarted stream's tail holds only its own bytes).
+    let mut real = (dir.tail_len as u64).min(dir.unit_bytes) as usize;
+    if dir.tail_virtual > 0 {
+        // Only the bytes after a virtual newline are stream bytes.
+        real = real.min(usize::from(dir.tail_virtual) - 1);
+    }
     let tail = &dir.tail[dir.tail_len as usize - real..dir.tail_len as usize];
     // Stream position of tail[0] is next - real; of old[0] is seq.
     let back = next.wrapping_sub(seq) as usize; // bytes from old[0] to next
@@ -367,6 +587,14 @@ fn conflicts(dir: &DirState, next: u32, seq: u32, old: &[u8]) -> bool {
 }
 
 fn update_tail(carry: usize, dir: &mut DirState, fresh: &[u8]) {
+    if dir.tail_virtual > 0 {
+        let after = usize::from(dir.tail_virtual) + fresh.len();
+        dir.tail_virtual = if after <= carry {
+            u8::try_from(after).unwrap_or(0)
+        } else {
+            0
+        };
+    }
     if fresh.len() >= carry {
         dir.tail[..carry].copy_from_slice(&fresh[fresh.len() - carry..]);
         dir.tail_len = carry as u8;

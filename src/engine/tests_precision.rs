@@ -674,8 +674,17 @@ fn a_connect_tunnel_is_not_a_foreign_protocol() {
             b"CVR 2 0x0409 winnt 5.1 i386 MSNMSGR 6.0.0602 MSMSGS alice@hotmail.com\r\n",
         ),
     ];
+    // The CONNECT's destination port is Messenger's: blocked right there.
     let got = script_verdict(&e, 3128, script, 1460);
-    assert_eq!(got.as_deref(), Some("msn/msnp-cvr"));
+    assert_eq!(got.as_deref(), Some("port"));
+    // To a port of no app, MSNP inside the tunnel is still read as MSNP.
+    let mut other = script.to_vec();
+    other[0].1 = b"CONNECT messenger.hotmail.com:443 HTTP/1.1\r\nHost: messenger.hotmail.com:443\r\n\r\n";
+    let got = script_verdict(&e, 3128, &other, 1460);
+    assert!(
+        got.as_deref().is_some_and(|g| g.starts_with("msn/msnp-")),
+        "{got:?}"
+    );
 }
 
 #[test]

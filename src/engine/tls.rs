@@ -1,7 +1,100 @@
 //! The server name of a TLS ClientHello (RFC 8446 4.1.2, RFC 6066 3), so
 //! host rules (Squid's `dstdomain`) also work on port 443 without a proxy.
 //!
+//! [`HelloCollector`] reassembles the handshake message from as many TLS
+//! records as the client cut it into (RFC 8446 5.1 allows any split), fed
+//! in whatever TCP segments carry them, up to [`MAX_HELLO`] bytes; the
+//! stream inspector starts one at the start of every stream, including a
+//! stream that begins inside a connection (after CONNECT, SOCKS or
+//! STARTTLS). The collector is the only thing the inspector calls, so a
+//! fuller parser (the lead's `hello::HelloAssembler`) plugs in by replacing
+//! the body of [`HelloCollector::feed`] / [`parse_client_hello`].
+//!
 //! Parses untrusted bytes with explicit bounds checks; never panics.
+
+/// Largest ClientHello handshake message collected (bytes); a longer one is
+/// judged on what was collected.
+pub const MAX_HELLO: usize = 64 * 1024;
+
+/// Progress of a [`HelloCollector`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Collected {
+    /// More bytes needed.
+    NeedMore,
+    /// The stream does not start with a TLS ClientHello.
+    NotTls,
+    /// The ClientHello is complete (or hit the cap): its server name.
+    Done(Option<Vec<u8>>),
+}
+
+/// Reassembles a ClientHello from handshake records at a stream's start.
+#[derive(Debug, Clone, Default)]
+pub struct HelloCollector {
+    /// Record header being read (5 bytes).
+    hdr: [u8; 5],
+    hdr_len: u8,
+    /// Payload bytes left in the current record.
+    rec_left: usize,
+    /// Handshake bytes collected so far.
+    hs: Vec<u8>,
+}
+
+impl HelloCollector {
+    /// Feeds the next in-order bytes of the stream.
+    pub fn feed(&mut self, mut data: &[u8]) -> Collected {
+        while !data.is_empty() {
+            if self.rec_left == 0 {
+                let need = 5 - usize::from(self.hdr_len);
+                let take = need.min(data.len());
+                let at = usize::from(self.hdr_len);
+                self.hdr[at..at + take].copy_from_slice(&data[..take]);
+                self.hdr_len += u8::try_from(take).unwrap_or(0);
+                data = &data[take..];
+                // Content type 22 (handshake), legacy version 3.x.
+                if self.hdr[0] != 0x16 || (self.hdr_len >= 2 && self.hdr[1] != 3) {
+                    return Collected::NotTls;
+                }
+                if self.hdr_len < 5 {
+                    return Collected::NeedMore;
+                }
+                let len = usize::from(u16::from_be_bytes([self.hdr[3], self.hdr[4]]));
+                if len == 0 || len > 16_384 + 256 {
+                    return Collected::NotTls;
+                }
+                self.rec_left = len;
+                self.hdr_len = 0;
+                continue;
+            }
+            let take = self.rec_left.min(data.len());
+            let room = MAX_HELLO.saturating_sub(self.hs.len());
+            self.hs.extend_from_slice(&data[..take.min(room)]);
+            self.rec_left -= take;
+            data = &data[take..];
+            if self.hs.first().is_some_and(|&t| t != 1) {
+                return Collected::NotTls;
+            }
+            if self.hs.len() >= 4 {
+                let want = 4
+                    + (usize::from(self.hs[1]) << 16
+                        | usize::from(self.hs[2]) << 8
+                        | usize::from(self.hs[3]));
+                if self.hs.len() >= want || self.hs.len() >= MAX_HELLO {
+                    return match parse_client_hello(&self.hs) {
+                        Some(name) => Collected::Done(name.map(<[u8]>::to_vec)),
+                        None => Collected::NotTls,
+                    };
+                }
+            }
+        }
+        Collected::NeedMore
+    }
+}
+
+/// Parses a ClientHello handshake message (type, length, body; possibly
+/// cut short): `Some(server name)` when it is one, `None` when not.
+pub fn parse_client_hello(hs: &[u8]) -> Option<Option<&[u8]>> {
+    parse_hello(&mut Reader { b: hs, at: 0 })
+}
 
 /// Outcome of parsing the first bytes a client sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +225,94 @@ pub(crate) mod tests {
             let mut x = h.clone();
             x[i] ^= 0xff;
             let _ = server_name(&x);
+            let _ = HelloCollector::default().feed(&x);
         }
+    }
+
+    /// Re-frames a one-record hello into records of `size` payload bytes.
+    pub fn split_records(h: &[u8], size: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for chunk in h[5..].chunks(size) {
+            out.extend_from_slice(&[0x16, 3, 1]);
+            out.extend_from_slice(&u16::try_from(chunk.len()).unwrap().to_be_bytes());
+            out.extend_from_slice(chunk);
+        }
+        out
+    }
+
+    #[test]
+    fn collects_a_hello_cut_into_records_and_segments() {
+        let h = client_hello("gateway.messenger.hotmail.com");
+        for size in [1, 7, 40, 100, 10_000] {
+            let recs = split_records(&h, size);
+            // Only one record: the first-record parser sees a cut hello.
+            if size < 60 {
+                assert_ne!(
+                    server_name(&recs),
+                    Hello::Done(Some(&b"gateway.messenger.hotmail.com"[..]))
+                );
+            }
+            for seg in [1, 3, 1460] {
+                let mut c = HelloCollector::default();
+                let mut got = Collected::NeedMore;
+                for piece in recs.chunks(seg) {
+                    got = c.feed(piece);
+                    if got != Collected::NeedMore {
+                        break;
+                    }
+                }
+                assert_eq!(
+                    got,
+                    Collected::Done(Some(b"gateway.messenger.hotmail.com".to_vec())),
+                    "records of {size}, segments of {seg}"
+                );
+            }
+        }
+        assert_eq!(
+            HelloCollector::default().feed(b"GET / HTTP/1.1"),
+            Collected::NotTls
+        );
+        assert_eq!(HelloCollector::default().feed(&[0x16, 3]), Collected::NeedMore);
+    }
+
+    #[test]
+    fn a_hello_longer_than_one_record_is_collected_whole() {
+        // A 20 KiB padding extension before the server name: two full records.
+        let name = b"gateway.messenger.hotmail.com";
+        let mut ext = Vec::new();
+        ext.extend_from_slice(&21u16.to_be_bytes());
+        ext.extend_from_slice(&20_000u16.to_be_bytes());
+        ext.extend(std::iter::repeat_n(0u8, 20_000));
+        ext.extend_from_slice(&0u16.to_be_bytes());
+        let sni_len = u16::try_from(name.len()).unwrap();
+        ext.extend_from_slice(&(sni_len + 5).to_be_bytes());
+        ext.extend_from_slice(&(sni_len + 3).to_be_bytes());
+        ext.push(0);
+        ext.extend_from_slice(&sni_len.to_be_bytes());
+        ext.extend_from_slice(name);
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[0u8; 32]);
+        body.push(0);
+        body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+        body.extend_from_slice(&u16::try_from(ext.len()).unwrap().to_be_bytes());
+        body.extend_from_slice(&ext);
+        let len = u32::try_from(body.len()).unwrap().to_be_bytes();
+        let mut hs = vec![1, len[1], len[2], len[3]];
+        hs.extend_from_slice(&body);
+        let mut recs = Vec::new();
+        for chunk in hs.chunks(16_384) {
+            recs.extend_from_slice(&[0x16, 3, 3]);
+            recs.extend_from_slice(&u16::try_from(chunk.len()).unwrap().to_be_bytes());
+            recs.extend_from_slice(chunk);
+        }
+        let mut c = HelloCollector::default();
+        let mut got = Collected::NeedMore;
+        for piece in recs.chunks(1448) {
+            got = c.feed(piece);
+            if got != Collected::NeedMore {
+                break;
+            }
+        }
+        assert_eq!(got, Collected::Done(Some(name.to_vec())));
     }
 }

@@ -50,11 +50,15 @@ pub enum Reason {
     PortsOnly,
     /// Not a TCP/UDP packet appwall can read; accepted.
     Unparsable,
+    /// An HTTP message head longer than
+    /// [`crate::engine::http::MAX_HEAD`] on an inspected host: what lies
+    /// beyond cannot be judged, so it is not let through.
+    OversizedHead,
 }
 
 impl Reason {
     /// Number of distinct reason kinds.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     /// Machine names of the reason kinds, indexed by [`Reason::index`]: the
     /// one table counters, status, events and scan output all use.
     pub const KINDS: [&'static str; Reason::COUNT] = [
@@ -67,6 +71,7 @@ impl Reason {
         "unparsable",
         "evasion",
         "rule",
+        "oversized-http-head",
         "quic",
     ];
 
@@ -83,7 +88,8 @@ impl Reason {
             Reason::Unparsable => 6,
             Reason::Evasion => 7,
             Reason::Rule(_) => 8,
-            Reason::QuicBlocked { .. } => 9,
+            Reason::OversizedHead => 9,
+            Reason::QuicBlocked { .. } => 10,
         }
     }
 
@@ -102,6 +108,11 @@ pub enum FlowMark {
     Clean,
 }
 
+// The reply-only fast path is a separate flag of [`Decision`]
+// (`settle_reply`), not a third `FlowMark`, so the worker's exhaustive
+// match keeps compiling until it learns the new mark
+// ([`crate::kernel::marks::MarkBits::reply_clean_mark`]).
+
 /// The engine's answer for one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
@@ -115,6 +126,11 @@ pub struct Decision {
     /// inspected (both versions were inspected; see
     /// [`crate::engine::EngineConfig::block_conflicts`]). For counters.
     pub conflict: bool,
+    /// Set once, on the packet after which the reply direction may bypass
+    /// the queue while the originator's payload stays queued (an HTTP
+    /// client can still send requests): answer it with NF_REPEAT and
+    /// [`crate::kernel::marks::MarkBits::reply_clean_mark`].
+    pub settle_reply: bool,
 }
 
 impl Decision {
@@ -124,6 +140,7 @@ impl Decision {
             reason,
             mark: None,
             conflict: false,
+            settle_reply: false,
         }
     }
 
@@ -133,6 +150,7 @@ impl Decision {
             reason,
             mark: None,
             conflict: false,
+            settle_reply: false,
         }
     }
 

@@ -716,9 +716,9 @@ tcp      6 99 ESTABLISHED src=2001:db8:1::10 dst=2001:db8:2::10 sport=5 dport=44
         let batch = requeue_batch(&t, &nets, MarkBits::default());
         assert_eq!(
             batch,
-            "-U -f ipv4 -p tcp -s 192.0.2.10 -d 198.51.100.10 --sport 1000 --dport 80 -m 0/0x300000\n\
--U -f ipv4 -p udp -s 198.51.100.10 -d 192.0.2.11 --sport 53 --dport 4000 -m 0/0x300000\n\
--U -f ipv6 -p tcp -s 2001:db8:1::10 -d 2001:db8:2::10 --sport 5 --dport 443 -m 0/0x300000\n"
+            "-U -f ipv4 -p tcp -s 192.0.2.10 -d 198.51.100.10 --sport 1000 --dport 80 -m 0/0x700000\n\
+-U -f ipv4 -p udp -s 198.51.100.10 -d 192.0.2.11 --sport 53 --dport 4000 -m 0/0x700000\n\
+-U -f ipv6 -p tcp -s 2001:db8:1::10 -d 2001:db8:2::10 --sport 5 --dport 443 -m 0/0x700000\n"
         );
         assert_eq!(requeue_batch(&t, &[], MarkBits::default()), "");
     }

@@ -13,7 +13,9 @@
 //! Layout of the mangle `APPWALL` chain, top to bottom:
 //! 1. connections already judged: connmark "blocked" is dropped (or left to
 //!    the filter table's reset rule), connmark "clean" returns at once
-//!    except for its FINs and RSTs;
+//!    except for its FINs and RSTs, and connmark "reply clean" returns at
+//!    once for the reply direction only, FINs and RSTs again excepted (the
+//!    originator's payload goes on to be queued);
 //! 2. packets re-injected by appwall (NF_REPEAT) carrying a fresh mark: the
 //!    mark is saved to the connection, then the packet is dropped or returned;
 //! 3. FINs and RSTs of clean connections go to the queue, behind any data
@@ -425,6 +427,7 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
     let mut mangle = |chain: &str, args: String| p.mangle.push((chain.to_string(), args));
     let blocked = format!("0x{:x}/0x{:x}", m.blocked, m.mask);
     let clean = format!("0x{:x}/0x{:x}", m.clean, m.mask);
+    let reply_clean = format!("0x{:x}/0x{:x}", m.reply_clean, m.mask);
     let save = format!(
         "-j CONNMARK --save-mark --nfmask 0x{0:x} --ctmask 0x{0:x}",
         m.mask
@@ -441,6 +444,14 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
         format!("-m connmark --mark {clean} -p tcp --tcp-flags FIN,RST NONE -j RETURN"),
     );
     mangle(CHAIN, format!("-m connmark --mark {clean} ! -p tcp -j RETURN"));
+    // The reply direction of an HTTP connection whose replies were judged
+    // clean; requests (and FINs, RSTs) still go on to the queue.
+    mangle(
+        CHAIN,
+        format!(
+            "-m connmark --mark {reply_clean} -m conntrack --ctdir REPLY -p tcp --tcp-flags FIN,RST NONE -j RETURN"
+        ),
+    );
     // 2. Fresh decisions re-injected by appwall.
     mangle(CHAIN, format!("-m mark --mark {blocked} {save}"));
     if opts.reset {
@@ -449,6 +460,8 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
     mangle(CHAIN, format!("-m mark --mark {blocked} -j DROP"));
     mangle(CHAIN, format!("-m mark --mark {clean} {save}"));
     mangle(CHAIN, format!("-m mark --mark {clean} -j RETURN"));
+    mangle(CHAIN, format!("-m mark --mark {reply_clean} {save}"));
+    mangle(CHAIN, format!("-m mark --mark {reply_clean} -j RETURN"));
     // 3. FINs and RSTs of clean connections queue behind whatever of the
     // connection still waits from before the decision, so they cannot
     // overtake it (a RST would destroy it). The worker accepts them without

@@ -7,7 +7,11 @@
 //! the first rules of appwall's mangle chain save that mark to the
 //! connection and act on it, so the rest of the connection never leaves the
 //! kernel: "blocked" is dropped (or reset in the filter table), "clean"
-//! returns at once. Only the bits in [`MarkBits::mask`] are ever read or
+//! returns at once; "reply clean" returns at once for packets of the reply
+//! direction only (`--ctdir REPLY`), so an HTTP server's downloads leave the
+//! queue while the client's requests are still judged one by one. A later
+//! "blocked" or "clean" replaces "reply clean" (same mask). Only the bits in
+//! [`MarkBits::mask`] are ever read or
 //! written, so marks set by other tools on the same box survive. Every
 //! kernel backend and the worker take their bits from this one type.
 
@@ -18,7 +22,10 @@ pub struct MarkBits {
     pub blocked: u32,
     /// Mark of a clean connection.
     pub clean: u32,
-    /// Mask covering both.
+    /// Mark of a connection whose reply direction is clean (originator
+    /// payload still queued).
+    pub reply_clean: u32,
+    /// Mask covering all three.
     pub mask: u32,
 }
 
@@ -27,7 +34,8 @@ impl Default for MarkBits {
         MarkBits {
             blocked: 0x0010_0000,
             clean: 0x0020_0000,
-            mask: 0x0030_0000,
+            reply_clean: 0x0040_0000,
+            mask: 0x0070_0000,
         }
     }
 }
@@ -43,6 +51,11 @@ impl MarkBits {
     pub fn clean_mark(&self, current: u32) -> u32 {
         (current & !self.mask) | self.clean
     }
+
+    /// The nfmark that hands a connection's reply direction to the kernel.
+    pub fn reply_clean_mark(&self, current: u32) -> u32 {
+        (current & !self.mask) | self.reply_clean
+    }
 }
 
 #[cfg(test)]
@@ -55,7 +68,14 @@ mod tests {
         let foreign = 0x0000_00ff;
         assert_eq!(m.blocked_mark(foreign | m.clean), foreign | m.blocked);
         assert_eq!(m.clean_mark(foreign | m.blocked), foreign | m.clean);
-        assert_eq!(m.blocked & m.clean, 0, "the two marks are distinct bits");
-        assert_eq!(m.blocked | m.clean, m.mask);
+        assert_eq!(m.reply_clean_mark(foreign | m.clean), foreign | m.reply_clean);
+        assert_eq!(m.blocked_mark(foreign | m.reply_clean), foreign | m.blocked);
+        assert_eq!(m.blocked & m.clean, 0, "the marks are distinct bits");
+        assert_eq!(
+            (m.blocked | m.clean) & m.reply_clean,
+            0,
+            "the marks are distinct bits"
+        );
+        assert_eq!(m.blocked | m.clean | m.reply_clean, m.mask);
     }
 }

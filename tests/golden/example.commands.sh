@@ -1,14 +1,17 @@
 # appwall rules as iptables commands (not atomic; prefer --format restore)
 iptables -t mangle -N APPWALL
 iptables -t mangle -N APPWALL_INSPECT
-iptables -t mangle -A APPWALL -m connmark --mark 0x100000/0x300000 -j DROP
-iptables -t mangle -A APPWALL -m connmark --mark 0x200000/0x300000 -p tcp --tcp-flags FIN,RST NONE -j RETURN
-iptables -t mangle -A APPWALL -m connmark --mark 0x200000/0x300000 ! -p tcp -j RETURN
-iptables -t mangle -A APPWALL -m mark --mark 0x100000/0x300000 -j CONNMARK --save-mark --nfmask 0x300000 --ctmask 0x300000
-iptables -t mangle -A APPWALL -m mark --mark 0x100000/0x300000 -j DROP
-iptables -t mangle -A APPWALL -m mark --mark 0x200000/0x300000 -j CONNMARK --save-mark --nfmask 0x300000 --ctmask 0x300000
-iptables -t mangle -A APPWALL -m mark --mark 0x200000/0x300000 -j RETURN
-iptables -t mangle -A APPWALL -m connmark --mark 0x200000/0x300000 -j APPWALL_INSPECT
+iptables -t mangle -A APPWALL -m connmark --mark 0x100000/0x700000 -j DROP
+iptables -t mangle -A APPWALL -m connmark --mark 0x200000/0x700000 -p tcp --tcp-flags FIN,RST NONE -j RETURN
+iptables -t mangle -A APPWALL -m connmark --mark 0x200000/0x700000 ! -p tcp -j RETURN
+iptables -t mangle -A APPWALL -m connmark --mark 0x400000/0x700000 -m conntrack --ctdir REPLY -p tcp --tcp-flags FIN,RST NONE -j RETURN
+iptables -t mangle -A APPWALL -m mark --mark 0x100000/0x700000 -j CONNMARK --save-mark --nfmask 0x700000 --ctmask 0x700000
+iptables -t mangle -A APPWALL -m mark --mark 0x100000/0x700000 -j DROP
+iptables -t mangle -A APPWALL -m mark --mark 0x200000/0x700000 -j CONNMARK --save-mark --nfmask 0x700000 --ctmask 0x700000
+iptables -t mangle -A APPWALL -m mark --mark 0x200000/0x700000 -j RETURN
+iptables -t mangle -A APPWALL -m mark --mark 0x400000/0x700000 -j CONNMARK --save-mark --nfmask 0x700000 --ctmask 0x700000
+iptables -t mangle -A APPWALL -m mark --mark 0x400000/0x700000 -j RETURN
+iptables -t mangle -A APPWALL -m connmark --mark 0x200000/0x700000 -j APPWALL_INSPECT
 iptables -t mangle -A APPWALL -s 192.0.2.10/32 -p tcp -m multiport --dports 5190 -m conntrack --ctdir ORIGINAL -m comment --comment "appwall app-aim" -j DROP
 iptables -t mangle -A APPWALL -s 192.0.2.10/32 -p tcp -m multiport --dports 6667,6697 -m conntrack --ctdir ORIGINAL -m comment --comment "appwall app-irc" -j DROP
 iptables -t mangle -A APPWALL -s 192.0.2.10/32 -p tcp -m multiport --dports 1863 -m conntrack --ctdir ORIGINAL -m comment --comment "appwall app-msn" -j DROP

@@ -19,8 +19,10 @@ mod faults_reload;
 mod faults_tools;
 mod fuzz_regressions;
 mod injection;
+mod inspection;
 mod kernel;
 mod live;
+mod live_http;
 mod live_retransmissions;
 mod live_stream;
 mod order;
@@ -51,8 +53,10 @@ fn main() {
         faults_tools::cases(),
         fuzz_regressions::cases(),
         injection::cases(),
+        inspection::cases(),
         kernel::cases(),
         live::cases(),
+        live_http::cases(),
         live_retransmissions::cases(),
         live_stream::cases(),
         order::cases(),
