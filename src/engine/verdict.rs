@@ -35,6 +35,20 @@ pub enum Reason {
         /// App index.
         app: u8,
     },
+    /// A listed host opened a connection into a network of its app's
+    /// address list (`addresses = [...]`).
+    Address {
+        /// App index.
+        app: u8,
+        /// Index of the network in the app's list.
+        net: u16,
+    },
+    /// A hello offering Encrypted Client Hello from a host whose app says
+    /// `ech = "block"` (`app` = its index).
+    Ech {
+        /// App index.
+        app: u8,
+    },
     /// Retransmitted bytes differed from the bytes already inspected, and
     /// [`crate::engine::EngineConfig::block_conflicts`] is on (by default a
     /// conflict is only counted: [`Decision::conflict`]).
@@ -54,7 +68,7 @@ pub enum Reason {
 
 impl Reason {
     /// Number of distinct reason kinds.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 12;
     /// Machine names of the reason kinds, indexed by [`Reason::index`]: the
     /// one table counters, status, events and scan output all use.
     pub const KINDS: [&'static str; Reason::COUNT] = [
@@ -68,6 +82,8 @@ impl Reason {
         "evasion",
         "rule",
         "quic",
+        "address",
+        "ech",
     ];
 
     /// Position of this reason's kind in [`Reason::KINDS`].
@@ -84,6 +100,8 @@ impl Reason {
             Reason::Evasion => 7,
             Reason::Rule(_) => 8,
             Reason::QuicBlocked { .. } => 9,
+            Reason::Address { .. } => 10,
+            Reason::Ech { .. } => 11,
         }
     }
 

@@ -16,7 +16,9 @@
 //! 2. packets re-injected by appwall (NF_REPEAT) carrying a fresh mark: the
 //!    mark is saved to the connection, then the packet is dropped or returned;
 //! 3. fast-path port drops: a listed host opening a connection to a port of
-//!    one of its apps, or to an `IP:PORT` port;
+//!    one of its apps, or to an `IP:PORT` port; then address drops: a
+//!    listed host opening a connection into its apps' `addresses`
+//!    ([`super::addresses`]);
 //! 4. both directions of listed hosts' TCP/UDP go to `APPWALL_INSPECT`, which
 //!    queues them to userspace.
 
@@ -159,6 +161,8 @@ struct Plan {
     mangle: Vec<(String, String)>,
     filter: Vec<(String, String)>,
     sets: Vec<Group>,
+    /// Sets of the address lists ([`super::addresses`]).
+    address_sets: Vec<String>,
     /// True when anything is queued or dropped at all.
     queued: bool,
 }
@@ -285,6 +289,16 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
         }
         p.queued = true;
     }
+    // 3b. Address lists (kernel/addresses.rs), acted on like ports.
+    for m in super::addresses::rule_matches(policy, family == Family::V6, opts.ipset_threshold) {
+        let rule = (CHAIN.to_string(), format!("{m} {port_target}"));
+        match opts.port_action {
+            PortAction::Drop => p.mangle.push(rule),
+            PortAction::Reject => filter_rules.push(rule),
+        }
+        p.queued = true;
+    }
+    p.address_sets = super::addresses::set_names(policy, family == Family::V6, opts.ipset_threshold);
     // 4. Inspection: both directions of listed hosts.
     if !inspect.nets.is_empty() {
         if inspect.uses_set(opts) {
@@ -365,7 +379,7 @@ pub fn restore_input(policy: &Policy, inspected: AppSet, family: Family, opts: &
         "# appwall rules for {} --noflush: own chains only; the jump lines are added once",
         family.restore_command()
     );
-    if !p.sets.is_empty() {
+    if !p.sets.is_empty() || !p.address_sets.is_empty() {
         let _ = writeln!(
             out,
             "# needs ipsets first: appwall rules --format ipset ... | ipset restore"
@@ -409,7 +423,7 @@ pub fn commands(policy: &Policy, inspected: AppSet, family: Family, opts: &Kerne
         out,
         "# appwall rules as {cmd} commands (not atomic; prefer --format restore)"
     );
-    if !p.sets.is_empty() {
+    if !p.sets.is_empty() || !p.address_sets.is_empty() {
         let _ = writeln!(
             out,
             "# create the ipsets first: appwall rules --format ipset ... | ipset restore"
@@ -454,6 +468,11 @@ pub fn ipset_input(policy: &Policy, inspected: AppSet, family: Family, opts: &Ke
             let _ = writeln!(out, "add {} {n}", s.set_name);
         }
     }
+    out.push_str(&super::addresses::ipset_input(
+        policy,
+        family == Family::V6,
+        opts.ipset_threshold,
+    ));
     out
 }
 
@@ -464,10 +483,11 @@ pub fn set_names(
     family: Family,
     opts: &KernelRuleOptions,
 ) -> Vec<String> {
-    plan(policy, inspected, family, opts)
-        .sets
+    let p = plan(policy, inspected, family, opts);
+    p.sets
         .into_iter()
         .map(|s| s.set_name)
+        .chain(p.address_sets)
         .collect()
 }
 
