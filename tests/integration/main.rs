@@ -23,6 +23,7 @@ mod kernel;
 mod live;
 mod live_stream;
 mod parsers;
+mod quic_live;
 mod scan_decap;
 mod squid;
 
@@ -52,6 +53,7 @@ fn main() {
         live::cases(),
         live_stream::cases(),
         parsers::cases(),
+        quic_live::cases(),
         scan_decap::cases(),
         squid::cases(),
     ];

@@ -1,0 +1,211 @@
+//! QUIC live: a real HTTP/3 client (aioquic) in the lab's client
+//! namespaces talks to an aioquic server through `appwall run` in the
+//! gateway. The server name of its Initials is judged by message rules;
+//! `quic = "block"` drops QUIC so the client falls back to HTTPS over TCP,
+//! where the TLS server name is judged; an app's address list is dropped
+//! by the kernel before anything is queued.
+//!
+//! Scripts: `quic/h3_server.py` (HTTP/3 and HTTPS on one port, a
+//! self-signed certificate made at start) and `quic/h3_client.py` (QUIC
+//! first, then TCP, like a browser). Every wait is bounded; the server is
+//! killed by pid, the lab's namespaces go with the lab.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use appwall::lab::{CLIENT4, CLIENT6, SERVER4, SERVER6};
+
+use crate::support::lab::{LiveLab, stop, wait_for, with_lab};
+use crate::support::py::Py;
+use crate::support::{LAB_TOOLS, Need, text};
+
+/// A lab test that also needs aioquic (installed by `.ci/setup`).
+const LAB_QUIC: &[Need] = &[Need::Root, Need::Tools(LAB_TOOLS), Need::PyModule("aioquic")];
+
+cases![
+    http3_is_judged_by_its_server_name: LAB_QUIC,
+    quic_block_falls_back_to_tcp_and_tls_is_judged: LAB_QUIC,
+    address_lists_are_dropped_by_the_kernel: LAB_QUIC,
+];
+
+const SERVER: &str = include_str!("quic/h3_server.py");
+const CLIENT: &str = include_str!("quic/h3_client.py");
+/// UDP (HTTP/3) and TCP (HTTPS) port of the test server.
+const PORT: &str = "4433";
+/// How long the client waits for QUIC before falling back, and for TCP.
+const QUIC_WAIT: &str = "1.5";
+const TCP_WAIT: &str = "3";
+
+/// Writes the app `site` (a name rule on `.blocked.example`, plus `extra`)
+/// into a library directory of the lab; returns the directory.
+fn library(lab: &LiveLab, extra: &str) -> PathBuf {
+    let dir = lab.dir().join("rules");
+    std::fs::create_dir_all(&dir).unwrap();
+    let app = format!(
+        "name = \"site\"\ndescription = \"test app\"\ndefault = false\n{extra}\n\
+         [[rule]]\nid = \"blocked-name\"\nwhy = \"test: names under blocked.example\"\n\
+         match = [{{ field = \"host\", domains = [\".blocked.example\"] }}]\n"
+    );
+    std::fs::write(dir.join("site.toml"), app).unwrap();
+    dir
+}
+
+/// Starts the HTTP/3 + HTTPS server in the server namespace.
+fn server(lab: &LiveLab) -> Py {
+    let dir = lab.dir().join("cert");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut py = Py::start(lab, &lab.server, SERVER, &[PORT, dir.to_str().unwrap()]);
+    py.expect("READY", Duration::from_secs(20));
+    py
+}
+
+/// What one client run saw: (QUIC ok, TCP ok if tried, ms when each ended).
+#[derive(Debug)]
+struct Run {
+    quic: (bool, u64),
+    tcp: Option<(bool, u64)>,
+}
+
+/// Runs the client in `ns` to `host` with server name `sni`.
+fn client(lab: &LiveLab, ns: &str, host: &str, sni: &str, mode: &str) -> Run {
+    let o = lab
+        .exec(
+            ns,
+            "python3",
+            &["-u", "-c", CLIENT, host, PORT, sni, mode, QUIC_WAIT, TCP_WAIT],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let field = |name: &str| {
+        out.lines().find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(name)).then(|| {
+                let ok = w.next() == Some("OK");
+                (ok, w.next().and_then(|t| t.parse().ok()).unwrap_or(0))
+            })
+        })
+    };
+    assert!(out.contains("END"), "client did not finish: {}", text(&o));
+    Run {
+        quic: field("QUIC").unwrap_or_else(|| panic!("no QUIC line: {}", text(&o))),
+        tcp: field("TCP"),
+    }
+}
+
+/// Events of the filter with `kind`, once at least `n` are there.
+fn events_of(f: &appwall::lab::Filter, kind: &str, n: usize) -> Vec<serde_json::Value> {
+    let of = || -> Vec<serde_json::Value> { f.events().into_iter().filter(|e| e["kind"] == kind).collect() };
+    wait_for(&format!("{n} {kind} events"), Duration::from_secs(5), || {
+        of().len() >= n
+    });
+    of()
+}
+
+fn http3_is_judged_by_its_server_name() {
+    with_lab(|lab| {
+        let rules = library(lab, "");
+        let hosts = lab.hosts(&format!("{CLIENT4} site\n{CLIENT6} site\n"));
+        let _srv = server(lab);
+        let mut f = lab.start(&hosts, &["--library", rules.to_str().unwrap()], "quic-names");
+        // (b) The listed host to an allowed name: HTTP/3 works.
+        let r = client(lab, &lab.client, SERVER4, "www.allowed.example", "quic");
+        assert!(r.quic.0, "allowed name over QUIC: {r:?}\n{}", f.log_text());
+        // (a) A blocked name, IPv4 and IPv6: the Initial is dropped, the
+        // client times out.
+        for host in [SERVER4, SERVER6] {
+            let r = client(lab, &lab.client, host, "chat.blocked.example", "quic");
+            assert!(!r.quic.0, "blocked name over QUIC to {host}: {r:?}");
+        }
+        // (c) A host that is not listed is untouched, whatever the name.
+        let r = client(lab, &lab.other, SERVER4, "chat.blocked.example", "quic");
+        assert!(r.quic.0, "unlisted host: {r:?}");
+        let ev = events_of(&f, "rule", 2);
+        assert_eq!(ev.len(), 2, "one event per blocked attempt: {ev:#?}");
+        for e in &ev {
+            assert_eq!(e["proto"], "udp", "{e}");
+            assert_eq!(e["dport"], 4433, "{e}");
+            assert_eq!(e["app"], "site", "{e}");
+            assert_eq!(e["signature"], "blocked-name", "{e}");
+        }
+        stop(&mut f);
+    });
+}
+
+fn quic_block_falls_back_to_tcp_and_tls_is_judged() {
+    with_lab(|lab| {
+        let rules = library(lab, "quic = \"block\"");
+        let hosts = lab.hosts(&format!("{CLIENT4} site\n{CLIENT6} site\n"));
+        let _srv = server(lab);
+        let mut f = lab.start(&hosts, &["--library", rules.to_str().unwrap()], "quic-block");
+        // An allowed name: QUIC is refused, the fallback to TCP works.
+        let t = Instant::now();
+        let r = client(lab, &lab.client, SERVER4, "www.allowed.example", "fallback");
+        let whole = t.elapsed();
+        assert!(!r.quic.0, "QUIC must be refused: {r:?}");
+        let (tcp_ok, tcp_ms) = r.tcp.expect("the client fell back");
+        assert!(
+            tcp_ok,
+            "fallback to TCP with an allowed name: {r:?}\n{}",
+            f.log_text()
+        );
+        eprintln!(
+            "fallback: QUIC given up after {} ms, page over TCP at {tcp_ms} ms (client run {whole:?})",
+            r.quic.1
+        );
+        // A blocked name: refused on QUIC, then on TCP by its TLS server name.
+        let r = client(lab, &lab.client, SERVER4, "chat.blocked.example", "fallback");
+        assert!(!r.quic.0, "{r:?}");
+        assert_eq!(r.tcp.map(|t| t.0), Some(false), "TLS over TCP judged too: {r:?}");
+        let quic = events_of(&f, "quic", 2);
+        assert!(
+            quic.iter().all(|e| e["proto"] == "udp" && e["app"] == "site"),
+            "{quic:#?}"
+        );
+        let tls = events_of(&f, "rule", 1);
+        assert_eq!(tls.len(), 1, "{tls:#?}");
+        assert_eq!(tls[0]["proto"], "tcp");
+        assert_eq!(tls[0]["signature"], "blocked-name");
+        // The TCP block comes within a few seconds of the client's start.
+        let t0 = quic.last().and_then(|e| e["time"].as_f64()).unwrap_or(0.0);
+        let t1 = tls[0]["time"].as_f64().unwrap_or(0.0);
+        assert!(t1 >= t0 && t1 - t0 < 5.0, "QUIC block at {t0}, TLS block at {t1}");
+        eprintln!(
+            "blocked name: QUIC refused, TLS over TCP blocked {:.0} ms later",
+            (t1 - t0) * 1000.0
+        );
+        // A host that is not listed keeps QUIC.
+        let r = client(lab, &lab.other, SERVER4, "chat.blocked.example", "fallback");
+        assert!(r.quic.0 && r.tcp.is_none(), "{r:?}");
+        stop(&mut f);
+    });
+}
+
+fn address_lists_are_dropped_by_the_kernel() {
+    with_lab(|lab| {
+        // The server's networks are the app's address list: no name needed.
+        let rules = library(lab, "addresses = [\"198.51.100.0/24\", \"2001:db8:2::/48\"]");
+        let hosts = lab.hosts(&format!("{CLIENT4} site\n{CLIENT6} site\n"));
+        let _srv = server(lab);
+        let mut f = lab.start(&hosts, &["--library", rules.to_str().unwrap()], "quic-addr");
+        let installed = lab.appwall_rules().join("\n");
+        for want in [
+            "appwall4-d-site dst",
+            "appwall6-d-site dst",
+            "add appwall4-d-site 198.51.100.0/24",
+            "add appwall6-d-site 2001:db8:2::/48",
+        ] {
+            assert!(installed.contains(want), "{want} not installed:\n{installed}");
+        }
+        let queued = lab.kernel_queued();
+        for host in [SERVER4, SERVER6] {
+            let r = client(lab, &lab.client, host, "www.allowed.example", "fallback");
+            assert!(!r.quic.0 && r.tcp.map(|t| t.0) == Some(false), "to {host}: {r:?}");
+        }
+        // Dropped in the kernel: nothing of it reached the queue.
+        assert_eq!(lab.kernel_queued(), queued, "address drops are not queued");
+        let r = client(lab, &lab.other, SERVER4, "www.allowed.example", "quic");
+        assert!(r.quic.0, "unlisted host: {r:?}");
+        stop(&mut f);
+    });
+}
