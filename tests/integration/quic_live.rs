@@ -26,10 +26,13 @@ cases![
     http3_is_judged_by_its_server_name: LAB_QUIC,
     quic_block_falls_back_to_tcp_and_tls_is_judged: LAB_QUIC,
     address_lists_are_dropped_by_the_kernel: LAB_QUIC,
+    new_quic_connections_per_second_through_the_gateway: LAB_QUIC,
 ];
 
 const SERVER: &str = include_str!("quic/h3_server.py");
 const CLIENT: &str = include_str!("quic/h3_client.py");
+const FLOOD: &str = include_str!("quic/initial_flood.py");
+const COUNT: &str = include_str!("quic/udp_count.py");
 /// UDP (HTTP/3) and TCP (HTTPS) port of the test server.
 const PORT: &str = "4433";
 /// How long the client waits for QUIC before falling back, and for TCP.
@@ -207,5 +210,94 @@ fn address_lists_are_dropped_by_the_kernel() {
         let r = client(lab, &lab.other, SERVER4, "www.allowed.example", "quic");
         assert!(r.quic.0, "unlisted host: {r:?}");
         stop(&mut f);
+    });
+}
+
+/// One burst of `n` new QUIC flows from the client to the counter: (sent,
+/// seconds to send, received, seconds from first to last received).
+fn burst(lab: &LiveLab, counter: &mut Py, n: usize, kind: &str) -> (usize, f64, usize, f64) {
+    let o = lab
+        .exec(
+            &lab.client,
+            "python3",
+            &[
+                "-u",
+                "-c",
+                FLOOD,
+                SERVER4,
+                "4500",
+                &n.to_string(),
+                "www.allowed.example",
+                kind,
+            ],
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let sent = out
+        .lines()
+        .find_map(|l| l.strip_prefix("SENT "))
+        .unwrap_or_else(|| panic!("flood: {}", text(&o)));
+    let mut w = sent.split_whitespace();
+    let sent_n: usize = w.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+    let send_s: f64 = w.next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    let line = counter.expect("COUNT", Duration::from_secs(30));
+    let mut w = line.split_whitespace().skip(1);
+    let got: usize = w.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+    let span: f64 = w.next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    (sent_n, send_s, got, span)
+}
+
+/// New UDP-443-style flows per second, each opened by a real Initial,
+/// forwarded plain and through `appwall run` (the listed client's Initials
+/// all decrypted and judged), and, through appwall, datagrams of the same
+/// flows that are not QUIC (queued, not decrypted): the figures go to
+/// stderr (docs/quic.md). `APPWALL_BENCH_EXE` names another binary to
+/// measure (a release build: the test binary's is a debug one).
+fn new_quic_connections_per_second_through_the_gateway() {
+    const N: usize = 3000;
+    with_lab(|lab| {
+        let rules = library(lab, "");
+        let hosts = lab.hosts(&format!("{CLIENT4} site\n"));
+        let mut counter = Py::start(lab, &lab.server, COUNT, &["4500"]);
+        counter.expect("LISTENING", Duration::from_secs(10));
+        let plain = burst(lab, &mut counter, N, "quic");
+        let exe = std::env::var_os("APPWALL_BENCH_EXE")
+            .map(PathBuf::from)
+            .unwrap_or_else(crate::support::exe);
+        let args = ["--library", rules.to_str().unwrap()];
+        let mut f = lab
+            .start_filter_env(&exe, &hosts, &args, "quic-rate", &[])
+            .unwrap_or_else(|e| panic!("start {}: {e}", exe.display()));
+        let other = burst(lab, &mut counter, N, "other");
+        let queued = lab.kernel_queued();
+        let filtered = burst(lab, &mut counter, N, "quic");
+        let judged = lab.kernel_queued() - queued;
+        stop(&mut f);
+        let rate = |(_, send, got, span): (usize, f64, usize, f64)| got as f64 / span.max(send).max(1e-6);
+        let show = |r: (usize, f64, usize, f64)| {
+            format!("{} of {} in {:.3} s ({:.0}/s)", r.2, r.0, r.3.max(r.1), rate(r))
+        };
+        eprintln!(
+            "new flows ({}): plain, Initials: {}; appwall, not QUIC: {}; appwall, Initials: {} ({judged} queued); Initials through appwall / plain {:.2}, / not QUIC {:.2}",
+            exe.display(),
+            show(plain),
+            show(other),
+            show(filtered),
+            rate(filtered) / rate(plain),
+            rate(filtered) / rate(other)
+        );
+        assert_eq!(plain.0, N, "the sender sent them all");
+        assert!(
+            plain.2 * 100 >= N * 99,
+            "plain forwarding lost datagrams: {plain:?}"
+        );
+        // Every Initial of the listed client went through the engine, and
+        // none was dropped for an allowed name (fail-open overflow aside).
+        assert!(
+            judged as usize >= filtered.2,
+            "queued {judged}, received {filtered:?}"
+        );
+        assert!(filtered.2 * 100 >= N * 90, "allowed Initials lost: {filtered:?}");
     });
 }
