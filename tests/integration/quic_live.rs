@@ -27,6 +27,7 @@ cases![
     quic_block_falls_back_to_tcp_and_tls_is_judged: LAB_QUIC,
     address_lists_are_dropped_by_the_kernel: LAB_QUIC,
     new_quic_connections_per_second_through_the_gateway: LAB_QUIC,
+    ech_block_refuses_hellos_offering_ech: LAB_QUIC,
 ];
 
 const SERVER: &str = include_str!("quic/h3_server.py");
@@ -71,14 +72,14 @@ struct Run {
 
 /// Runs the client in `ns` to `host` with server name `sni`.
 fn client(lab: &LiveLab, ns: &str, host: &str, sni: &str, mode: &str) -> Run {
-    let o = lab
-        .exec(
-            ns,
-            "python3",
-            &["-u", "-c", CLIENT, host, PORT, sni, mode, QUIC_WAIT, TCP_WAIT],
-            Duration::from_secs(20),
-        )
-        .unwrap();
+    client_args(lab, ns, host, sni, mode, &[])
+}
+
+/// [`client`] with extra arguments (`ech`).
+fn client_args(lab: &LiveLab, ns: &str, host: &str, sni: &str, mode: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["-u", "-c", CLIENT, host, PORT, sni, mode, QUIC_WAIT, TCP_WAIT];
+    args.extend_from_slice(extra);
+    let o = lab.exec(ns, "python3", &args, Duration::from_secs(20)).unwrap();
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     let field = |name: &str| {
         out.lines().find_map(|l| {
@@ -209,6 +210,32 @@ fn address_lists_are_dropped_by_the_kernel() {
         assert_eq!(lab.kernel_queued(), queued, "address drops are not queued");
         let r = client(lab, &lab.other, SERVER4, "www.allowed.example", "quic");
         assert!(r.quic.0, "unlisted host: {r:?}");
+        stop(&mut f);
+    });
+}
+
+fn ech_block_refuses_hellos_offering_ech() {
+    with_lab(|lab| {
+        let rules = library(lab, "ech = \"block\"");
+        let hosts = lab.hosts(&format!("{CLIENT4} site\n{CLIENT6} site\n"));
+        let _srv = server(lab);
+        let mut f = lab.start(&hosts, &["--library", rules.to_str().unwrap()], "quic-ech");
+        // Without ECH an allowed name works; with it, the hello is refused.
+        let r = client(lab, &lab.client, SERVER4, "www.allowed.example", "quic");
+        assert!(r.quic.0, "no ECH: {r:?}");
+        for host in [SERVER4, SERVER6] {
+            let r = client_args(lab, &lab.client, host, "www.allowed.example", "quic", &["ech"]);
+            assert!(!r.quic.0, "ECH offered to {host}: {r:?}");
+        }
+        // The same hello from a host that is not listed: the server takes it.
+        let r = client_args(lab, &lab.other, SERVER4, "www.allowed.example", "quic", &["ech"]);
+        assert!(r.quic.0, "unlisted host with ECH: {r:?}");
+        let ev = events_of(&f, "ech", 2);
+        assert_eq!(ev.len(), 2, "{ev:#?}");
+        assert!(
+            ev.iter().all(|e| e["app"] == "site" && e["proto"] == "udp"),
+            "{ev:#?}"
+        );
         stop(&mut f);
     });
 }

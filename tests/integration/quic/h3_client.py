@@ -1,8 +1,10 @@
 """An HTTP/3 client (aioquic) that, like a browser, falls back to HTTPS
 over TCP with the same server name when QUIC does not answer in time.
 
-usage: h3_client.py HOST PORT SNI MODE QUIC_WAIT TCP_WAIT
+usage: h3_client.py HOST PORT SNI MODE QUIC_WAIT TCP_WAIT [ech]
   MODE quic: QUIC only; fallback: QUIC, then TCP if QUIC failed.
+  ech: the QUIC ClientHello carries an outer Encrypted Client Hello
+  extension (0xfe0d) with random contents, as a GREASE ECH client sends.
 prints: QUIC OK|FAIL <ms>, then (fallback) TCP OK|FAIL <ms since start>.
 """
 import asyncio
@@ -20,6 +22,21 @@ from aioquic.quic.configuration import QuicConfiguration
 HOST, PORT, SNI, MODE = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 QUIC_WAIT, TCP_WAIT = float(sys.argv[5]), float(sys.argv[6])
 START = time.monotonic()
+
+if sys.argv[7:] == ["ech"]:
+    import aioquic.tls as tls
+
+    # ECHClientHello, outer: type 0, HPKE KDF 1 / AEAD 1, config id, a
+    # 32-byte enc and a random payload.
+    ECH = b"\x00\x00\x01\x00\x01" + os.urandom(1) + b"\x00\x20" + os.urandom(32)
+    ECH += b"\x00\xb0" + os.urandom(0xB0)
+    send_hello = tls.Context._client_send_hello
+
+    def send_hello_with_ech(self, buf):
+        self.handshake_extensions = list(self.handshake_extensions) + [(0xFE0D, ECH)]
+        return send_hello(self, buf)
+
+    tls.Context._client_send_hello = send_hello_with_ech
 
 
 def ms():
