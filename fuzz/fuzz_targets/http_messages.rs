@@ -1,8 +1,11 @@
 //! Fuzz target `http_messages`: the per-message HTTP parser and the URL
 //! normaliser. Any bytes as a client stream, cut into segments where the
-//! input says, must never panic, and the verdict on them must not depend on
-//! how many complete benign requests came before them on the connection
-//! (keep-alive): each message is judged alone.
+//! input says, must never panic, and the verdict on an HTTP request must
+//! not depend on how many complete benign requests came before it on the
+//! connection (keep-alive): each message is judged alone. (Bytes that are
+//! not an HTTP request may legitimately be judged differently after HTTP:
+//! a stream's protocol is known from its first line, so MSNP lines after
+//! HTTP requests are not MSNP.)
 #![no_main]
 
 use std::net::IpAddr;
@@ -11,7 +14,7 @@ use std::sync::OnceLock;
 
 use appwall::engine::{Engine, EngineConfig, Verdict};
 use appwall::engine::uri;
-use appwall::flow::FlowTable;
+use appwall::source::Tracker;
 use appwall::packet::PacketView;
 use appwall::policy::{HostsFile, Policy, RuleLibrary};
 use appwall::sample::TcpFlowBuilder;
@@ -35,15 +38,20 @@ fn blocked(e: &Engine, stream: &[u8], mss: usize) -> bool {
     let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
     let mut b = TcpFlowBuilder::new((ip("192.0.2.10"), 40000), (ip("198.51.100.1"), 80));
     b.mss = mss;
-    let mut table = FlowTable::new(4, u64::MAX);
+    let mut tracker = Tracker::new(4, u64::MAX);
     for (i, p) in b.packets(&[(true, stream)]).iter().enumerate() {
         let v = PacketView::from_ip(p).unwrap();
-        let flow = table.get_or_insert(&v, i as u64);
-        if e.judge(&v, flow).verdict == Verdict::Drop {
+        if tracker.judge_view(e, v, i as u64).decision.verdict == Verdict::Drop {
             return true;
         }
     }
     false
+}
+
+/// True when `b` starts like an HTTP/1.x request line (a method token).
+fn http_request(b: &[u8]) -> bool {
+    const METHODS: [&[u8]; 8] = [b"GET ", b"POST ", b"PUT ", b"HEAD ", b"CONNECT ", b"OPTIONS ", b"DELETE ", b"PATCH "];
+    METHODS.iter().any(|m| b.starts_with(m))
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
@@ -54,7 +62,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     // Stay under the depth (the prefix plus the rest), and leave SOCKS
     // (which is only looked for at a stream's first byte) out.
     let rest = &rest[..rest.len().min(4096)];
-    if rest.first().is_some_and(|&b| b == 4 || b == 5) {
+    if rest.first().is_some_and(|&b| b == 4 || b == 5) || !http_request(rest) {
         return;
     }
     let mss = 1 + usize::from(ctl >> 2) * 23;

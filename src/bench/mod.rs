@@ -281,8 +281,8 @@ impl Counts {
             Verdict::Drop => self.drop += 1,
         }
         match d.reason {
-            Reason::Port { .. } | Reason::QuicBlocked { .. } => self.port += 1,
-            Reason::Signature(_) | Reason::Rule(_) => self.signature += 1,
+            Reason::Port { .. } | Reason::QuicBlocked { .. } | Reason::Address { .. } => self.port += 1,
+            Reason::Signature(_) | Reason::Rule(_) | Reason::Ech { .. } => self.signature += 1,
             Reason::Evasion | Reason::OversizedHead => self.evasion += 1,
             Reason::Inspecting => self.inspecting += 1,
             Reason::Clean => self.clean += 1,

@@ -8,9 +8,11 @@
 //! their match state, so no packet is judged by a mix of two policies.
 //!
 //! Order of checks for a connection's first packet: host lookup (both
-//! endpoints), then the fast-path port rules exactly as the kernel applies
-//! them (opener's source listed, opener's destination port), then payload
-//! inspection until a signature matches or the inspection depth is passed.
+//! endpoints), then the fast-path port and address rules exactly as the
+//! kernel applies them (opener's source listed, opener's destination port,
+//! then opener's destination address in an app's `addresses`), then
+//! payload inspection until a signature matches or the inspection depth is
+//! passed.
 
 pub mod compiled;
 pub mod config;
@@ -33,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::flow::Side;
 use crate::packet::{PacketView, Proto};
-use crate::policy::{AppSet, Policy, PortSpec, QuicPolicy};
+use crate::policy::{AppSet, EchPolicy, Policy, PortSpec, QuicPolicy};
 use compiled::{CompileError, Compiled};
 pub use config::EngineConfig;
 use matcher::{Hit, Matcher, StartState};
@@ -55,6 +57,13 @@ pub struct Engine {
     quic_block: AppSet,
     /// Apps whose message rules do not apply to QUIC (`quic = "allow"`).
     quic_allow: AppSet,
+    /// Apps whose hosts may not offer Encrypted Client Hello (`ech = "block"`).
+    ech_block: AppSet,
+    /// Every app's destination networks (`addresses`), with its index:
+    /// looked at only when the opener is listed with one of `addr_apps`.
+    addresses: Vec<(u8, u16, ipnet::IpNet)>,
+    /// Apps with an address list.
+    addr_apps: AppSet,
     generation: u64,
 }
 
@@ -80,11 +89,33 @@ impl Engine {
                 .fold(0, |s, (i, _)| s | (1u64 << i))
         };
         let (quic_block, quic_allow) = (quic_apps(QuicPolicy::Block), quic_apps(QuicPolicy::Allow));
+        let apps = policy.library().apps();
+        let ech_block = apps
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.ech == EchPolicy::Block)
+            .fold(0, |s, (i, _)| s | (1u64 << i));
+        // At most MAX_APPS apps and MAX_ADDRESSES networks each (the
+        // library refuses more), so the indices fit.
+        let addresses: Vec<(u8, u16, ipnet::IpNet)> = apps
+            .iter()
+            .enumerate()
+            .flat_map(|(i, a)| {
+                a.addresses
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(j, n)| Some((u8::try_from(i).ok()?, u16::try_from(j).ok()?, *n)))
+            })
+            .collect();
+        let addr_apps = addresses.iter().fold(0, |s, (i, _, _)| s | (1u64 << i));
         Ok(Engine {
             policy,
             compiled,
             quic_block,
             quic_allow,
+            ech_block,
+            addresses,
+            addr_apps,
             config,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         })
@@ -100,10 +131,11 @@ impl Engine {
         &self.compiled.sigs
     }
 
-    /// Apps with payload signatures or message rules: the hosts listed for
-    /// them are queued to userspace; the others are port-only.
+    /// Apps with payload signatures, message rules, `quic = "block"` or
+    /// `ech = "block"`: the hosts listed for them are queued to userspace;
+    /// the others are port-only (ports and addresses).
     pub fn inspected_apps(&self) -> AppSet {
-        self.compiled.inspected_apps()
+        self.compiled.inspected_apps() | self.quic_block | self.ech_block
     }
 
     /// The generation of this engine: every engine built gets a new one, so
@@ -255,7 +287,13 @@ impl Engine {
             flow.decision = FlowDecision::Blocked(r);
             return Some(Decision::drop(r).marked(FlowMark::Blocked));
         }
-        if flow.apps & self.compiled.inspected_apps() == 0 {
+        if let Some(rule) = opener.filter(|r| self.config.port_rules && r.apps & self.addr_apps != 0)
+            && let Some(r) = self.address_rule(rule.apps, orig_dst)
+        {
+            flow.decision = FlowDecision::Blocked(r);
+            return Some(Decision::drop(r).marked(FlowMark::Blocked));
+        }
+        if flow.apps & self.inspected_apps() == 0 {
             flow.decision = FlowDecision::Ignored;
             let r = if opener.is_none() && other.is_none() {
                 Reason::NotListed
@@ -285,12 +323,20 @@ impl Engine {
         None
     }
 
+    /// The first network of an app of `apps` that holds `dst`.
+    fn address_rule(&self, apps: AppSet, dst: std::net::IpAddr) -> Option<Reason> {
+        self.addresses
+            .iter()
+            .find(|(app, _, net)| apps & (1u64 << app) != 0 && net.contains(&dst))
+            .map(|&(app, net, _)| Reason::Address { app, net })
+    }
+
     /// The opener's datagrams of a UDP flow, read as QUIC client Initials:
     /// the app's QUIC policy, then the ClientHello's server name against the
     /// message rules, as for TLS over TCP. Once the answer is in (or the
     /// flow is not QUIC), the flow is not looked at as QUIC again.
     fn inspect_quic(&self, flow: &mut ConnState, data: &[u8], port: u16) -> Option<Reason> {
-        let wanted = self.compiled.rules.needs_host() || flow.apps & self.quic_block != 0;
+        let wanted = self.compiled.rules.needs_host() || flow.apps & (self.quic_block | self.ech_block) != 0;
         if !wanted || data.is_empty() {
             flow.quic_done = true;
             return None;
@@ -325,6 +371,12 @@ impl Engine {
                 flow.ech |= info.ech;
                 if let Some(r) = blocked() {
                     return Some(r);
+                }
+                let ech = flow.apps & self.ech_block;
+                if info.ech && ech != 0 {
+                    return Some(Reason::Ech {
+                        app: u8::try_from(ech.trailing_zeros()).unwrap_or(u8::MAX),
+                    });
                 }
                 let name = info.server_name.as_deref()?;
                 let mut lower = [0u8; 256];
@@ -367,7 +419,9 @@ impl Engine {
             Reason::Port { app: Some(i), .. } => apps.get(*i as usize).map(|a| a.name.as_str()),
             Reason::Signature(s) => apps.get(s.app as usize).map(|a| a.name.as_str()),
             Reason::Rule(r) => apps.get(r.app as usize).map(|a| a.name.as_str()),
-            Reason::QuicBlocked { app } => apps.get(*app as usize).map(|a| a.name.as_str()),
+            Reason::QuicBlocked { app } | Reason::Ech { app } | Reason::Address { app, .. } => {
+                apps.get(*app as usize).map(|a| a.name.as_str())
+            }
             _ => None,
         }
     }
@@ -398,6 +452,17 @@ impl Engine {
             Reason::OversizedHead => format!(
                 "oversized-http-head: an HTTP head longer than {} bytes",
                 http::MAX_HEAD
+            ),
+            Reason::Address { app, net } => {
+                let a = apps.get(*app as usize);
+                match a.and_then(|a| a.addresses.get(usize::from(*net))) {
+                    Some(n) => format!("address {n} of app {}", a.map_or("?", |a| a.name.as_str())),
+                    None => "address ?".to_string(),
+                }
+            }
+            Reason::Ech { app } => format!(
+                "encrypted client hello refused for app {} (ech = \"block\")",
+                apps.get(*app as usize).map_or("?", |a| &a.name)
             ),
             Reason::Inspecting => "no match".to_string(),
             Reason::Rule(r) => match apps

@@ -35,6 +35,20 @@ pub enum Reason {
         /// App index.
         app: u8,
     },
+    /// A listed host opened a connection into a network of its app's
+    /// address list (`addresses = [...]`).
+    Address {
+        /// App index.
+        app: u8,
+        /// Index of the network in the app's list.
+        net: u16,
+    },
+    /// A hello offering Encrypted Client Hello from a host whose app says
+    /// `ech = "block"` (`app` = its index).
+    Ech {
+        /// App index.
+        app: u8,
+    },
     /// Retransmitted bytes differed from the bytes already inspected, and
     /// [`crate::engine::EngineConfig::block_conflicts`] is on (by default a
     /// conflict is only counted: [`Decision::conflict`]).
@@ -58,7 +72,7 @@ pub enum Reason {
 
 impl Reason {
     /// Number of distinct reason kinds.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 13;
     /// Machine names of the reason kinds, indexed by [`Reason::index`]: the
     /// one table counters, status, events and scan output all use.
     pub const KINDS: [&'static str; Reason::COUNT] = [
@@ -73,6 +87,8 @@ impl Reason {
         "rule",
         "oversized-http-head",
         "quic",
+        "address",
+        "ech",
     ];
 
     /// Position of this reason's kind in [`Reason::KINDS`].
@@ -90,6 +106,8 @@ impl Reason {
             Reason::Rule(_) => 8,
             Reason::OversizedHead => 9,
             Reason::QuicBlocked { .. } => 10,
+            Reason::Address { .. } => 11,
+            Reason::Ech { .. } => 12,
         }
     }
 

@@ -21,7 +21,9 @@
 //! 3. FINs and RSTs of clean connections go to the queue, behind any data
 //!    of theirs still waiting there from before the decision;
 //! 4. fast-path port drops: a listed host opening a connection to a port of
-//!    one of its apps, or to an `IP:PORT` port;
+//!    one of its apps, or to an `IP:PORT` port; then address drops: a
+//!    listed host opening a connection into its apps' `addresses`
+//!    ([`super::addresses`]);
 //! 5. both directions of listed hosts' TCP/UDP go to `APPWALL_INSPECT`,
 //!    which keeps pure ACKs and SYN-ACKs in the kernel and queues the rest
 //!    to userspace, spread per connection over the queues.
@@ -216,6 +218,8 @@ struct Plan {
     sets: Vec<Group>,
     /// `IP:PORT` entries in one `hash:net,port` set, when there are many.
     port_set: Option<PortSet>,
+    /// Sets of the address lists ([`super::addresses`]).
+    address_sets: Vec<String>,
     /// True when anything is queued or dropped at all.
     queued: bool,
 }
@@ -505,6 +509,16 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
         }
         p.queued = true;
     }
+    // 4b. Address lists (kernel/addresses.rs), acted on like ports.
+    for m in super::addresses::rule_matches(policy, family == Family::V6, opts.ipset_threshold) {
+        let rule = (CHAIN.to_string(), format!("{m} {port_target}"));
+        match opts.port_action {
+            PortAction::Drop => p.mangle.push(rule),
+            PortAction::Reject => filter_rules.push(rule),
+        }
+        p.queued = true;
+    }
+    p.address_sets = super::addresses::set_names(policy, family == Family::V6, opts.ipset_threshold);
     // 5. Inspection: both directions of listed hosts.
     if !inspect.nets.is_empty() {
         for dir in ["src", "dst"] {
@@ -560,7 +574,7 @@ pub fn restore_input(policy: &Policy, inspected: AppSet, family: Family, opts: &
         "# appwall rules for {} --noflush: own chains only; the jump lines are added once",
         family.restore_command()
     );
-    if !p.sets.is_empty() {
+    if !p.sets.is_empty() || !p.address_sets.is_empty() {
         let _ = writeln!(
             out,
             "# needs ipsets first: appwall rules --format ipset ... | ipset restore"
@@ -604,7 +618,7 @@ pub fn commands(policy: &Policy, inspected: AppSet, family: Family, opts: &Kerne
         out,
         "# appwall rules as {cmd} commands (not atomic; prefer --format restore)"
     );
-    if !p.sets.is_empty() {
+    if !p.sets.is_empty() || !p.address_sets.is_empty() {
         let _ = writeln!(
             out,
             "# create the ipsets first: appwall rules --format ipset ... | ipset restore"
@@ -671,6 +685,11 @@ pub fn ipset_input(policy: &Policy, inspected: AppSet, family: Family, opts: &Ke
             let _ = writeln!(out, "add {} {net},{}:{range}", ps.name, port.proto);
         }
     }
+    out.push_str(&super::addresses::ipset_input(
+        policy,
+        family == Family::V6,
+        opts.ipset_threshold,
+    ));
     out
 }
 
@@ -686,6 +705,7 @@ pub fn set_names(
         .into_iter()
         .map(|s| s.set_name)
         .chain(p.port_set.map(|s| s.name))
+        .chain(p.address_sets)
         .collect()
 }
 

@@ -24,6 +24,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -180,6 +181,13 @@ pub struct App {
     pub rules: Vec<MessageRule>,
     /// What happens to QUIC (HTTP/3) from the app's hosts.
     pub quic: QuicPolicy,
+    /// What happens to a hello of the app's hosts that offers Encrypted
+    /// Client Hello.
+    pub ech: EchPolicy,
+    /// Destination networks of the app (`addresses = [...]`): a connection
+    /// a listed host opens into one of them is blocked at set-up, in the
+    /// engine and in the kernel fast path. As written, without repeats.
+    pub addresses: Vec<IpNet>,
     /// The file it came from.
     pub source: PathBuf,
 }
@@ -199,6 +207,28 @@ pub enum QuicPolicy {
     Allow,
 }
 
+/// What an app does with a ClientHello (QUIC now; TLS over TCP once its
+/// hello is assembled) that carries the Encrypted Client Hello extension
+/// (`ech =` in the app's file).
+///
+/// ECH hides the real server name inside an encrypted inner hello; the
+/// outer name an observer sees is the provider's public name. Clients
+/// also send a GREASE ECH extension when they have no ECH configuration
+/// (indistinguishable by design), so `Block` refuses those hellos too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EchPolicy {
+    /// Judge the outer hello as any other and note ECH on the connection
+    /// (counted in the statistics) (default).
+    #[default]
+    Allow,
+    /// Block every hello of the app's hosts that offers ECH.
+    Block,
+}
+
+/// Most networks in one app's `addresses` list (each app's kernel set is
+/// sized for its list, never above this).
+pub const MAX_ADDRESSES: usize = 65536;
+
 /// All apps, in name order; at most [`MAX_APPS`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RuleLibrary {
@@ -217,6 +247,9 @@ struct HeadToml {
     #[serde(default)]
     ports: PortsToml,
     quic: Option<Spanned<String>>,
+    ech: Option<Spanned<String>>,
+    #[serde(default)]
+    addresses: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -600,8 +633,39 @@ fn parse_app(path: &Path, decoded: &Decoded) -> Result<App, Vec<ConfigError>> {
             QuicPolicy::Inspect
         }
     };
-    let quic_only = quic == QuicPolicy::Block;
-    if ports.is_empty() && signatures.is_empty() && rules.is_empty() && !quic_only && !broken {
+    let ech = match head.ech.as_ref().map(|q| (q.get_ref().as_str(), q.span())) {
+        None | Some(("allow", _)) => EchPolicy::Allow,
+        Some(("block", _)) => EchPolicy::Block,
+        Some((other, span)) => {
+            push(
+                &mut errors,
+                lines.line_of(span.start),
+                format!("ech must be \"allow\" or \"block\", not {:?}", shorten(other)),
+            );
+            EchPolicy::Allow
+        }
+    };
+    let mut addresses = Vec::new();
+    for a in &head.addresses {
+        match parse_address(a.get_ref()) {
+            Ok(net) => addresses.push(net),
+            Err(e) => push(&mut errors, lines.line_of(a.span().start), e),
+        }
+    }
+    if addresses.len() > MAX_ADDRESSES {
+        push(
+            &mut errors,
+            name_line,
+            format!(
+                "{} addresses; an app may list at most {MAX_ADDRESSES}",
+                addresses.len()
+            ),
+        );
+    }
+    let mut seen_nets = HashSet::new();
+    addresses.retain(|n| seen_nets.insert(*n));
+    let policy_only = quic == QuicPolicy::Block || ech == EchPolicy::Block || !head.addresses.is_empty();
+    if ports.is_empty() && signatures.is_empty() && rules.is_empty() && !policy_only && !broken {
         push(
             &mut errors,
             name_line,
@@ -620,6 +684,8 @@ fn parse_app(path: &Path, decoded: &Decoded) -> Result<App, Vec<ConfigError>> {
         signatures,
         rules,
         quic,
+        ech,
+        addresses,
         source: path.to_path_buf(),
     })
 }
@@ -664,6 +730,39 @@ fn tables<T: serde::de::DeserializeOwned>(
         }
     }
     out
+}
+
+/// Narrowest prefix an address list may hold, per family: a shorter one
+/// would cut a listed host off from a large part of the Internet.
+const MIN_PREFIX: (u8, u8) = (8, 16);
+
+/// One `addresses` entry: a network (`91.108.4.0/22`) or one address.
+fn parse_address(text: &str) -> Result<IpNet, String> {
+    let net = match text.parse::<IpNet>() {
+        Ok(n) => n,
+        Err(_) => match text.parse::<std::net::IpAddr>() {
+            Ok(a) => IpNet::from(a),
+            Err(_) => return Err(format!("{} is not a network (192.0.2.0/24) or address", q(text))),
+        },
+    };
+    if net.trunc() != net {
+        return Err(format!(
+            "{} has host bits set; the network is {}",
+            q(text),
+            net.trunc()
+        ));
+    }
+    let min = match net {
+        IpNet::V4(_) => MIN_PREFIX.0,
+        IpNet::V6(_) => MIN_PREFIX.1,
+    };
+    if net.prefix_len() < min {
+        return Err(format!(
+            "{} is too wide: address lists take /{min} or longer",
+            q(text)
+        ));
+    }
+    Ok(net)
 }
 
 fn parse_signature(s: SigToml, line: usize) -> Result<Signature, String> {
@@ -1068,6 +1167,56 @@ hex = "2a 01 ?? ?? 00 04"
             "x".repeat(65)
         );
         assert!(lib(&long).unwrap_err().contains("at most 64"));
+    }
+
+    #[test]
+    fn addresses_and_ech() {
+        let l = lib("name = \"t\"\ndescription = \"d\"\nech = \"block\"\naddresses = [\"198.51.100.0/24\", \"2001:db8::/32\", \"192.0.2.7\", \"198.51.100.0/24\"]\n")
+            .unwrap();
+        let app = &l.apps()[0];
+        assert_eq!(app.ech, EchPolicy::Block);
+        let nets: Vec<String> = app.addresses.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["198.51.100.0/24", "2001:db8::/32", "192.0.2.7/32"]);
+        let table = [
+            (
+                "addresses = [\"198.51.100.1/24\"]",
+                "t.toml:3: \"198.51.100.1/24\" has host bits set; the network is 198.51.100.0/24",
+            ),
+            (
+                "addresses = [\"10.0.0.0/7\"]",
+                "t.toml:3: \"10.0.0.0/7\" is too wide",
+            ),
+            (
+                "addresses = [\"2000::/15\"]",
+                "is too wide: address lists take /16",
+            ),
+            ("addresses = [\"example.org\"]", "is not a network"),
+            ("addresses = \"198.51.100.0/24\"", "t.toml:3: invalid type"),
+            ("ech = \"log\"", "t.toml:3: ech must be \"allow\" or \"block\""),
+        ];
+        for (line, want) in table {
+            let err = lib(&format!("name = \"t\"\ndescription = \"d\"\n{line}\n")).expect_err(line);
+            assert!(err.contains(want), "{line}\n got: {err}\nwant: {want}");
+        }
+        // Shipped address lists cite their source in the file.
+        for app in RuleLibrary::embedded().unwrap().apps() {
+            if !app.addresses.is_empty() {
+                let (_, text) = EMBEDDED
+                    .iter()
+                    .find(|(n, _)| *n == format!("{}.toml", app.name))
+                    .unwrap();
+                let cited = text.lines().any(|l| l.starts_with("# [") && l.contains(']'));
+                let near = text
+                    .lines()
+                    .zip(text.lines().skip(1))
+                    .any(|(a, b)| a.starts_with("# [") && b.starts_with("addresses"));
+                assert!(
+                    cited && near,
+                    "{}: the addresses need a cited source line above them",
+                    app.name
+                );
+            }
+        }
     }
 
     #[test]

@@ -20,7 +20,9 @@ use ipnet::IpNet;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use hosts::{AppChoice, HostsFile, PortSpec, Proto};
-pub use library::{App, Condition, Field, MessageRule, QuicPolicy, RuleLibrary, Scope, Signature, Test};
+pub use library::{
+    App, Condition, EchPolicy, Field, MessageRule, QuicPolicy, RuleLibrary, Scope, Signature, Test,
+};
 pub use table::{AppSet, HostRule, HostTable};
 
 /// One listed network with everything that applies to it (lines merged).

@@ -683,6 +683,13 @@ proptest! {
             b.mss = mss;
             run_packets(&e, &b.packets(&[(true, s)])).blocked.is_some()
         };
+        // Only an HTTP request is judged alone whatever came before: other
+        // bytes after HTTP are not read as another protocol (a stream's
+        // protocol is known from its first line).
+        let methods: [&[u8]; 4] = [b"GET ", b"POST ", b"HEAD ", b"CONNECT "];
+        if !methods.iter().any(|m| rest.starts_with(m)) {
+            return Ok(());
+        }
         prop_assert_eq!(judge(&stream), judge(&rest), "{}", String::from_utf8_lossy(&rest));
     }
 }

@@ -27,6 +27,7 @@ mod live_retransmissions;
 mod live_stream;
 mod order;
 mod parsers;
+mod quic_live;
 mod scan_decap;
 mod soak;
 mod squid;
@@ -61,6 +62,7 @@ fn main() {
         live_stream::cases(),
         order::cases(),
         parsers::cases(),
+        quic_live::cases(),
         scan_decap::cases(),
         soak::cases(),
         squid::cases(),

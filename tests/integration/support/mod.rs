@@ -28,6 +28,8 @@ pub enum Need {
     Captures,
     /// This user account exists.
     User(&'static str),
+    /// This Python module imports in `python3` (`pip install NAME`).
+    PyModule(&'static str),
 }
 
 /// Programs every lab test drives.
@@ -67,6 +69,15 @@ impl Need {
             }
             Need::User(name) => (!matches!(nix::unistd::User::from_name(name), Ok(Some(_))))
                 .then(|| format!("needs user {name}")),
+            Need::PyModule(m) => {
+                let ok = Command::new("python3")
+                    .args(["-c", &format!("import {m}")])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                (!ok).then(|| format!("needs the python3 module {m} (pip install {m}; .ci/setup)"))
+            }
         }
     }
 }
