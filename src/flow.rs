@@ -160,6 +160,8 @@ const NIL: u32 = u32::MAX;
 /// Connections that have not heard back from the other side (a SYN flood
 /// lives here), least recently active at the tail.
 const NEW: usize = 0;
+/// [`NEW`] as stored in a slot.
+const NEW_LIST: u8 = 0;
 /// Connections with packets in both directions, least recently active at the tail.
 const OPEN: usize = 1;
 /// Closed connections (RST, or FIN both ways), oldest at the tail.
@@ -339,7 +341,7 @@ impl<T: FlowState> FlowTable<T> {
                     flow: Flow::new(id, p, now),
                     prev: NIL,
                     next: NIL,
-                    list: NEW as u8,
+                    list: NEW_LIST,
                 };
                 let i = match self.free.pop() {
                     Some(i) => {
@@ -348,7 +350,9 @@ impl<T: FlowState> FlowTable<T> {
                     }
                     None => {
                         self.slots.push(slot);
-                        (self.slots.len() - 1) as u32
+                        // capacity is checked against the table size, which
+                        // is far below u32::MAX slots.
+                        u32::try_from(self.slots.len() - 1).unwrap_or(NIL)
                     }
                 };
                 self.index.insert(key, i);
@@ -528,7 +532,7 @@ impl<T: FlowState> FlowTable<T> {
             let s = &mut self.slots[i as usize];
             s.prev = NIL;
             s.next = old;
-            s.list = list as u8;
+            s.list = u8::try_from(list).unwrap_or(NEW_LIST);
         }
         if old != NIL {
             self.slots[old as usize].prev = i;

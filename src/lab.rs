@@ -230,7 +230,9 @@ impl Filter {
 impl Drop for Filter {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_mut() {
-            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+            if let Ok(pid) = i32::try_from(c.id()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(5) {
                 if let Ok(Some(_)) = c.try_wait() {

@@ -72,6 +72,9 @@ pub enum MatcherError {
     /// Header-scoped signatures name more distinct headers than fit an id.
     #[error("cannot compile signatures: more than 255 distinct HTTP headers")]
     TooManyHeaders,
+    /// An app with more signatures than a signature reference can name (65,536).
+    #[error("cannot compile signatures: more than 65536 signatures in one app")]
+    TooManySignatures,
     /// More stream-start signatures than the per-direction bitmap holds.
     #[error("cannot compile signatures: more than 64 stream-start signatures")]
     TooManyStreamStart,
@@ -257,8 +260,9 @@ impl Matcher {
             for (si, s) in app.signatures.iter().enumerate() {
                 inspected_apps |= 1u64 << ai;
                 let r = SigRef {
-                    app: ai as u8,
-                    sig: si as u16,
+                    // The library holds at most 64 apps.
+                    app: u8::try_from(ai).map_err(|_| MatcherError::TooManySignatures)?,
+                    sig: u16::try_from(si).map_err(|_| MatcherError::TooManySignatures)?,
                 };
                 let case = usize::from(s.nocase);
                 match s.protocol {
@@ -319,13 +323,11 @@ impl Matcher {
                                 headers.len()
                             }
                         };
-                        if id > 255 {
-                            return Err(MatcherError::TooManyHeaders);
-                        }
+                        let id = u8::try_from(id).map_err(|_| MatcherError::TooManyHeaders)?;
                         if s.bytes.is_empty() {
-                            presence.push((id as u8, r));
+                            presence.push((id, r));
                         } else {
-                            header[case].push((s.bytes.clone(), r, id as u8));
+                            header[case].push((s.bytes.clone(), r, id));
                         }
                     }
                 }
@@ -454,7 +456,8 @@ impl Matcher {
                 hit = Hit::first(hit, Some(h));
             }
         }
-        st.offset = (off + data.len()).min(self.max_start_len) as u16;
+        // max_start_len is at most the longest anchored pattern (256 bytes).
+        st.offset = u16::try_from((off + data.len()).min(self.max_start_len)).unwrap_or(u16::MAX);
         if st.offset as usize >= self.max_start_len {
             st.alive = 0;
         }
@@ -528,7 +531,7 @@ impl Matcher {
         self.header_hashes
             .iter()
             .position(|&h| h == hash)
-            .map_or(0, |i| (i + 1) as HeaderId)
+            .map_or(0, |i| HeaderId::try_from(i + 1).unwrap_or(0))
     }
 
     /// Presence signatures of a header, for an app in `apps`.

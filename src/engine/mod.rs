@@ -315,7 +315,7 @@ impl Engine {
             }
             if let Some(p) = app.ports.iter().find(|p| p.contains(proto, dport)) {
                 return Some(Reason::Port {
-                    app: Some(i as u8),
+                    app: u8::try_from(i).ok(),
                     port: *p,
                 });
             }

@@ -129,7 +129,7 @@ pub fn inspect_segment(x: Ctx<'_>, p: Pair<'_>, tcp: TcpInfo, payload: &[u8]) ->
         return Some(f);
     }
     let next = *dir.next_seq.get_or_insert(data_seq);
-    let diff = data_seq.wrapping_sub(next) as i32;
+    let diff = seq_diff(data_seq, next);
     if diff > 0 {
         return ahead(x, Pair { dir, other }, data_seq, payload);
     }
@@ -186,7 +186,7 @@ pub fn inspect_segment(x: Ctx<'_>, p: Pair<'_>, tcp: TcpInfo, payload: &[u8]) ->
 fn consume(x: Ctx<'_>, p: Pair<'_>, fresh: &[u8], segment_start: bool) -> Option<Found> {
     let Pair { dir, other } = p;
     let next = dir.next_seq.unwrap_or(0);
-    dir.next_seq = Some(next.wrapping_add(fresh.len() as u32));
+    dir.next_seq = Some(next.wrapping_add(seq_len(fresh.len())));
     // Depth counts bytes and segments inspected in order, not arrivals.
     dir.payload_packets += 1;
     let mut data = fresh;
@@ -471,14 +471,9 @@ fn ahead(x: Ctx<'_>, p: Pair<'_>, seq: u32, payload: &[u8]) -> Option<Found> {
     let earliest = dir
         .reorder
         .as_ref()
-        .and_then(|r| {
-            r.segments
-                .iter()
-                .map(|s| s.0)
-                .min_by_key(|s| s.wrapping_sub(seq) as i32)
-        })
+        .and_then(|r| r.segments.iter().map(|s| s.0).min_by_key(|s| seq_diff(*s, seq)))
         .unwrap_or(seq);
-    let earliest = if (seq.wrapping_sub(earliest) as i32) < 0 {
+    let earliest = if seq_diff(seq, earliest) < 0 {
         seq
     } else {
         earliest
@@ -508,7 +503,7 @@ fn ahead(x: Ctx<'_>, p: Pair<'_>, seq: u32, payload: &[u8]) -> Option<Found> {
             .segments
             .iter()
             .map(|s| s.0)
-            .min_by_key(|s| s.wrapping_sub(next) as i32)?;
+            .min_by_key(|s| seq_diff(*s, next))?;
         dir.resyncs += 1;
         dir.next_seq = Some(earliest);
         dir.tail_len = 0;
@@ -528,13 +523,9 @@ fn drain(x: Ctx<'_>, p: Pair<'_>) -> Option<Found> {
         let r = dir.reorder.as_mut()?;
         // Drop segments wholly behind the stream; find one that continues it.
         r.segments
-            .retain(|(s, d)| (s.wrapping_add(d.len() as u32).wrapping_sub(next) as i32) > 0);
+            .retain(|(s, d)| seq_diff(s.wrapping_add(seq_len(d.len())), next) > 0);
         r.bytes = r.segments.iter().map(|(_, d)| d.len()).sum();
-        let Some(i) = r
-            .segments
-            .iter()
-            .position(|(s, _)| (next.wrapping_sub(*s) as i32) >= 0)
-        else {
+        let Some(i) = r.segments.iter().position(|(s, _)| seq_diff(next, *s) >= 0) else {
             if r.segments.is_empty() {
                 dir.reorder = None;
             }
@@ -569,7 +560,7 @@ fn before_seq(dir: &DirState, next: u32, seq: u32) -> &[u8] {
 fn conflicts(dir: &DirState, next: u32, seq: u32, old: &[u8]) -> bool {
     // Real stream bytes in the tail (the virtual line start is not one; a
     // restarted stream's tail holds only its own bytes).
-    let mut real = (dir.tail_len as u64).min(dir.unit_bytes) as usize;
+    let mut real = usize::try_from(u64::from(dir.tail_len).min(dir.unit_bytes)).unwrap_or(0);
     if dir.tail_virtual > 0 {
         // Only the bytes after a virtual newline are stream bytes.
         real = real.min(usize::from(dir.tail_virtual) - 1);
@@ -586,6 +577,20 @@ fn conflicts(dir: &DirState, next: u32, seq: u32, old: &[u8]) -> bool {
     false
 }
 
+/// Serial-number distance from `b` to `a` (RFC 1982): positive when `a`
+/// lies ahead of `b` within half the sequence space.
+#[inline]
+fn seq_diff(a: u32, b: u32) -> i32 {
+    a.wrapping_sub(b).cast_signed()
+}
+
+/// A payload length in sequence space (one segment is at most 64 KiB, even
+/// a GSO one; anything longer is clamped rather than wrapped).
+#[inline]
+fn seq_len(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
 fn update_tail(carry: usize, dir: &mut DirState, fresh: &[u8]) {
     if dir.tail_virtual > 0 {
         let after = usize::from(dir.tail_virtual) + fresh.len();
@@ -597,12 +602,12 @@ fn update_tail(carry: usize, dir: &mut DirState, fresh: &[u8]) {
     }
     if fresh.len() >= carry {
         dir.tail[..carry].copy_from_slice(&fresh[fresh.len() - carry..]);
-        dir.tail_len = carry as u8;
+        dir.tail_len = u8::try_from(carry).unwrap_or(u8::MAX);
     } else {
         let old = dir.tail_len as usize;
         let keep = (carry - fresh.len()).min(old);
         dir.tail.copy_within(old - keep..old, 0);
         dir.tail[keep..keep + fresh.len()].copy_from_slice(fresh);
-        dir.tail_len = (keep + fresh.len()) as u8;
+        dir.tail_len = u8::try_from(keep + fresh.len()).unwrap_or(u8::MAX);
     }
 }

@@ -81,8 +81,8 @@ fn parse_port(text: &str) -> Result<u16, String> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("{:?} is not a port number", shorten(text)));
     }
-    match text.parse::<u32>() {
-        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+    match text.parse::<u32>().ok().and_then(|p| u16::try_from(p).ok()) {
+        Some(p) if p >= 1 => Ok(p),
         _ => Err(format!("port {text} is outside 1-65535")),
     }
 }

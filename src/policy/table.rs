@@ -91,8 +91,17 @@ impl HostTable {
         let v6 = sweep(&v6_entries, &mut interner, &mut rules);
         HostTable {
             v4: RangeMap {
-                starts: v4.starts.iter().map(|&s| s as u32).collect(),
-                ends: v4.ends.iter().map(|&s| s as u32).collect(),
+                // IPv4 keys were widened from u32: they narrow back losslessly.
+                starts: v4
+                    .starts
+                    .iter()
+                    .map(|&s| u32::try_from(s).unwrap_or(u32::MAX))
+                    .collect(),
+                ends: v4
+                    .ends
+                    .iter()
+                    .map(|&s| u32::try_from(s).unwrap_or(u32::MAX))
+                    .collect(),
                 values: v4.values,
             },
             v6,
@@ -191,7 +200,7 @@ fn sweep(
         };
         let idx = *interner.entry(rule.clone()).or_insert_with(|| {
             rules.push(rule);
-            (rules.len() - 1) as u32
+            u32::try_from(rules.len() - 1).unwrap_or(u32::MAX)
         });
         // Merge with the previous range when adjacent and equal.
         if let (Some(last_end), Some(last_val)) = (out.ends.last_mut(), out.values.last())

@@ -1,6 +1,10 @@
 //! Synthetic traffic mixes for benchmarks: benign web, MSN, small and
 //! full-size packets, generated from a fixed seed so every run replays the
 //! same bytes. Addresses are in-memory only; nothing here is ever sent.
+//!
+//! Connection numbers and random words are folded into address bytes,
+//! ports and letters on purpose: the truncating casts below are the point.
+#![allow(clippy::cast_possible_truncation)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

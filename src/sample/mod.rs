@@ -80,10 +80,10 @@ impl TcpFlowBuilder {
             for chunk in chunks {
                 if from_client {
                     out.push(self.segment(true, cseq, sseq, Flags::Ack, chunk));
-                    cseq = cseq.wrapping_add(chunk.len() as u32);
+                    cseq = cseq.wrapping_add(u32::try_from(chunk.len()).unwrap_or(u32::MAX));
                 } else {
                     out.push(self.segment(false, sseq, cseq, Flags::Ack, chunk));
-                    sseq = sseq.wrapping_add(chunk.len() as u32);
+                    sseq = sseq.wrapping_add(u32::try_from(chunk.len()).unwrap_or(u32::MAX));
                 }
             }
         }
@@ -266,29 +266,35 @@ pub fn sample_frames() -> Vec<(u64, Vec<u8>)> {
         .collect()
 }
 
+/// A length field of a synthetic TLS message (lengths here are small; a
+/// longer one is clamped, which the builder never produces).
+fn be16(n: usize) -> [u8; 2] {
+    u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes()
+}
+
 /// A minimal TLS ClientHello (TLS 1.2 record, one cipher suite) carrying
 /// `name` as its server name (RFC 6066 3): what a browser sends first on 443.
 pub fn tls_client_hello(name: &str) -> Vec<u8> {
     let mut sni = Vec::new();
-    sni.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+    sni.extend_from_slice(&be16(name.len() + 3));
     sni.push(0);
-    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni.extend_from_slice(&be16(name.len()));
     sni.extend_from_slice(name.as_bytes());
     let mut ext = vec![0, 0];
-    ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&be16(sni.len()));
     ext.extend_from_slice(&sni);
     let mut body = vec![3, 3];
     body.extend_from_slice(&[7u8; 32]);
     body.push(0); // session id
     body.extend_from_slice(&[0, 2, 0x13, 0x01]); // one suite
     body.extend_from_slice(&[1, 0]); // null compression
-    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&be16(ext.len()));
     body.extend_from_slice(&ext);
     let mut hs = vec![1];
-    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes()[1..]);
     hs.extend_from_slice(&body);
     let mut rec = vec![0x16, 3, 1];
-    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&be16(hs.len()));
     rec.extend_from_slice(&hs);
     rec
 }
