@@ -117,6 +117,9 @@ pub struct HttpState {
     /// Fields for message rules; allocated on the first message when the
     /// policy has rules, reused for every later one.
     fields: Option<Box<HeadFields>>,
+    /// The connection's client address, for `src` rule conditions (set by
+    /// the engine before each segment).
+    pub(crate) src: Option<std::net::IpAddr>,
 }
 
 impl HttpState {
@@ -480,7 +483,7 @@ impl HttpState {
         let hit = self
             .fields
             .as_mut()
-            .and_then(|f| c.rules.eval_head(f, reply, apps, port))
+            .and_then(|f| c.rules.eval_head(f, reply, apps, port, self.src))
             .map(HttpHit::Rule);
         self.end_head_body();
         hit

@@ -218,6 +218,7 @@ fn hello(c: &Compiled, dir: &mut DirState, fresh: &[u8], apps: AppSet, port: u16
             let msg = Message {
                 host: Some(&lower[..n]),
                 port,
+                src: dir.http.src,
                 ..Message::default()
             };
             c.rules.eval(&msg, apps)

@@ -10,6 +10,7 @@ pub mod error;
 pub mod hosts;
 pub mod library;
 pub mod load;
+pub mod schedule;
 pub mod squid;
 pub mod table;
 
@@ -20,7 +21,10 @@ use ipnet::IpNet;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use hosts::{AppChoice, HostsFile, PortSpec, Proto};
-pub use library::{App, Condition, Field, MessageRule, QuicPolicy, RuleLibrary, Scope, Signature, Test};
+pub use library::{
+    App, Condition, Exception, Field, MessageRule, QuicPolicy, RuleLibrary, Scope, Signature, Test,
+};
+pub use schedule::{Clock, Schedule};
 pub use table::{AppSet, HostRule, HostTable};
 
 /// One listed network with everything that applies to it (lines merged).
@@ -149,6 +153,24 @@ impl Policy {
             entries,
             hosts_path,
         }
+    }
+
+    /// This policy as in force at `t` (see [`RuleLibrary::at`]): what the
+    /// daemon compiles, again whenever [`Policy::next_change`] comes. The
+    /// engine holds no clock; a policy never placed in time treats every
+    /// schedule as open.
+    pub fn at(&self, t: std::time::SystemTime) -> Policy {
+        Policy {
+            library: self.library.at(t),
+            entries: self.entries.clone(),
+            table: self.table.clone(),
+            hosts_path: self.hosts_path.clone(),
+        }
+    }
+
+    /// Time from `t` until a schedule opens or closes (`None`: never).
+    pub fn next_change(&self, t: std::time::SystemTime) -> Option<std::time::Duration> {
+        self.library.next_change(t)
     }
 
     /// The rule library.

@@ -25,6 +25,7 @@ mod live_stream;
 mod parsers;
 mod scan_decap;
 mod squid;
+mod squid_oracle;
 
 fn main() {
     let (rest, filters) = split_filters(std::env::args().collect());
@@ -54,6 +55,7 @@ fn main() {
         parsers::cases(),
         scan_decap::cases(),
         squid::cases(),
+        squid_oracle::cases(),
     ];
     let mut trials: Vec<_> = cases.into_iter().flatten().map(|c| c.trial(ci)).collect();
     // libtest's order: by name.
