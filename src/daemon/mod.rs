@@ -277,17 +277,22 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     let mut next_turn = turn(&full);
     'main: loop {
         if next_turn.is_some_and(|t| Instant::now() >= t) {
-            match reload::swap_in(cfg, &handle, &status, full.at(clock.now())) {
-                Ok(()) => log(
-                    Level::Info,
-                    format_args!("schedule changed: rules in force re-applied"),
-                ),
-                Err(e) => log(
-                    Level::Error,
-                    format_args!("schedule change not applied: {e}; retrying in a second"),
-                ),
-            }
-            next_turn = turn(&full).map(|t| t.min(Instant::now() + Duration::from_secs(1)));
+            next_turn = match reload::swap_in(cfg, &handle, &status, full.at(clock.now())) {
+                Ok(()) => {
+                    log(
+                        Level::Info,
+                        format_args!("schedule changed: rules in force re-applied"),
+                    );
+                    turn(&full)
+                }
+                Err(e) => {
+                    log(
+                        Level::Error,
+                        format_args!("schedule change not applied: {e}; retrying in a second"),
+                    );
+                    Some(Instant::now() + Duration::from_secs(1))
+                }
+            };
         }
         let pending: Vec<i32> = early.drain(..).chain(signals.pending()).collect();
         for sig in pending {

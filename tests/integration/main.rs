@@ -24,6 +24,7 @@ mod live;
 mod live_stream;
 mod parsers;
 mod scan_decap;
+mod schedules;
 mod squid;
 mod squid_oracle;
 
@@ -54,6 +55,7 @@ fn main() {
         live_stream::cases(),
         parsers::cases(),
         scan_decap::cases(),
+        schedules::cases(),
         squid::cases(),
         squid_oracle::cases(),
     ];

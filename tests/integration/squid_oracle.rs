@@ -39,7 +39,7 @@ cases![squid_oracle_agrees_with_appwall: NEEDS];
 /// the given ports; the reply's Content-Type is `ctype=` of the request
 /// line (else text/plain), `msnhdr=1` adds an `X-MSN-Messenger` header;
 /// CONNECT gets `200 Connection established`.
-const ORIGIN: &str = r#"
+pub(crate) const ORIGIN: &str = r#"
 import socket, sys, threading, urllib.parse
 def serve(c):
     c.settimeout(10)
