@@ -18,6 +18,14 @@
 //! connections of changed hosts are queued again; a bad file changes
 //! nothing. docs/security.md lists these guarantees with their tests.
 //!
+//! Schedules (`when` of rules, `app@name` in the hosts file): the engine
+//! holds no clock. The daemon reads the clock ([`crate::policy::Clock`]:
+//! the system's; `APPWALL_FAKE_NOW` for tests), builds the engine from the
+//! policy as in force now ([`crate::policy::Policy::at`]), and at each
+//! window opening or closing swaps in a new one exactly as a reload does
+//! ([`reload::swap_in`]: kernel rules, then clean connections of hosts
+//! whose apps or rules changed re-queued), within the main loop's 50 ms.
+//!
 //! Rooms: [`worker`] (the per-queue loop), [`stats`] (hot counters),
 //! [`status`] (status file, overflow accounting), [`events`] (blocked
 //! connections), [`outfile`] (files written without following links),

@@ -1036,7 +1036,7 @@ fn define_acl(acls: &mut BTreeMap<String, Acl>, d: &Directive, base: &Path, budg
     }
     if !supported(kind) && acl.problem.is_none() {
         acl.problem = Some(format!(
-            "acl {name} is of type {}, which appwall cannot see in traffic (it translates url_regex, urlpath_regex, dstdomain, dstdom_regex, ssl::server_name, req_mime_type, rep_mime_type, browser, req_header, rep_header, port, method, src)",
+            "acl {name} is of type {}, which appwall cannot see in traffic (it translates url_regex, urlpath_regex, dstdomain, dstdom_regex, ssl::server_name, req_mime_type, rep_mime_type, browser, req_header, rep_header, port, method, src, time)",
             shorten(kind)
         ));
     }

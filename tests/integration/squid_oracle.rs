@@ -417,6 +417,20 @@ fn corpus() -> Vec<Case> {
             known: None,
         });
     }
+    // Denied first, then allowed: Squid answers 403 and goes on; appwall
+    // drops the connection, so the second request has no appwall verdict
+    // (counted as skipped, see docs/squid.md).
+    {
+        let r =
+            |p: &str| format!("GET http://news.example:8000{p} HTTP/1.1\r\nHost: news.example:8000\r\n\r\n");
+        c.push(Case {
+            origin_form: false,
+            other: false,
+            port: 8000,
+            reqs: vec![r("/gateway/gateway.dll"), r("/index.html")],
+            known: None,
+        });
+    }
     // Long and odd heads.
     let long = format!("Cookie: {}\r\n", "a=b; ".repeat(1500));
     c.push(absolute(
@@ -525,6 +539,7 @@ acl SSL_ports port 443
 acl labports port 8000 9443
 acl chatports port 1863 5050 6667-6669
 acl unusual method PUT DELETE
+acl optionsm method OPTIONS
 acl admins src 203.0.113.0/255.255.255.0
 acl lan src \"{d}/acl/lan.txt\"
 acl always time SMTWHFA 00:00-24:00
@@ -542,6 +557,7 @@ http_access deny msnua lan
 http_access deny skypeua
 http_access deny webchat always
 http_access deny msnua notoday
+http_access deny optionsm !notoday
 http_access deny xmsn
 http_access deny CONNECT !SSL_ports !labports
 http_access deny chatports
