@@ -58,23 +58,21 @@ const SQUID_DAYS: [char; 7] = ['S', 'M', 'T', 'W', 'H', 'F', 'A'];
 fn day(name: &str) -> Option<u8> {
     let l = name.to_ascii_lowercase();
     DAYS.iter()
-        .position(|d| l == *d || (l.len() > 3 && d.starts_with(&l[..3]) && day_full(&l)))
-        .map(|i| i as u8)
+        .position(|d| l == *d)
+        .or_else(|| FULL_DAYS.iter().position(|d| l == *d))
+        .and_then(|i| u8::try_from(i).ok())
 }
 
 /// Full English day names (`monday`) are accepted too.
-fn day_full(l: &str) -> bool {
-    [
-        "sunday",
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-    ]
-    .contains(&l)
-}
+const FULL_DAYS: [&str; 7] = [
+    "sunday",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+];
 
 /// Parses `days` (`Mon-Fri`, `Mon,Wed`, `MTWHF`) into a day mask.
 fn parse_days(s: &str) -> Result<u8, String> {
@@ -282,9 +280,9 @@ impl fmt::Display for Schedule {
     }
 }
 
-/// Where the daemon reads the time: the system clock, or for tests only a
-/// fake one (`APPWALL_FAKE_NOW=<unix seconds>`) that starts at the given
-/// moment and runs at the real clock's pace.
+/// Where the daemon reads the time: the system clock, or for tests only
+/// (debug builds) a fake one (`APPWALL_FAKE_NOW=<unix seconds>`) that
+/// starts at the given moment and runs at the real clock's pace.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     /// Added to the system clock (zero for the real clock).
@@ -301,8 +299,13 @@ impl Clock {
     }
 
     /// The system clock, unless [`FAKE_NOW_ENV`] holds unix seconds (tests
-    /// of window changes that cannot wait for a real minute to turn).
+    /// of window changes that cannot wait for a real minute to turn). The
+    /// variable is honoured by debug builds only (the test binaries):
+    /// release builds always use the system clock.
     pub fn from_env() -> Clock {
+        if !cfg!(debug_assertions) {
+            return Clock::system();
+        }
         let Some(fake) = std::env::var(FAKE_NOW_ENV)
             .ok()
             .and_then(|v| v.trim().parse::<f64>().ok())
@@ -380,6 +383,7 @@ mod tests {
             ("Mon 00:00-01:00 -01:00", (0, 1, 30), true),
             ("Sun 23:00-24:00 +02:00", (6, 21, 30), true),
             ("monday 08:00-09:00 UTC", (0, 8, 30), true),
+            ("MON-fri 08:00-09:00", (4, 8, 30), true),
         ];
         for (text, (d, h, m), want) in table {
             let s = Schedule::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -396,6 +400,9 @@ mod tests {
             "Mon 08:00-24:01",
             "Mon 08:00-09:00 +15:00",
             "08:00-09:00 Mon",
+            "Möndäy 08:00-09:00",
+            "éé-ü 08:00-09:00",
+            "Mon 08:00-09:00 +1é",
         ] {
             assert!(Schedule::parse(bad).is_err(), "{bad:?} should be refused");
         }
