@@ -428,6 +428,38 @@ mod tests {
         assert_eq!(s.next_change(t), Some(Duration::from_millis(59_750)));
     }
 
+    proptest::proptest! {
+        /// Any text: parsed or refused, never a panic.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "\\PC{0,60}") {
+            let _ = Schedule::parse(&text);
+        }
+
+        /// `next_change` is exact: the state is the same just before it and
+        /// different at it.
+        #[test]
+        fn next_change_is_where_the_state_flips(
+            days in 1u8..128,
+            start in 0u32..1439,
+            len in 1u32..600,
+            offset in -12i32..14,
+            t in 0u64..(2 * WEEK),
+        ) {
+            let end = (start + len).min(1440);
+            let text = format!(
+                "{} {:02}:{:02}-{:02}:{:02} {:+03}:00",
+                SQUID_DAYS.iter().enumerate().filter(|(i, _)| days & (1 << i) != 0).map(|(_, c)| *c).collect::<String>(),
+                start / 60, start % 60, end / 60, end % 60, offset
+            );
+            let s = Schedule::parse(&text).unwrap();
+            let now = UNIX_EPOCH + Duration::from_secs(1_795_392_000 + t);
+            let d = s.next_change(now).unwrap();
+            proptest::prop_assert!(d > Duration::ZERO && d <= Duration::from_secs(WEEK));
+            proptest::prop_assert_eq!(s.is_open(now + d - Duration::from_secs(1)), s.is_open(now));
+            proptest::prop_assert_ne!(s.is_open(now + d), s.is_open(now));
+        }
+    }
+
     #[test]
     fn fake_clock_runs_from_the_given_moment() {
         let c = Clock { shift: 0 };
