@@ -417,6 +417,21 @@ fn corpus() -> Vec<Case> {
             known: None,
         });
     }
+    // From the admin network: the first request matches an allow line
+    // (an exception of the deny), the second on the same connection does
+    // not and is denied.
+    {
+        let r = |p: &str| {
+            format!("GET http://messenger.msn.com:8000{p} HTTP/1.1\r\nHost: messenger.msn.com:8000\r\n\r\n")
+        };
+        c.push(Case {
+            origin_form: false,
+            other: true,
+            port: 8000,
+            reqs: vec![r("/news/today.html"), r("/index.html")],
+            known: None,
+        });
+    }
     // Denied first, then allowed: Squid answers 403 and goes on; appwall
     // drops the connection, so the second request has no appwall verdict
     // (counted as skipped, see docs/squid.md).
@@ -792,10 +807,12 @@ fn squid_oracle_agrees_with_appwall() {
                 let v = verdicts.entry(r["id"].as_str().unwrap().to_string()).or_default();
                 let how = r["how"].as_str().unwrap_or("");
                 v.appwall_how = format!("{} {how}", r["first"]);
+                // A drop leaves the client waiting; anything else (the
+                // origin closing, a refused connection) is no verdict.
                 v.appwall = match how {
                     "ok" => Some(false),
-                    "after-dead" => None,
-                    _ => Some(true),
+                    "timeout" => Some(true),
+                    _ => None,
                 };
             }
         }
@@ -876,5 +893,9 @@ fn squid_oracle_agrees_with_appwall() {
             wrong.len(),
             wrong.join("\n")
         );
+        // A request without an answer was dropped by appwall, not lost: one
+        // blocked-connection event each (a connection dies at its first block).
+        let blocked = verdicts.values().filter(|v| v.appwall == Some(true)).count();
+        assert_eq!(events.len(), blocked, "events: {events:?}");
     });
 }
