@@ -1,5 +1,8 @@
 //! Message rules: AND-combinations of conditions on one HTTP request, HTTP
-//! reply or TLS ClientHello (what Squid ACL lines express).
+//! reply or TLS ClientHello (what Squid ACL lines express), minus their
+//! exceptions (Squid's earlier `allow` lines), with the connection's client
+//! address for `src` conditions. Schedules (`when`) are not seen here: the
+//! daemon compiles only the rules in force (`Policy::at`).
 //!
 //! The HTTP walker collects the fields rules look at (method, URL, path, host,
 //! wanted headers; bounded) and calls [`MessageRules::eval`] once per message

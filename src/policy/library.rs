@@ -6,6 +6,11 @@
 //! every error carries `path:line`. The shipped library is compiled into the
 //! binary, so appwall works without a `rules/` directory on disk.
 //!
+//! Message rules may carry exceptions (`[[rule.except]]`), `src` conditions
+//! and schedules (`when`, named in the file's `[schedules]` table or written
+//! out; see [`super::schedule`]); [`RuleLibrary::at`] gives the library as
+//! in force at a moment, which is what the daemon compiles.
+//!
 //! A file is checked in one pass: TOML syntax errors (the parser recovers
 //! and goes on), lines that are not UTF-8 (decoded lossily, each reported),
 //! and every table's own errors, each `[[signature]]` and `[[rule]]` being
