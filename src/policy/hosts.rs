@@ -12,6 +12,11 @@
 //! order mark; a line that is not UTF-8 or is longer than 64 KiB is reported
 //! by number, and files over 16 MiB are refused unread.
 //!
+//! Schedules: a line `@name Mon-Fri 08:00-18:00` defines a weekly window
+//! (syntax in [`super::schedule`]), and `app@name` in an app list grants the
+//! app only while it is open; an undefined name is an error at the line
+//! that uses it. Schedule names are never written to kernel rules.
+//!
 //! Guarantees: every malformed line is reported as `path:line: what`, all of
 //! them in one pass; nothing that reaches iptables can carry an option
 //! (`192.0.2.1 -j ACCEPT` is an error, not a rule).
