@@ -321,6 +321,9 @@ pub struct ImportSquidArgs {
     /// App name when writing to standard output.
     #[arg(long, value_name = "NAME", default_value = "squid")]
     pub name: String,
+    /// UTC offset of the proxy's local time (`+01:00`): Squid reads `time` ACLs in local time; the schedules written are in UTC without it.
+    #[arg(long, value_name = "+HH:MM", allow_hyphen_values = true)]
+    pub utc_offset: Option<String>,
 }
 
 /// What `appwall generate` writes.

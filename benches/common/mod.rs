@@ -38,6 +38,7 @@ fn line(i: usize, net: IpNet, apps: &[&str]) -> HostLine {
         net,
         port: None,
         apps: AppChoice::Named(apps.iter().map(|a| (a.to_string(), i + 1)).collect()),
+        schedules: Vec::new(),
     }
 }
 
@@ -53,6 +54,7 @@ pub fn everyone_all_apps() -> Policy {
             line(0, net("0.0.0.0/0"), &["all"]),
             line(1, net("::/0"), &["all"]),
         ],
+        schedules: Default::default(),
     };
     Policy::new(RuleLibrary::embedded().unwrap(), &hosts, None).unwrap()
 }
@@ -83,6 +85,7 @@ pub fn listed_hosts(trace: &Trace, entries: usize) -> Policy {
     let hosts = HostsFile {
         path: PathBuf::from("bench"),
         lines,
+        schedules: Default::default(),
     };
     Policy::new(RuleLibrary::embedded().unwrap(), &hosts, None).unwrap()
 }

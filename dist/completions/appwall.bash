@@ -387,7 +387,7 @@ _appwall() {
             return 0
             ;;
         appwall__subcmd__import__subcmd__squid)
-            opts="-o -h -V --output --name --help --version"
+            opts="-o -h -V --output --name --utc-offset --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -402,6 +402,10 @@ _appwall() {
                     return 0
                     ;;
                 --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --utc-offset)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

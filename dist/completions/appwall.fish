@@ -136,6 +136,7 @@ complete -c appwall -n "__fish_appwall_using_subcommand sample" -s h -l help -d 
 complete -c appwall -n "__fish_appwall_using_subcommand sample" -s V -l version -d 'Print version'
 complete -c appwall -n "__fish_appwall_using_subcommand import-squid" -s o -l output -d 'Write the rule file here instead of standard output (e.g. rules/site.toml; the app is named after the file)' -r -F
 complete -c appwall -n "__fish_appwall_using_subcommand import-squid" -l name -d 'App name when writing to standard output' -r
+complete -c appwall -n "__fish_appwall_using_subcommand import-squid" -l utc-offset -d 'UTC offset of the proxy\'s local time (`+01:00`): Squid reads `time` ACLs in local time; the schedules written are in UTC without it' -r
 complete -c appwall -n "__fish_appwall_using_subcommand import-squid" -s h -l help -d 'Print help'
 complete -c appwall -n "__fish_appwall_using_subcommand import-squid" -s V -l version -d 'Print version'
 complete -c appwall -n "__fish_appwall_using_subcommand generate" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -18,7 +18,7 @@ pub fn run(args: &ImportSquidArgs) -> Result<ExitCode, AppError> {
             .to_string(),
         None => args.name.clone(),
     };
-    let imp = squid::import(&args.conf, &name)?;
+    let imp = squid::import_with(&args.conf, &name, args.utc_offset.as_deref())?;
     let mut err = std::io::stderr().lock();
     for n in &imp.notes {
         writeln!(err, "appwall: note: {n}")?;

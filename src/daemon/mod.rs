@@ -18,6 +18,14 @@
 //! connections of changed hosts are queued again; a bad file changes
 //! nothing. docs/security.md lists these guarantees with their tests.
 //!
+//! Schedules (`when` of rules, `app@name` in the hosts file): the engine
+//! holds no clock. The daemon reads the clock ([`crate::policy::Clock`]:
+//! the system's; `APPWALL_FAKE_NOW` for tests), builds the engine from the
+//! policy as in force now ([`crate::policy::Policy::at`]), and at each
+//! window opening or closing swaps in a new one exactly as a reload does
+//! ([`reload::swap_in`]: kernel rules, then clean connections of hosts
+//! whose apps or rules changed re-queued), within the main loop's 50 ms.
+//!
 //! Rooms: [`worker`] (the per-queue loop), [`stats`] (hot counters),
 //! [`status`] (status file, overflow accounting), [`events`] (blocked
 //! connections), [`outfile`] (files written without following links),
@@ -46,7 +54,9 @@ use signal_hook::iterator::Signals;
 use crate::engine::Engine;
 use crate::kernel::install::{self, SystemRunner};
 use crate::log::{Level, log};
+use crate::policy::Policy;
 use crate::policy::load::load_policy;
+use crate::policy::schedule::{Clock, FAKE_NOW_ENV};
 use crate::source::nfqueue::{NfqSource, QueueOptions};
 pub use config::Config;
 pub use error::DaemonError;
@@ -103,7 +113,17 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         return Err(DaemonError::QueueRange);
     }
     let policy = load_policy(&cfg.sources, false)?;
-    let engine = Engine::new(policy, cfg.engine)?;
+    // Schedules: the engine holds no clock; it is built from the policy as
+    // in force now, and rebuilt (like a reload) when a schedule turns.
+    let clock = Clock::from_env();
+    if clock.is_fake() {
+        log(
+            Level::Warning,
+            format_args!("{FAKE_NOW_ENV} is set: schedules follow a test clock"),
+        );
+    }
+    let engine = Engine::new(policy.at(clock.now()), cfg.engine)?;
+    let mut full = policy;
     if !privilege::may_admin_network() {
         return Err(DaemonError::NotPrivileged);
     }
@@ -258,12 +278,37 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     })?;
 
     let mut failed: Option<DaemonError> = None;
+    let turn = |full: &Policy| {
+        full.next_change(clock.now())
+            .map(|d| Instant::now() + d + Duration::from_millis(1))
+    };
+    let mut next_turn = turn(&full);
     'main: loop {
+        if next_turn.is_some_and(|t| Instant::now() >= t) {
+            next_turn = match reload::swap_in(cfg, &handle, &status, full.at(clock.now())) {
+                Ok(()) => {
+                    log(
+                        Level::Info,
+                        format_args!("schedule changed: rules in force re-applied"),
+                    );
+                    turn(&full)
+                }
+                Err(e) => {
+                    log(
+                        Level::Error,
+                        format_args!("schedule change not applied: {e}; retrying in a second"),
+                    );
+                    Some(Instant::now() + Duration::from_secs(1))
+                }
+            };
+        }
         let pending: Vec<i32> = early.drain(..).chain(signals.pending()).collect();
         for sig in pending {
             match sig {
-                SIGHUP => match reload::reload(cfg, &handle, &status) {
-                    Ok(()) => {
+                SIGHUP => match reload::reload(cfg, &handle, &status, clock.now()) {
+                    Ok(p) => {
+                        full = p;
+                        next_turn = turn(&full);
                         status.reloads.fetch_add(1, Relaxed);
                         log(Level::Info, format_args!("policy reloaded"));
                     }

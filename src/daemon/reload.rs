@@ -102,8 +102,30 @@ pub fn affected_networks(old: &Policy, new: &Policy) -> Vec<IpNet> {
 /// kernel rules, then connections the fast path holds as clean for hosts
 /// whose policy changed are sent back to the queue. A refused rule set puts
 /// the old engine and rules back.
-pub fn reload(cfg: &Config, handle: &EngineHandle, status: &Status) -> Result<(), DaemonError> {
+///
+/// Returns the policy as loaded (schedules not applied), which the daemon
+/// places in time again at each schedule change ([`swap_in`]).
+pub fn reload(
+    cfg: &Config,
+    handle: &EngineHandle,
+    status: &Status,
+    now: std::time::SystemTime,
+) -> Result<Policy, DaemonError> {
     let policy = load_policy(&cfg.sources, false)?;
+    swap_in(cfg, handle, status, policy.at(now))?;
+    Ok(policy)
+}
+
+/// Swaps in an engine for `policy` (already placed in time), then the
+/// kernel rules, then re-queues clean connections of hosts it judges
+/// otherwise: what a reload does after loading, and what a schedule
+/// change does with the policy it already has.
+pub fn swap_in(
+    cfg: &Config,
+    handle: &EngineHandle,
+    status: &Status,
+    policy: Policy,
+) -> Result<(), DaemonError> {
     let engine = Arc::new(Engine::new(policy, cfg.engine)?);
     let old = handle.load_full();
     handle.store(Arc::clone(&engine));

@@ -187,6 +187,9 @@ pub struct HttpState {
     /// Fields for message rules; allocated on the first message when the
     /// policy has rules, reused for every later one.
     fields: Option<Box<HeadFields>>,
+    /// The connection's client address, for `src` rule conditions (set by
+    /// the engine before each segment).
+    pub(crate) src: Option<std::net::IpAddr>,
 }
 
 impl HttpState {
@@ -680,7 +683,7 @@ impl HttpState {
             if found.is_none() && c.rules.any() {
                 found = c
                     .rules
-                    .eval_head(f, reply, apps, port)
+                    .eval_head(f, reply, apps, port, self.src)
                     .map(|r| Fed::Hit(HttpHit::Rule(r)));
             }
         }

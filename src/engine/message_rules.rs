@@ -1,5 +1,8 @@
 //! Message rules: AND-combinations of conditions on one HTTP request, HTTP
-//! reply or TLS ClientHello (what Squid ACL lines express).
+//! reply or TLS ClientHello (what Squid ACL lines express), minus their
+//! exceptions (Squid's earlier `allow` lines), with the connection's client
+//! address for `src` conditions. Schedules (`when`) are not seen here: the
+//! daemon compiles only the rules in force (`Policy::at`).
 //!
 //! The HTTP walker collects the fields rules look at (method, URL, path, host,
 //! wanted headers; bounded) and calls [`MessageRules::eval`] once per message
@@ -55,6 +58,8 @@ pub struct Message<'a> {
     pub port: u16,
     /// True for a reply head.
     pub reply: bool,
+    /// Address of the client that opened the connection, when known.
+    pub src: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug)]
@@ -95,6 +100,7 @@ enum CTest {
     Domains(DomainSet),
     Values(Vec<Vec<u8>>),
     Ports(Vec<PortSpec>),
+    Nets(Vec<ipnet::IpNet>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +111,7 @@ enum CField {
     Method,
     Header(usize),
     Port,
+    Src,
 }
 
 #[derive(Debug)]
@@ -119,6 +126,8 @@ struct CRule {
     r: RuleRef,
     reply: bool,
     conds: Vec<CCond>,
+    /// Exceptions: the rule does not hold when all of one's conditions do.
+    except: Vec<Vec<CCond>>,
 }
 
 /// Every message rule of a policy, compiled.
@@ -165,7 +174,15 @@ impl MessageRules {
                     message: m,
                 };
                 let mut conds = Vec::new();
-                for c in &rule.conditions {
+                let mut except: Vec<Vec<CCond>> = rule.except.iter().map(|_| Vec::new()).collect();
+                // The rule's conditions (group None), then each exception's.
+                let all = rule.conditions.iter().map(|c| (None, c)).chain(
+                    rule.except
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(i, e)| e.conditions.iter().map(move |c| (Some(i), c))),
+                );
+                for (group, c) in all {
                     let field = match &c.field {
                         Field::Url => CField::Url,
                         Field::Path => CField::Path,
@@ -175,6 +192,7 @@ impl MessageRules {
                         }
                         Field::Method => CField::Method,
                         Field::Port => CField::Port,
+                        Field::Src => CField::Src,
                         Field::Header(h) => {
                             let hash = name_hash(h.as_bytes());
                             let slot = match out.headers.iter().position(|(x, _)| *x == hash) {
@@ -219,12 +237,17 @@ impl MessageRules {
                         Test::Domains(v) => CTest::Domains(DomainSet::new(v)),
                         Test::Values(v) => CTest::Values(v.iter().map(|s| s.as_bytes().to_vec()).collect()),
                         Test::Ports(v) => CTest::Ports(v.clone()),
+                        Test::Networks(v) => CTest::Nets(v.clone()),
                     };
-                    conds.push(CCond {
+                    let cond = CCond {
                         field,
                         negate: c.negate,
                         test,
-                    });
+                    };
+                    match group {
+                        None => conds.push(cond),
+                        Some(i) => except[i].push(cond),
+                    }
                 }
                 out.apps |= 1u64 << ai;
                 out.rules.push(CRule {
@@ -234,6 +257,7 @@ impl MessageRules {
                     },
                     reply: rule.reply,
                     conds,
+                    except,
                 });
             }
         }
@@ -271,7 +295,10 @@ impl MessageRules {
         self.rules
             .iter()
             .filter(|r| r.reply == msg.reply && apps & (1u64 << r.r.app) != 0)
-            .find(|r| r.conds.iter().all(|c| c.holds(msg)))
+            .find(|r| {
+                r.conds.iter().all(|c| c.holds(msg))
+                    && !r.except.iter().any(|e| e.iter().all(|c| c.holds(msg)))
+            })
             .map(|r| r.r)
     }
 }
@@ -301,11 +328,14 @@ impl CCond {
                     self.negate
                 };
             }
-            CField::Port => None,
+            CField::Port | CField::Src => None,
         };
         let hit = match (&self.test, self.field) {
             (CTest::Ports(p), CField::Port) => p.iter().any(|p| p.contains(Proto::Tcp, m.port)),
             (_, CField::Port) => false,
+            // An unknown client address matches no network.
+            (CTest::Nets(n), CField::Src) => m.src.is_some_and(|a| n.iter().any(|n| n.contains(&a))),
+            (_, CField::Src) => false,
             // A field the message does not have never matches.
             (_, _) => value.is_some_and(|v| self.test_value(v)),
         };
@@ -320,7 +350,7 @@ impl CCond {
             CTest::Text(ac) => ac.is_match(v),
             CTest::Domains(d) => d.contains(v),
             CTest::Values(vals) => vals.iter().any(|x| x.as_slice() == v),
-            CTest::Ports(_) => false,
+            CTest::Ports(_) | CTest::Nets(_) => false,
         }
     }
 }
@@ -484,14 +514,23 @@ impl MessageRules {
     /// with Squid's URL semantics on the normalised target: the URL and its
     /// host and port come from the request target when it is in absolute
     /// form, else from `Host`. The head must have been
-    /// resolved by `HeadFields::resolve` (requests).
-    pub fn eval_head(&self, f: &HeadFields, reply: bool, apps: AppSet, port: u16) -> Option<RuleRef> {
+    /// resolved by `HeadFields::resolve` (requests). `src` is the address of
+    /// the client that opened the connection.
+    pub fn eval_head(
+        &self,
+        f: &HeadFields,
+        reply: bool,
+        apps: AppSet,
+        port: u16,
+        src: Option<std::net::IpAddr>,
+    ) -> Option<RuleRef> {
         let headers = Headers::new(&f.values, &f.spans);
         if reply {
             let msg = Message {
                 headers,
                 port,
                 reply: true,
+                src,
                 ..Message::default()
             };
             return self.eval(&msg, apps);
@@ -507,6 +546,7 @@ impl MessageRules {
             // the request names none.
             port: f.url_port.unwrap_or(port),
             reply: false,
+            src,
         };
         self.eval(&msg, apps)
     }
@@ -529,6 +569,72 @@ mod tests {
             ("msn.com", false),
         ] {
             assert_eq!(d.contains(host.as_bytes()), want, "{host}");
+        }
+    }
+
+    /// `src` conditions and exceptions (Squid's first match: an earlier
+    /// allow wins), on a library as the Squid import writes it.
+    #[test]
+    fn src_conditions_and_exceptions() {
+        use crate::policy::{HostsFile, RuleLibrary};
+        use std::path::{Path, PathBuf};
+        let text = r#"
+name = "site"
+description = "t"
+[[rule]]
+id = "gw"
+[[rule.match]]
+field = "url"
+regex = ["gateway\\.dll"]
+[[rule.match]]
+field = "src"
+networks = ["192.0.2.0/24"]
+[[rule.except]]
+why = "allow boss"
+[[rule.except.match]]
+field = "src"
+networks = ["192.0.2.7"]
+[[rule.except]]
+why = "allow news"
+[[rule.except.match]]
+field = "path"
+regex = ["^/news/"]
+[[rule]]
+id = "not-admins"
+[[rule.match]]
+field = "method"
+values = ["PUT"]
+[[rule.match]]
+field = "src"
+networks = ["203.0.113.0/24"]
+negate = true
+"#;
+        let lib = RuleLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), text.to_string())]).unwrap();
+        let hosts = HostsFile::parse(Path::new("hosts"), "0.0.0.0/0 site\n").unwrap();
+        let policy = Policy::new(lib, &hosts, None).unwrap();
+        let rules = MessageRules::build(&policy).unwrap();
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        let table = [
+            ("GET", "/gateway/gateway.dll", ip("192.0.2.10"), Some(0)),
+            ("GET", "/gateway/gateway.dll", ip("198.51.100.1"), None),
+            ("GET", "/gateway/gateway.dll", ip("192.0.2.7"), None),
+            ("GET", "/news/gateway.dll", ip("192.0.2.10"), None),
+            ("GET", "/gateway/gateway.dll", None, None),
+            ("PUT", "/x", ip("192.0.2.10"), Some(1)),
+            ("PUT", "/x", ip("203.0.113.5"), None),
+            ("PUT", "/x", None, Some(1)),
+        ];
+        for (method, path, src, want) in table {
+            let url = format!("http://h{path}");
+            let msg = Message {
+                method: Some(method.as_bytes()),
+                url: Some(url.as_bytes()),
+                path: Some(path.as_bytes()),
+                src,
+                ..Message::default()
+            };
+            let got = rules.eval(&msg, u64::MAX).map(|r| r.rule);
+            assert_eq!(got, want, "{method} {path} from {src:?}");
         }
     }
 

@@ -200,7 +200,7 @@ impl Engine {
                 dir.unit_bytes += p.payload.len() as u64;
                 dir.payload_packets += u32::from(!p.payload.is_empty());
                 let quic = if side == Side::Orig && !flow.quic_done {
-                    self.inspect_quic(flow, p.payload, orig_dport)
+                    self.inspect_quic(flow, p.payload, orig_dport, orig_src)
                 } else {
                     None
                 };
@@ -219,6 +219,9 @@ impl Engine {
                 };
                 let [a, b] = &mut flow.dirs;
                 msnp::share(&mut a.msnp, &mut b.msnp);
+                // Rules with `src` conditions judge by the client's address.
+                a.http.src = Some(orig_src);
+                b.http.src = Some(orig_src);
                 let pair = if side == Side::Orig {
                     stream::Pair { dir: a, other: b }
                 } else {
@@ -335,7 +338,13 @@ impl Engine {
     /// the app's QUIC policy, then the ClientHello's server name against the
     /// message rules, as for TLS over TCP. Once the answer is in (or the
     /// flow is not QUIC), the flow is not looked at as QUIC again.
-    fn inspect_quic(&self, flow: &mut ConnState, data: &[u8], port: u16) -> Option<Reason> {
+    fn inspect_quic(
+        &self,
+        flow: &mut ConnState,
+        data: &[u8],
+        port: u16,
+        src: std::net::IpAddr,
+    ) -> Option<Reason> {
         let wanted = self.compiled.rules.needs_host() || flow.apps & (self.quic_block | self.ech_block) != 0;
         if !wanted || data.is_empty() {
             flow.quic_done = true;
@@ -387,6 +396,7 @@ impl Engine {
                 let msg = Message {
                     host: Some(&lower[..n]),
                     port,
+                    src: Some(src),
                     ..Message::default()
                 };
                 self.compiled

@@ -436,6 +436,7 @@ fn hello(c: &Compiled, dir: &mut DirState, fresh: &[u8], apps: AppSet, port: u16
             let msg = Message {
                 host: Some(lower),
                 port,
+                src: dir.http.src,
                 ..Message::default()
             };
             c.rules.eval(&msg, apps)

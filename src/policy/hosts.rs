@@ -12,6 +12,11 @@
 //! order mark; a line that is not UTF-8 or is longer than 64 KiB is reported
 //! by number, and files over 16 MiB are refused unread.
 //!
+//! Schedules: a line `@name Mon-Fri 08:00-18:00` defines a weekly window
+//! (syntax in [`super::schedule`]), and `app@name` in an app list grants the
+//! app only while it is open; an undefined name is an error at the line
+//! that uses it. Schedule names are never written to kernel rules.
+//!
 //! Guarantees: every malformed line is reported as `path:line: what`, all of
 //! them in one pass; nothing that reaches iptables can carry an option
 //! (`192.0.2.1 -j ACCEPT` is an error, not a rule).
@@ -19,6 +24,8 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+
+use super::schedule::Schedule;
 
 use ipnet::IpNet;
 
@@ -109,6 +116,9 @@ pub struct HostLine {
     pub port: Option<PortSpec>,
     /// The apps the line asks for.
     pub apps: AppChoice,
+    /// (app, schedule name) of apps written `app@schedule`: the app applies
+    /// to the line's hosts only while the schedule is open.
+    pub schedules: Vec<(String, String)>,
 }
 
 /// A parsed hosts file.
@@ -118,6 +128,8 @@ pub struct HostsFile {
     pub path: PathBuf,
     /// Its meaningful lines, in file order.
     pub lines: Vec<HostLine>,
+    /// Schedules defined by `@name days hh:mm-hh:mm` lines.
+    pub schedules: std::collections::BTreeMap<String, Schedule>,
 }
 
 impl HostsFile {
@@ -149,10 +161,33 @@ impl HostsFile {
     pub fn parse_partial(path: &Path, decoded: &Decoded) -> (HostsFile, Vec<ConfigError>) {
         let mut lines = Vec::new();
         let mut errors = decoded.errors.clone();
+        let mut schedules = std::collections::BTreeMap::new();
         for (i, raw) in decoded.text.lines().enumerate() {
             let n = i + 1;
             let content = raw.split('#').next().unwrap_or("").trim();
             if content.is_empty() {
+                continue;
+            }
+            if let Some(def) = content.strip_prefix('@') {
+                // `@name schedule`: a named schedule for `app@name`.
+                let (name, spec) = def.split_once(char::is_whitespace).unwrap_or((def, ""));
+                let parsed = if !is_app_name(name) {
+                    Err(format!(
+                        "schedule name {:?} must be lower-case letters, digits, '-' or '_'",
+                        shorten(name)
+                    ))
+                } else if schedules.contains_key(name) {
+                    Err(format!("schedule {name:?} is defined twice"))
+                } else {
+                    Schedule::parse(spec).map_err(|e| format!("schedule {name:?}: {e}"))
+                };
+                match parsed {
+                    Ok(sched) => {
+                        schedules.insert(name.to_string(), sched);
+                    }
+                    Err(_) if decoded.is_bad(n) => {}
+                    Err(msg) => errors.push(ConfigError::at(path, n, msg)),
+                }
                 continue;
             }
             match parse_line(content, n) {
@@ -162,10 +197,22 @@ impl HostsFile {
                 Err(msg) => errors.push(ConfigError::at(path, n, msg)),
             }
         }
+        for l in &lines {
+            for (_, s) in &l.schedules {
+                if !schedules.contains_key(s) {
+                    errors.push(ConfigError::at(
+                        path,
+                        l.line,
+                        format!("schedule {s:?} is not defined (add a line `@{s} Mon-Fri 08:00-18:00`)"),
+                    ));
+                }
+            }
+        }
         errors.sort_by_key(ConfigError::line);
         let file = HostsFile {
             path: path.to_path_buf(),
             lines,
+            schedules,
         };
         (file, errors)
     }
@@ -176,6 +223,7 @@ fn parse_line(content: &str, line: usize) -> Result<HostLine, String> {
     let addr = fields.next().unwrap_or_default();
     let rest: Vec<&str> = fields.collect();
     let (net, port) = parse_address(addr)?;
+    let mut schedules = Vec::new();
     let apps = if rest.is_empty() {
         if port.is_some() {
             AppChoice::None
@@ -184,7 +232,17 @@ fn parse_line(content: &str, line: usize) -> Result<HostLine, String> {
         }
     } else {
         let mut names = Vec::new();
-        for name in rest.join(",").split(',').filter(|s| !s.is_empty()) {
+        for word in rest.join(",").split(',').filter(|s| !s.is_empty()) {
+            let name = match word.split_once('@') {
+                Some((app, sched)) => {
+                    if !is_app_name(sched) {
+                        return Err(format!("{:?} is not a schedule name", shorten(sched)));
+                    }
+                    schedules.push((app.to_string(), sched.to_string()));
+                    app
+                }
+                None => word,
+            };
             if !is_app_name(name) {
                 return Err(format!(
                     "{:?} is not an app name (expected a list like msn,yahoo after the address)",
@@ -203,6 +261,7 @@ fn parse_line(content: &str, line: usize) -> Result<HostLine, String> {
         net,
         port,
         apps,
+        schedules,
     })
 }
 

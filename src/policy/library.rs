@@ -6,6 +6,11 @@
 //! every error carries `path:line`. The shipped library is compiled into the
 //! binary, so appwall works without a `rules/` directory on disk.
 //!
+//! Message rules may carry exceptions (`[[rule.except]]`), `src` conditions
+//! and schedules (`when`, named in the file's `[schedules]` table or written
+//! out; see [`super::schedule`]); [`RuleLibrary::at`] gives the library as
+//! in force at a moment, which is what the daemon compiles.
+//!
 //! A file is checked in one pass: TOML syntax errors (the parser recovers
 //! and goes on), lines that are not UTF-8 (decoded lossily, each reported),
 //! and every table's own errors, each `[[signature]]` and `[[rule]]` being
@@ -32,6 +37,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::error::{ConfigError, ConfigErrors, Decoded, LineIndex, decode, read_limited, shorten};
 pub use super::error::{MAX_FILE_BYTES, MAX_LINE_BYTES};
 use super::hosts::{PortSpec, Proto, is_app_name};
+use super::schedule::Schedule;
 
 /// The most apps one library may hold (an app set is a 64-bit mask).
 pub const MAX_APPS: usize = 64;
@@ -250,6 +256,9 @@ struct HeadToml {
     ech: Option<Spanned<String>>,
     #[serde(default)]
     addresses: Vec<Spanned<String>>,
+    /// Named schedules rules refer to by `when = "name"`.
+    #[serde(default)]
+    schedules: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -259,6 +268,20 @@ struct RuleToml {
     why: Option<String>,
     #[serde(default)]
     reply: bool,
+    #[serde(rename = "match", default)]
+    matches: Vec<CondToml>,
+    /// A schedule name (from `[schedules]`) or a schedule written out.
+    when: Option<String>,
+    /// Exceptions (Squid's earlier `http_access allow` lines).
+    #[serde(default)]
+    except: Vec<ExceptToml>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExceptToml {
+    why: Option<String>,
+    when: Option<String>,
     #[serde(rename = "match", default)]
     matches: Vec<CondToml>,
 }
@@ -273,6 +296,7 @@ struct CondToml {
     domains: Option<Vec<String>>,
     values: Option<Vec<String>>,
     ports: Option<Vec<String>>,
+    networks: Option<Vec<String>>,
     #[serde(default)]
     nocase: bool,
     #[serde(default)]
@@ -298,6 +322,8 @@ pub enum Field {
     /// The URL's port (CONNECT target, absolute URL, Host header), else the
     /// connection's destination port (Squid's `port`).
     Port,
+    /// The address of the client that opened the connection (Squid's `src`).
+    Src,
 }
 
 /// How a condition tests its field; any listed value matching makes it true.
@@ -314,6 +340,8 @@ pub enum Test {
     Values(Vec<String>),
     /// Port ranges.
     Ports(Vec<PortSpec>),
+    /// Networks (`field = "src"`).
+    Networks(Vec<ipnet::IpNet>),
 }
 
 /// One condition of a message rule.
@@ -341,8 +369,25 @@ pub struct MessageRule {
     pub reply: bool,
     /// All must hold.
     pub conditions: Vec<Condition>,
+    /// The rule does not hold when all conditions of any exception hold
+    /// (Squid's `http_access allow` lines before the deny).
+    pub except: Vec<Exception>,
+    /// When the rule is in force (`None`: always).
+    pub when: Option<Schedule>,
     /// Line of the rule in its file.
     pub line: usize,
+}
+
+/// An exception of a message rule: when all its conditions hold, the rule
+/// does not (Squid's first-match order: an earlier `allow` wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exception {
+    /// Where it came from.
+    pub why: String,
+    /// All must hold for the exception to apply (none: always).
+    pub conditions: Vec<Condition>,
+    /// When the exception is in force (`None`: always).
+    pub when: Option<Schedule>,
 }
 
 fn yes() -> bool {
@@ -501,6 +546,40 @@ impl RuleLibrary {
     pub fn rule_count(&self) -> usize {
         self.apps.iter().map(|a| a.rules.len()).sum()
     }
+
+    /// This library as in force at `t`: rules and exceptions whose schedule
+    /// (`when`) is closed at `t` are left out, the others lose their
+    /// schedule. A library never placed in time keeps every rule and
+    /// exception (scheduled ones count as always in force).
+    pub fn at(&self, t: std::time::SystemTime) -> RuleLibrary {
+        let mut apps = self.apps.clone();
+        for app in &mut apps {
+            app.rules.retain(|r| r.when.as_ref().is_none_or(|w| w.is_open(t)));
+            for r in &mut app.rules {
+                r.when = None;
+                r.except.retain(|x| x.when.as_ref().is_none_or(|w| w.is_open(t)));
+                for x in &mut r.except {
+                    x.when = None;
+                }
+            }
+        }
+        RuleLibrary { apps }
+    }
+
+    /// Time from `t` until a schedule of a rule or exception opens or
+    /// closes (`None`: no schedule ever changes).
+    pub fn next_change(&self, t: std::time::SystemTime) -> Option<std::time::Duration> {
+        self.schedules().filter_map(|s| s.next_change(t)).min()
+    }
+
+    /// Every schedule rules and exceptions refer to.
+    pub fn schedules(&self) -> impl Iterator<Item = &Schedule> {
+        self.apps.iter().flat_map(|a| &a.rules).flat_map(|r| {
+            r.when
+                .iter()
+                .chain(r.except.iter().filter_map(|x| x.when.as_ref()))
+        })
+    }
 }
 
 fn parse_app(path: &Path, decoded: &Decoded) -> Result<App, Vec<ConfigError>> {
@@ -569,6 +648,21 @@ fn parse_app(path: &Path, decoded: &Decoded) -> Result<App, Vec<ConfigError>> {
             Err(msg) => push(&mut errors, line, msg),
         }
     }
+    let mut schedules = std::collections::BTreeMap::new();
+    if let Some(h) = &head {
+        for (name, text) in &h.schedules {
+            match Schedule::parse(text.get_ref()) {
+                Ok(s) => {
+                    schedules.insert(name.clone(), s);
+                }
+                Err(e) => push(
+                    &mut errors,
+                    lines.line_of(text.span().start),
+                    format!("schedule {}: {e}", q(name)),
+                ),
+            }
+        }
+    }
     let mut rules = Vec::new();
     for (line, r) in tables::<RuleToml>(raw_rules, "rule", &lines, &headers, &skip, &mut |l, m| {
         push(&mut errors, l, m)
@@ -580,7 +674,7 @@ fn parse_app(path: &Path, decoded: &Decoded) -> Result<App, Vec<ConfigError>> {
                 format!("rule id {:?} is used twice", shorten(&r.id)),
             );
         }
-        match parse_rule(r, line) {
+        match parse_rule(r, line, &schedules) {
             Ok(rule) => rules.push(rule),
             Err(msg) => push(&mut errors, line, msg),
         }
@@ -846,7 +940,11 @@ fn parse_signature(s: SigToml, line: usize) -> Result<Signature, String> {
     })
 }
 
-fn parse_rule(r: RuleToml, line: usize) -> Result<MessageRule, String> {
+fn parse_rule(
+    r: RuleToml,
+    line: usize,
+    schedules: &std::collections::BTreeMap<String, Schedule>,
+) -> Result<MessageRule, String> {
     let id_ok = !r.id.is_empty()
         && r.id
             .bytes()
@@ -870,13 +968,48 @@ fn parse_rule(r: RuleToml, line: usize) -> Result<MessageRule, String> {
     for c in r.matches {
         conditions.push(parse_condition(c, r.reply).map_err(|e| format!("rule {}: {e}", q(&r.id)))?);
     }
+    let mut except = Vec::new();
+    for x in r.except {
+        if x.matches.is_empty() && x.when.is_none() {
+            return Err(format!(
+                "rule {}: an exception needs [[rule.except.match]] conditions or a when",
+                q(&r.id)
+            ));
+        }
+        let mut conds = Vec::new();
+        for c in x.matches {
+            conds.push(parse_condition(c, r.reply).map_err(|e| format!("rule {} exception: {e}", q(&r.id)))?);
+        }
+        except.push(Exception {
+            why: x.why.unwrap_or_default(),
+            conditions: conds,
+            when: resolve_when(x.when, schedules).map_err(|e| format!("rule {} exception: {e}", q(&r.id)))?,
+        });
+    }
+    let when = resolve_when(r.when, schedules).map_err(|e| format!("rule {}: {e}", q(&r.id)))?;
     Ok(MessageRule {
         id: r.id,
         why: r.why.unwrap_or_default(),
         reply: r.reply,
         conditions,
+        except,
+        when,
         line,
     })
+}
+
+/// A `when` value: a name from the file's `[schedules]`, or a schedule.
+fn resolve_when(
+    w: Option<String>,
+    schedules: &std::collections::BTreeMap<String, Schedule>,
+) -> Result<Option<Schedule>, String> {
+    let Some(w) = w else { return Ok(None) };
+    if let Some(s) = schedules.get(&w) {
+        return Ok(Some(s.clone()));
+    }
+    Schedule::parse(&w)
+        .map(Some)
+        .map_err(|e| format!("when = {}: not a name in [schedules], and {e}", q(&w)))
 }
 
 fn parse_condition(c: CondToml, reply: bool) -> Result<Condition, String> {
@@ -886,6 +1019,7 @@ fn parse_condition(c: CondToml, reply: bool) -> Result<Condition, String> {
         ("host", None) => Field::Host,
         ("method", None) => Field::Method,
         ("port", None) => Field::Port,
+        ("src", None) => Field::Src,
         ("header", Some(h)) => {
             let ok =
                 !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
@@ -903,13 +1037,13 @@ fn parse_condition(c: CondToml, reply: bool) -> Result<Condition, String> {
         }
         (f, None) => {
             return Err(format!(
-                "unknown field {} (url, path, host, method, header, port)",
+                "unknown field {} (url, path, host, method, header, port, src)",
                 q(f)
             ));
         }
     };
-    if reply && !matches!(field, Field::Header(_) | Field::Port) {
-        return Err("reply rules can test reply headers and the port only".into());
+    if reply && !matches!(field, Field::Header(_) | Field::Port | Field::Src) {
+        return Err("reply rules can test reply headers, the port and src only".into());
     }
     let given = [
         c.regex.is_some(),
@@ -917,9 +1051,13 @@ fn parse_condition(c: CondToml, reply: bool) -> Result<Condition, String> {
         c.domains.is_some(),
         c.values.is_some(),
         c.ports.is_some(),
+        c.networks.is_some(),
     ];
     if given.iter().filter(|g| **g).count() != 1 {
-        return Err("give exactly one of regex, text, domains, values, ports".into());
+        return Err("give exactly one of regex, text, domains, values, ports, networks".into());
+    }
+    if (field == Field::Src) != c.networks.is_some() {
+        return Err("field \"src\" takes networks = [...], and only it does".into());
     }
     let nonempty = |v: Vec<String>, what: &str| -> Result<Vec<String>, String> {
         if v.is_empty() || v.iter().any(|s| s.is_empty()) {
@@ -955,6 +1093,17 @@ fn parse_condition(c: CondToml, reply: bool) -> Result<Condition, String> {
         Test::Domains(v.into_iter().map(|d| d.to_ascii_lowercase()).collect())
     } else if let Some(v) = c.values {
         Test::Values(nonempty(v, "values")?)
+    } else if let Some(v) = c.networks {
+        let v = nonempty(v, "networks")?;
+        let mut nets = Vec::new();
+        for n in &v {
+            let net = n
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{} is not an address or network (addr/len)", q(n)))?;
+            nets.push(net.trunc());
+        }
+        Test::Networks(nets)
     } else {
         if field != Field::Port {
             return Err("ports = [...] goes with field = \"port\"".into());
@@ -1049,6 +1198,84 @@ fn parse_hex(text: &str) -> Result<HexPattern, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn schedules_src_and_exceptions_parse_and_place_in_time() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let text = r#"
+name = "site"
+description = "t"
+[schedules]
+workhours = "Mon-Fri 08:00-18:00"
+[[rule]]
+id = "a"
+when = "workhours"
+[[rule.match]]
+field = "host"
+domains = [".msn.com"]
+[[rule.except]]
+when = "Sat-Sun 00:00-24:00"
+[[rule]]
+id = "b"
+when = "Mon 12:00-13:00 +01:00"
+[[rule.match]]
+field = "src"
+networks = ["192.0.2.0/24", "2001:db8::1"]
+[[rule.match]]
+field = "method"
+values = ["POST"]
+[[rule.except]]
+[[rule.except.match]]
+field = "src"
+networks = ["192.0.2.9/32"]
+"#;
+        let lib = RuleLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), text.to_string())]).unwrap();
+        let rules = &lib.apps()[0].rules;
+        assert_eq!(rules[0].when.as_ref().unwrap().text, "Mon-Fri 08:00-18:00");
+        assert_eq!(rules[1].except[0].conditions[0].field, Field::Src);
+        assert!(matches!(&rules[1].conditions[0].test, Test::Networks(n) if n.len() == 2));
+        // 2026-11-23 (a Monday) 11:30 UTC: both in force; 13:30: only a.
+        let monday = UNIX_EPOCH + Duration::from_secs(1_795_392_000);
+        let at = |h: u64, m: u64| monday + Duration::from_secs(h * 3600 + m * 60);
+        let ids = |l: &RuleLibrary| l.apps()[0].rules.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&lib.at(at(11, 30))), ["a", "b"]);
+        assert_eq!(ids(&lib.at(at(12, 30))), ["a"]);
+        assert_eq!(ids(&lib.at(at(7, 0))), Vec::<String>::new());
+        assert!(
+            lib.at(at(11, 30)).apps()[0]
+                .rules
+                .iter()
+                .all(|r| r.when.is_none())
+        );
+        // The weekend exception is dropped on a Monday.
+        assert!(lib.at(at(11, 30)).apps()[0].rules[0].except.is_empty());
+        assert_eq!(lib.next_change(at(7, 59)), Some(Duration::from_secs(60)));
+        assert_eq!(lib.next_change(at(10, 30)), Some(Duration::from_secs(1800)));
+
+        for (bad, what) in [
+            (
+                "[[rule]]\nid = \"x\"\nwhen = \"nosuch\"\n[[rule.match]]\nfield = \"method\"\nvalues = [\"GET\"]\n",
+                "not a name in [schedules]",
+            ),
+            (
+                "[[rule]]\nid = \"x\"\n[[rule.match]]\nfield = \"src\"\nregex = [\"x\"]\n",
+                "takes networks",
+            ),
+            (
+                "[[rule]]\nid = \"x\"\n[[rule.match]]\nfield = \"src\"\nnetworks = [\"office\"]\n",
+                "not an address",
+            ),
+            (
+                "[[rule]]\nid = \"x\"\n[[rule.match]]\nfield = \"method\"\nvalues = [\"GET\"]\n[[rule.except]]\nwhy = \"w\"\n",
+                "exception needs",
+            ),
+            ("[schedules]\nw = \"Mon 18:00-08:00\"\n", "schedule \"w\""),
+        ] {
+            let t = format!("name = \"site\"\ndescription = \"t\"\n{bad}");
+            let e = RuleLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), t)]).unwrap_err();
+            assert!(e.to_string().contains(what), "{bad}: {e}");
+        }
+    }
     use super::*;
 
     fn lib(text: &str) -> Result<RuleLibrary, String> {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod hosts;
 pub mod library;
 pub mod load;
+pub mod schedule;
 pub mod squid;
 pub mod table;
 
@@ -21,8 +22,9 @@ use ipnet::IpNet;
 pub use error::{ConfigError, ConfigErrors};
 pub use hosts::{AppChoice, HostsFile, PortSpec, Proto};
 pub use library::{
-    App, Condition, EchPolicy, Field, MessageRule, QuicPolicy, RuleLibrary, Scope, Signature, Test,
+    App, Condition, EchPolicy, Exception, Field, MessageRule, QuicPolicy, RuleLibrary, Scope, Signature, Test,
 };
+pub use schedule::{Clock, Schedule};
 pub use table::{AppSet, HostRule, HostTable};
 
 /// One listed network with everything that applies to it (lines merged).
@@ -41,6 +43,10 @@ pub struct Policy {
     entries: Vec<HostEntry>,
     table: HostTable,
     hosts_path: Option<PathBuf>,
+    /// What hosts lines grant with no schedule (`entries` adds `timed`).
+    fixed: Vec<HostEntry>,
+    /// Apps hosts lines grant while a schedule is open (`app@name`).
+    timed: Vec<(IpNet, AppSet, Schedule)>,
 }
 
 impl Policy {
@@ -91,6 +97,7 @@ impl Policy {
             None => library_default_set(&library),
         };
         let mut merged: BTreeMap<IpNet, HostRule> = BTreeMap::new();
+        let mut timed = Vec::new();
         for line in &hosts.lines {
             let mut rule = HostRule::default();
             match &line.apps {
@@ -102,9 +109,15 @@ impl Policy {
                             rule.apps |= all_set(&library);
                             continue;
                         }
-                        match library.index_of(n) {
-                            Some(i) => rule.apps |= 1 << i,
-                            None => errors.push(ConfigError::at(
+                        let when = line
+                            .schedules
+                            .iter()
+                            .find(|(a, _)| a == n)
+                            .and_then(|(_, s)| hosts.schedules.get(s));
+                        match (library.index_of(n), when) {
+                            (Some(i), Some(w)) => timed.push((line.net, 1u64 << i, w.clone())),
+                            (Some(i), None) => rule.apps |= 1 << i,
+                            (None, _) => errors.push(ConfigError::at(
                                 &hosts.path,
                                 *l,
                                 format!("unknown app {n:?} (known: {}, all)", app_names(&library)),
@@ -116,15 +129,40 @@ impl Policy {
             if let Some(p) = line.port {
                 rule.ports.push(p);
             }
-            merged.entry(line.net).or_default().merge(&rule);
+            // A line of timed apps only is listed while one is open.
+            if rule.apps != 0 || !rule.ports.is_empty() || line.schedules.is_empty() {
+                merged.entry(line.net).or_default().merge(&rule);
+            }
         }
         errors.sort_by_key(ConfigError::line);
         ConfigErrors::check(errors)?;
-        let entries: Vec<HostEntry> = merged
+        let fixed: Vec<HostEntry> = merged
             .into_iter()
             .map(|(net, rule)| HostEntry { net, rule })
             .collect();
-        Ok(Policy::from_entries(library, entries, Some(hosts.path.clone())))
+        let mut p = Policy::from_entries(library, Vec::new(), Some(hosts.path.clone()));
+        p.fixed = fixed;
+        p.timed = timed;
+        Ok(p.placed(None))
+    }
+
+    /// Entries and table from `fixed` plus the `timed` grants open at `t`
+    /// (all of them when `t` is `None`).
+    fn placed(mut self, t: Option<std::time::SystemTime>) -> Policy {
+        let mut merged: BTreeMap<IpNet, HostRule> =
+            self.fixed.iter().map(|e| (e.net, e.rule.clone())).collect();
+        for (net, apps, when) in &self.timed {
+            if t.is_none_or(|t| when.is_open(t)) {
+                merged.entry(*net).or_default().apps |= apps;
+            }
+        }
+        self.entries = merged
+            .into_iter()
+            .map(|(net, rule)| HostEntry { net, rule })
+            .collect();
+        let pairs: Vec<(IpNet, HostRule)> = self.entries.iter().map(|e| (e.net, e.rule.clone())).collect();
+        self.table = HostTable::build(&pairs);
+        self
     }
 
     /// Every address listed with the default apps: what `scan` uses without `--hosts`.
@@ -148,8 +186,36 @@ impl Policy {
         Policy {
             table: HostTable::build(&pairs),
             library,
+            fixed: entries.clone(),
             entries,
             hosts_path,
+            timed: Vec::new(),
+        }
+    }
+
+    /// This policy as in force at `t` (see [`RuleLibrary::at`]): what the
+    /// daemon compiles, again whenever [`Policy::next_change`] comes. The
+    /// engine holds no clock; a policy never placed in time treats every
+    /// schedule as open.
+    pub fn at(&self, t: std::time::SystemTime) -> Policy {
+        let p = Policy {
+            library: self.library.at(t),
+            entries: Vec::new(),
+            table: self.table.clone(),
+            hosts_path: self.hosts_path.clone(),
+            fixed: self.fixed.clone(),
+            timed: self.timed.clone(),
+        };
+        p.placed(Some(t))
+    }
+
+    /// Time from `t` until a schedule of a rule or a hosts line opens or
+    /// closes (`None`: never).
+    pub fn next_change(&self, t: std::time::SystemTime) -> Option<std::time::Duration> {
+        let hosts = self.timed.iter().filter_map(|(_, _, s)| s.next_change(t)).min();
+        match (self.library.next_change(t), hosts) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -228,6 +294,35 @@ mod tests {
         assert!(p.app_names(eight.apps).contains(&"msn"));
         assert_eq!(eight.ports.len(), 1);
         assert_eq!(p.entries().len(), 3);
+    }
+
+    /// `app@schedule` in the hosts file: the app applies while the schedule
+    /// is open; a policy not placed in time has every schedule open.
+    #[test]
+    fn hosts_lines_with_schedules() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let p = policy("@work Mon-Fri 08:00-18:00\n192.0.2.10 msn@work,irc\n192.0.2.11 msn@work\n").unwrap();
+        let names = |p: &Policy, a: &str| {
+            p.table()
+                .lookup(a.parse().unwrap())
+                .map(|r| p.app_names(r.apps).join(","))
+        };
+        assert_eq!(names(&p, "192.0.2.10").as_deref(), Some("irc,msn"));
+        // 2026-11-23 was a Monday.
+        let monday = UNIX_EPOCH + Duration::from_secs(1_795_392_000);
+        let at9 = p.at(monday + Duration::from_secs(9 * 3600));
+        let at7 = p.at(monday + Duration::from_secs(7 * 3600));
+        assert_eq!(names(&at9, "192.0.2.10").as_deref(), Some("irc,msn"));
+        assert_eq!(names(&at7, "192.0.2.10").as_deref(), Some("irc"));
+        assert_eq!(names(&at7, "192.0.2.11"), None);
+        assert_eq!(
+            p.next_change(monday + Duration::from_secs(7 * 3600)),
+            Some(Duration::from_secs(3600))
+        );
+        let e = policy("192.0.2.10 msn@nosuch\n@bad Mon 18:00-08:00\n@2x Mon 08:00-09:00\n").unwrap_err();
+        assert!(e.contains("hosts:1: schedule \"nosuch\" is not defined"), "{e}");
+        assert!(e.contains("hosts:2: schedule \"bad\""), "{e}");
+        assert!(e.contains("hosts:3: schedule name \"2x\""), "{e}");
     }
 
     #[test]

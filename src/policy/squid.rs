@@ -2,10 +2,16 @@
 //!
 //! Admins who block Messenger with Squid ACLs switch with one command: the
 //! `acl` lines (and the files their `"path"` values name) and the
-//! `http_access deny` / `http_reply_access deny` lines that use them become
-//! message rules (one rule per deny line, its ACLs ANDed, `!acl` negated, each
-//! ACL's values ORed), with the squid.conf line in each rule's `why`.
-//! A deny line made of `port` ACLs only becomes kernel fast-path ports.
+//! `http_access` / `http_reply_access` lines that use them become message
+//! rules with Squid's semantics: one rule per deny line, its ACLs ANDed,
+//! `!acl` negated, each ACL's values ORed, the squid.conf line in its `why`.
+//! The lists are first-match: every translatable `allow` line before a deny
+//! becomes an exception (`[[rule.except]]`) of that deny, and an
+//! `allow all` makes the lines after it dead (reported). `src` ACLs become
+//! `src` conditions (negated ones too) and, when not negated, suggested
+//! hosts-file lines; `time` ACLs become the rule's (or exception's) `when`
+//! schedule, `!time` its complement in the week. A deny line of `port`
+//! ACLs only, with no allow before it, becomes kernel fast-path ports.
 //!
 //! The configuration is read the way Squid reads it:
 //! - a word starting with `#` starts a comment, also after a directive
@@ -32,11 +38,14 @@
 //! normally use absolute paths anyway. Include and value files must be
 //! regular files within the size limits of [`crate::policy::error`].
 //!
-//! Guarantee: no deny is dropped silently. Every `http_access` or
-//! `http_reply_access` line that is not translated (allow lines, ACL types
-//! appwall cannot see such as `proxy_auth` or `time`, `deny all`...) is
-//! reported with `path:line` and the reason, and so is every include or
-//! value file that could not be read.
+//! Guarantee: no access line is dropped silently. Every `http_access` or
+//! `http_reply_access` line that is not translated (ACL types appwall
+//! cannot see such as `proxy_auth`, `deny all`, lines after `allow all`...)
+//! is reported with `path:line` and the reason, and so is every include or
+//! value file that could not be read. An untranslatable allow line is
+//! reported with its consequence: the denies after it now apply to its
+//! traffic too. The oracle test (`tests/integration/squid_oracle.rs`)
+//! checks the translation against a real Squid.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -45,6 +54,7 @@ use std::path::{Path, PathBuf};
 use crate::policy::error::{decode, read_limited, shorten};
 use crate::policy::hosts::{PortSpec, Proto, is_app_name};
 use crate::policy::library::check_regex;
+use crate::policy::schedule::Schedule;
 
 /// Deepest `include` nesting, as in Squid (the main file is depth 0).
 pub const MAX_INCLUDE_DEPTH: usize = 16;
@@ -494,6 +504,12 @@ fn predefined() -> BTreeMap<String, Acl> {
 /// Reads a Squid configuration and translates its deny rules. `name` is the
 /// app name of the generated rule file.
 pub fn import(conf: &Path, name: &str) -> Result<Import, SquidError> {
+    import_with(conf, name, None)
+}
+
+/// [`import`] with the UTC offset Squid's local time had (`+01:00`): time
+/// ACLs become schedules in that offset (UTC when `None`).
+pub fn import_with(conf: &Path, name: &str, utc_offset: Option<&str>) -> Result<Import, SquidError> {
     let err = |m: String| SquidError {
         path: conf.to_path_buf(),
         message: m,
@@ -504,6 +520,15 @@ pub fn import(conf: &Path, name: &str) -> Result<Import, SquidError> {
             shorten(name)
         )));
     }
+    if let Some(o) = utc_offset
+        && Schedule::parse(&format!("00:00-24:00 {o}")).is_err()
+    {
+        return Err(err(format!(
+            "--utc-offset {:?} is not +hh:mm or -hh:mm",
+            shorten(o)
+        )));
+    }
+    let offset = utc_offset;
     let base = conf.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut reader = Reader {
         base: base.clone(),
@@ -532,6 +557,10 @@ pub fn import(conf: &Path, name: &str) -> Result<Import, SquidError> {
     let mut seen_ports = std::collections::HashSet::new();
     let mut translated = 0;
     let mut ids = std::collections::HashSet::new();
+    // Per list (http_access, http_reply_access): the allow lines so far,
+    // and the allow line that matches everything, if any.
+    let mut excepts: [Vec<Except>; 2] = [Vec::new(), Vec::new()];
+    let mut allow_all: [Option<String>; 2] = [None, None];
     let note = |notes: &mut Vec<Note>, d: &Directive, m: String| {
         notes.push(Note {
             path: d.path.clone(),
@@ -553,19 +582,10 @@ pub fn import(conf: &Path, name: &str) -> Result<Import, SquidError> {
             }
             "http_access" | "http_reply_access" => {
                 let reply = first == "http_reply_access";
+                let list = usize::from(reply);
                 let action = d.words.get(1).map(|w| w.text.as_str()).unwrap_or("");
                 let original = shorten(&d.text());
-                if action == "allow" {
-                    note(
-                        &mut notes,
-                        d,
-                        format!(
-                            "not translated: `{original}`: appwall only blocks; denies that came after this allow in squid.conf now apply to its traffic too"
-                        ),
-                    );
-                    continue;
-                }
-                if action != "deny" {
+                if action != "deny" && action != "allow" {
                     note(
                         &mut notes,
                         d,
@@ -577,34 +597,72 @@ pub fn import(conf: &Path, name: &str) -> Result<Import, SquidError> {
                     continue;
                 }
                 let names: Vec<String> = d.words[2..].iter().map(|w| w.text.clone()).collect();
-                match translate_deny(&acls, &names, reply) {
-                    Ok(Translated::Ports(p)) => {
+                if let Some(at) = &allow_all[list] {
+                    note(
+                        &mut notes,
+                        d,
+                        format!("not translated: `{original}`: never reached, {at} allows everything first"),
+                    );
+                    continue;
+                }
+                if action == "allow" {
+                    // First match wins: an allow line exempts what it
+                    // matches from every deny after it in the same list.
+                    match translate_line(&acls, &names, reply, offset) {
+                        Ok(t) if t.conds.is_empty() && t.when.is_none() => {
+                            allow_all[list] = Some(format!("{}:{}", file_name(d), d.line));
+                        }
+                        Ok(t) => excepts[list].push(Except {
+                            why: format!("{}:{}: {original}", file_name(d), d.line),
+                            conds: t.conds,
+                            when: t.when,
+                        }),
+                        Err(why) => note(
+                            &mut notes,
+                            d,
+                            format!(
+                                "not translated: `{original}`: {why}; the denies after this allow in squid.conf now apply to its traffic too"
+                            ),
+                        ),
+                    }
+                    continue;
+                }
+                match translate_line(&acls, &names, reply, offset).and_then(|t| deny_checks(t, reply)) {
+                    Ok(t) => {
                         translated += 1;
-                        for x in p {
-                            if seen_ports.insert(x) {
-                                ports.push(x);
+                        for n in &t.src_hosts {
+                            let h = format!("{n} {name}");
+                            if seen_hosts.insert(h.clone()) {
+                                hosts.push(h);
                             }
                         }
-                    }
-                    Ok(Translated::Rule { conds, dropped_src }) => {
-                        translated += 1;
-                        for (acl, nets) in &dropped_src {
+                        let port_only = !reply
+                            && t.when.is_none()
+                            && excepts[list].is_empty()
+                            && t.conds.iter().all(|c| c.field == "port" && !c.negate);
+                        if port_only {
+                            for c in &t.conds {
+                                for v in &c.values {
+                                    if let Ok(x) = PortSpec::parse_range(Proto::Tcp, v)
+                                        && seen_ports.insert(x)
+                                    {
+                                        ports.push(x);
+                                    }
+                                }
+                            }
+                            continue;
+                        }
+                        if t.when.is_some() && offset.is_none() {
                             note(
                                 &mut notes,
                                 d,
                                 format!(
-                                    "`{original}`: src ACL {acl} becomes hosts-file lines (networks with app {name}), not a rule condition"
+                                    "`{original}`: Squid reads time ACLs in its local time; the window is written in UTC (give --utc-offset to change)"
                                 ),
                             );
-                            for n in nets {
-                                let h = format!("{n} {name}");
-                                if seen_hosts.insert(h.clone()) {
-                                    hosts.push(h);
-                                }
-                            }
                         }
                         let id = rule_id(conf, d, &mut ids);
-                        write_rule(&mut rules, d, &id, &original, reply, &conds);
+                        write_rule(&mut rules, d, &id, &original, reply, &t, &excepts[list]);
                     }
                     Err(why) => note(&mut notes, d, format!("not translated: `{original}`: {why}")),
                 }
@@ -950,6 +1008,7 @@ fn supported(kind: &str) -> bool {
             | "port"
             | "method"
             | "src"
+            | "time"
     )
 }
 
@@ -977,11 +1036,21 @@ fn define_acl(acls: &mut BTreeMap<String, Acl>, d: &Directive, base: &Path, budg
     }
     if !supported(kind) && acl.problem.is_none() {
         acl.problem = Some(format!(
-            "acl {name} is of type {}, which appwall cannot see in traffic (it translates url_regex, urlpath_regex, dstdomain, dstdom_regex, ssl::server_name, req_mime_type, rep_mime_type, browser, req_header, rep_header, port, method, src)",
+            "acl {name} is of type {}, which appwall cannot see in traffic (it translates url_regex, urlpath_regex, dstdomain, dstdom_regex, ssl::server_name, req_mime_type, rep_mime_type, browser, req_header, rep_header, port, method, src, time)",
             shorten(kind)
         ));
     }
     let mut rest = &d.words[3..];
+    if kind == "time" {
+        // One window per acl line: `[days] [h1:m1-h2:m2]`; days alone mean
+        // the whole day, a time alone every day (Squid's defaults).
+        let mut text: Vec<String> = rest.iter().map(|w| w.text.clone()).collect();
+        if !text.iter().any(|w| w.contains(':')) {
+            text.push("00:00-24:00".into());
+        }
+        acl.values.push((text.join(" "), false));
+        return notes;
+    }
     if (kind == "req_header" || kind == "rep_header") && acl.header.is_none() {
         match rest.first() {
             Some(h) => {
@@ -1046,23 +1115,89 @@ fn define_acl(acls: &mut BTreeMap<String, Acl>, d: &Directive, base: &Path, budg
     notes
 }
 
-enum Translated {
-    Ports(Vec<PortSpec>),
-    Rule {
-        conds: Vec<Cond>,
-        /// (acl name, networks) of `src` ACLs moved to the hosts file.
-        dropped_src: Vec<(String, Vec<String>)>,
-    },
+/// An allow line, as an exception of the deny rules after it.
+struct Except {
+    why: String,
+    conds: Vec<Cond>,
+    when: Option<String>,
 }
 
-fn translate_deny(acls: &BTreeMap<String, Acl>, names: &[String], reply: bool) -> Result<Translated, String> {
-    if names.is_empty() {
-        return Err("a deny without ACLs denies everything".into());
+/// The conditions of one `http_access` line.
+struct LineConds {
+    conds: Vec<Cond>,
+    /// Schedule text from `time` ACLs.
+    when: Option<String>,
+    /// Networks of (non-negated) `src` ACLs, for hosts-file suggestions.
+    src_hosts: Vec<String>,
+}
+
+/// The refusals that apply to deny lines (not to allow lines).
+fn deny_checks(t: LineConds, _reply: bool) -> Result<LineConds, String> {
+    if t.conds.is_empty() {
+        return Err(if t.when.is_some() {
+            "only time ACLs: that blocks everything in the window; appwall blocks apps, not hosts".into()
+        } else {
+            "`deny all` blocks everything; appwall blocks apps, not hosts".into()
+        });
     }
+    if t.conds.iter().all(|c| c.field == "src") {
+        return Err(
+            "only src ACLs: that blocks every connection of those hosts, which is a job for a plain firewall rule"
+                .into(),
+        );
+    }
+    if t.conds.iter().all(|c| c.negate) {
+        return Err("only negated ACLs: appwall would block almost everything".into());
+    }
+    Ok(t)
+}
+
+/// The file name of a directive's file, for `why` texts.
+fn file_name(d: &Directive) -> String {
+    d.path
+        .file_name()
+        .map_or("squid.conf".into(), |f| f.to_string_lossy().into_owned())
+}
+
+/// The complement of a schedule within the week, as schedule text.
+fn complement(s: &Schedule) -> String {
+    const NAMES: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    let mut parts = Vec::new();
+    for (d, day) in NAMES.iter().enumerate() {
+        let mut spans: Vec<(u32, u32)> = s
+            .windows
+            .iter()
+            .filter(|w| w.days & (1 << d) != 0)
+            .map(|w| (w.start, w.end))
+            .collect();
+        spans.sort_unstable();
+        let mut at = 0u32;
+        for (a, b) in spans {
+            if a > at {
+                parts.push(format!("{day} {}-{}", clock(at), clock(a)));
+            }
+            at = at.max(b);
+        }
+        if at < 86_400 {
+            parts.push(format!("{day} {}-24:00", clock(at)));
+        }
+    }
+    parts.join(", ")
+}
+
+fn clock(secs: u32) -> String {
+    format!("{:02}:{:02}", secs / 3600, secs % 3600 / 60)
+}
+
+fn translate_line(
+    acls: &BTreeMap<String, Acl>,
+    names: &[String],
+    reply: bool,
+    offset: Option<&str>,
+) -> Result<LineConds, String> {
     let mut conds = Vec::new();
-    let mut dropped_src = Vec::new();
-    let mut port_only = Vec::new();
-    let mut only_ports = true;
+    let mut src_hosts = Vec::new();
+    let mut when: Option<String> = None;
     for n in names {
         let (negate, name) = match n.strip_prefix('!') {
             Some(x) => (true, x),
@@ -1082,6 +1217,28 @@ fn translate_deny(acls: &BTreeMap<String, Acl>, names: &[String], reply: bool) -
         }
         if acl.values.is_empty() {
             return Err(format!("acl {name} has no values"));
+        }
+        if acl.kind == "time" {
+            if when.is_some() {
+                return Err("two time ACLs on one line: appwall takes one schedule per rule".into());
+            }
+            let text: Vec<&str> = acl.values.iter().map(|(v, _)| v.as_str()).collect();
+            let mut text = text.join(", ");
+            if let Some(o) = offset {
+                text = format!("{text} {o}");
+            }
+            let sched = Schedule::parse(&text).map_err(|e| format!("acl {name}: {e}"))?;
+            let mut t = if negate { complement(&sched) } else { text };
+            if negate {
+                if t.is_empty() {
+                    return Err(format!("`!{name}` never matches"));
+                }
+                if let Some(o) = offset {
+                    t = format!("{t} {o}");
+                }
+            }
+            when = Some(t);
+            continue;
         }
         let mixed = acl.values.iter().any(|v| v.1 != acl.values[0].1);
         let nocase = !mixed && acl.values[0].1;
@@ -1104,7 +1261,7 @@ fn translate_deny(acls: &BTreeMap<String, Acl>, names: &[String], reply: bool) -
         let request_only = |what: &str| -> Result<(), String> {
             if reply {
                 Err(format!(
-                    "acl {name} ({what}) tests the request; appwall's reply rules see reply headers and the port only"
+                    "acl {name} ({what}) tests the request; appwall's reply rules see reply headers, the port and src only"
                 ))
             } else {
                 Ok(())
@@ -1161,29 +1318,34 @@ fn translate_deny(acls: &BTreeMap<String, Acl>, names: &[String], reply: bool) -
             }
             "port" => ("port", "ports", None),
             "src" => {
-                if negate {
-                    return Err(format!(
-                        "`!{name}`: a negated src ACL cannot become hosts-file lines"
-                    ));
-                }
-                // Each value becomes hosts-file lines: netmasks and ranges
-                // are turned into CIDR networks, anything else refused.
+                // Netmasks and ranges become CIDR networks; anything else
+                // is refused.
                 let mut nets = Vec::new();
                 let mut seen = std::collections::HashSet::new();
                 for v in &vals {
                     for n in src_networks(v).map_err(|e| format!("acl {name}: {e}"))? {
-                        // A single host as the classic hosts file writes it.
-                        let n = if n.prefix_len() == n.max_prefix_len() {
-                            n.addr().to_string()
-                        } else {
-                            n.to_string()
-                        };
-                        if seen.insert(n.clone()) {
-                            nets.push(n);
+                        let text = n.to_string();
+                        if seen.insert(text.clone()) {
+                            if !negate {
+                                // A single host as the classic hosts file writes it.
+                                src_hosts.push(if n.prefix_len() == n.max_prefix_len() {
+                                    n.addr().to_string()
+                                } else {
+                                    text.clone()
+                                });
+                            }
+                            nets.push(text);
                         }
                     }
                 }
-                dropped_src.push((name.to_string(), nets));
+                conds.push(Cond {
+                    field: "src",
+                    header: None,
+                    key: "networks",
+                    values: nets,
+                    nocase: false,
+                    negate,
+                });
                 continue;
             }
             other => return Err(format!("acl type {other} is not supported")),
@@ -1220,15 +1382,6 @@ fn translate_deny(acls: &BTreeMap<String, Acl>, names: &[String], reply: bool) -
         {
             return Err(format!("acl {name}: {h:?} is not an HTTP header name"));
         }
-        if field == "port" && !negate {
-            for v in &vals {
-                if let Ok(p) = PortSpec::parse_range(Proto::Tcp, v) {
-                    port_only.push(p);
-                }
-            }
-        } else {
-            only_ports = false;
-        }
         conds.push(Cond {
             field,
             header,
@@ -1238,37 +1391,16 @@ fn translate_deny(acls: &BTreeMap<String, Acl>, names: &[String], reply: bool) -
             negate,
         });
     }
-    if conds.is_empty() {
-        return Err(if dropped_src.is_empty() {
-            "`deny all` blocks everything; appwall blocks apps, not hosts".into()
-        } else {
-            "only src ACLs: that blocks every connection of those hosts, which is a job for a plain firewall rule".into()
-        });
-    }
-    if conds.iter().all(|c| c.negate) {
-        return Err("only negated ACLs: appwall would block almost everything".into());
-    }
-    if only_ports && !reply && dropped_src.is_empty() {
-        return Ok(Translated::Ports(port_only));
-    }
-    Ok(Translated::Rule { conds, dropped_src })
+    Ok(LineConds {
+        conds,
+        when,
+        src_hosts,
+    })
 }
 
-fn write_rule(out: &mut String, d: &Directive, id: &str, original: &str, reply: bool, conds: &[Cond]) {
-    let _ = writeln!(out);
-    let _ = writeln!(out, "# {}:{}: {original}", d.path.display(), d.line);
-    let _ = writeln!(out, "[[rule]]");
-    let _ = writeln!(out, "id = {}", quote(id));
-    let file = d
-        .path
-        .file_name()
-        .map_or("squid.conf".into(), |f| f.to_string_lossy().into_owned());
-    let _ = writeln!(out, "why = {}", quote(&format!("{file}:{}: {original}", d.line)));
-    if reply {
-        let _ = writeln!(out, "reply = true");
-    }
+fn write_conds(out: &mut String, table: &str, conds: &[Cond]) {
     for c in conds {
-        let _ = writeln!(out, "[[rule.match]]");
+        let _ = writeln!(out, "[[{table}]]");
         let _ = writeln!(out, "field = \"{}\"", c.field);
         if let Some(h) = &c.header {
             let _ = writeln!(out, "header = {}", quote(h));
@@ -1280,6 +1412,41 @@ fn write_rule(out: &mut String, d: &Directive, id: &str, original: &str, reply: 
         if c.negate {
             let _ = writeln!(out, "negate = true");
         }
+    }
+}
+
+fn write_rule(
+    out: &mut String,
+    d: &Directive,
+    id: &str,
+    original: &str,
+    reply: bool,
+    t: &LineConds,
+    excepts: &[Except],
+) {
+    let _ = writeln!(out);
+    let _ = writeln!(out, "# {}:{}: {original}", d.path.display(), d.line);
+    let _ = writeln!(out, "[[rule]]");
+    let _ = writeln!(out, "id = {}", quote(id));
+    let _ = writeln!(
+        out,
+        "why = {}",
+        quote(&format!("{}:{}: {original}", file_name(d), d.line))
+    );
+    if reply {
+        let _ = writeln!(out, "reply = true");
+    }
+    if let Some(w) = &t.when {
+        let _ = writeln!(out, "when = {}", quote(w));
+    }
+    write_conds(out, "rule.match", &t.conds);
+    for x in excepts {
+        let _ = writeln!(out, "[[rule.except]]");
+        let _ = writeln!(out, "why = {}", quote(&x.why));
+        if let Some(w) = &x.when {
+            let _ = writeln!(out, "when = {}", quote(w));
+        }
+        write_conds(out, "rule.except.match", &x.conds);
     }
 }
 
@@ -1427,6 +1594,58 @@ refresh_pattern .\t\t0\t20%\t4320
         }
     }
 
+    /// Squid's first match over the http_access list: allow lines before a
+    /// deny become its exceptions; `allow all` makes later lines dead.
+    #[test]
+    fn allows_become_exceptions_src_and_time_conditions() {
+        let imp = run(
+            "acl boss src 192.0.2.7\nacl lan src 192.0.2.0/24\nacl msn url_regex -i gateway\\.dll\n\
+             acl news urlpath_regex ^/news/\nacl work time MTWHF 08:00-18:00\nacl work time A 10:00-12:00\n\
+             http_access deny msn !lan\n\
+             http_access allow boss\nhttp_access allow news work\n\
+             http_access deny msn lan\nhttp_access deny msn !work\n\
+             http_access allow all\nhttp_access deny msn\n",
+            &[],
+        );
+        assert_eq!(imp.translated, 3, "{:?}", imp.notes);
+        let t = &imp.toml;
+        // Line 7: before any allow, no exception; a negated src condition.
+        let l7 = &t[t.find("squid-line-7").unwrap()..t.find("squid-line-10").unwrap()];
+        assert!(!l7.contains("rule.except"), "{l7}");
+        assert!(
+            l7.contains("field = \"src\"\nnetworks = [\"192.0.2.0/24\"]\nnegate = true"),
+            "{l7}"
+        );
+        // Line 10: both allows as exceptions, the second with its schedule.
+        let l10 = &t[t.find("squid-line-10").unwrap()..t.find("squid-line-11").unwrap()];
+        assert!(l10.contains("[[rule.except]]\nwhy = \"squid.conf:8: http_access allow boss\"\n[[rule.except.match]]\nfield = \"src\"\nnetworks = [\"192.0.2.7/32\"]"), "{l10}");
+        assert!(l10.contains("why = \"squid.conf:9: http_access allow news work\"\nwhen = \"MTWHF 08:00-18:00, A 10:00-12:00\""), "{l10}");
+        // Line 11: `!work` is the rest of the week.
+        assert!(
+            t.contains("when = \"Sun 00:00-24:00, Mon 00:00-08:00, Mon 18:00-24:00,"),
+            "{t}"
+        );
+        assert!(t.contains("Sat 00:00-10:00, Sat 12:00-24:00\""), "{t}");
+        let notes: Vec<String> = imp.notes.iter().map(|n| n.to_string()).collect();
+        assert!(
+            notes.iter().any(|n| n.contains("squid.conf:13: not translated")
+                && n.contains("squid.conf:12 allows everything")),
+            "{notes:#?}"
+        );
+        // With the proxy's offset, windows are written in it.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("squid.conf");
+        std::fs::write(
+            &p,
+            "acl w time 08:00-09:00\nacl m method POST\nhttp_access deny m w\n",
+        )
+        .unwrap();
+        let imp = import_with(&p, "site", Some("+02:00")).unwrap();
+        assert!(imp.toml.contains("when = \"08:00-09:00 +02:00\""), "{}", imp.toml);
+        assert!(imp.notes.is_empty(), "{:?}", imp.notes);
+        assert!(import_with(&p, "site", Some("2 hours")).is_err());
+    }
+
     #[test]
     fn untranslatable_lines_are_listed_never_dropped() {
         let imp = run(
@@ -1442,11 +1661,11 @@ refresh_pattern .\t\t0\t20%\t4320
              http_access deny msn\n",
             &[],
         );
-        assert_eq!(imp.translated, 1);
+        assert_eq!(imp.translated, 2);
         let notes: Vec<String> = imp.notes.iter().map(|n| n.to_string()).collect();
         let expect = [
-            (5, "appwall only blocks"),
-            (6, "type time"),
+            (5, "type proxy_auth"),
+            (6, "local time"),
             (7, "blocks everything"),
             (8, "tests the request"),
             (9, "not defined"),
@@ -1475,11 +1694,14 @@ refresh_pattern .\t\t0\t20%\t4320
             imp.toml
         );
         assert_eq!(imp.hosts, vec!["192.0.2.0/28 site", "192.0.2.77 site"]);
+        // The src ACL is a condition of the rule (and suggested hosts lines).
         assert!(
-            imp.notes[0]
-                .message
-                .contains("src ACL sales becomes hosts-file lines")
+            imp.toml
+                .contains("field = \"src\"\nnetworks = [\"192.0.2.0/28\", \"192.0.2.77/32\"]"),
+            "{}",
+            imp.toml
         );
+        assert!(imp.notes.is_empty(), "{:?}", imp.notes);
         let missing = run("acl m url_regex \"nope.txt\"\nhttp_access deny m\n", &[]);
         assert!(
             missing.notes[0].message.contains("cannot read"),
@@ -1688,12 +1910,7 @@ refresh_pattern .\t\t0\t20%\t4320
         let notes: Vec<String> = imp.notes.iter().map(|n| n.to_string()).collect();
         // deny CONNECT !SSL_ports, deny manager, and the two conf.d denies.
         assert_eq!(imp.translated, 4, "{notes:#?}\n{}", imp.toml);
-        for (line, what) in [
-            (28, "only negated ACLs"),
-            (31, "appwall only blocks"),
-            (34, "appwall only blocks"),
-            (35, "blocks everything"),
-        ] {
+        for (line, what) in [(28, "only negated ACLs"), (35, "blocks everything")] {
             assert!(
                 notes
                     .iter()
@@ -1703,8 +1920,16 @@ refresh_pattern .\t\t0\t20%\t4320
         }
         assert_eq!(
             notes.iter().filter(|n| n.contains("not translated")).count(),
-            4,
+            2,
             "{notes:#?}"
+        );
+        // `allow localhost manager` (line 31) is an exception of the denies
+        // after it.
+        assert!(
+            imp.toml
+                .contains("[[rule.except]]\nwhy = \"squid.conf:31: http_access allow localhost manager\""),
+            "{}",
+            imp.toml
         );
         assert!(notes.iter().all(|n| !n.contains("not defined")), "{notes:#?}");
         // localnet (its range line included) became hosts lines.

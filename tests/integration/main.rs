@@ -29,8 +29,10 @@ mod order;
 mod parsers;
 mod quic_live;
 mod scan_decap;
+mod schedules;
 mod soak;
 mod squid;
+mod squid_oracle;
 
 fn main() {
     let (rest, filters) = split_filters(std::env::args().collect());
@@ -64,8 +66,10 @@ fn main() {
         parsers::cases(),
         quic_live::cases(),
         scan_decap::cases(),
+        schedules::cases(),
         soak::cases(),
         squid::cases(),
+        squid_oracle::cases(),
     ];
     let mut trials: Vec<_> = cases.into_iter().flatten().map(|c| c.trial(ci)).collect();
     // libtest's order: by name.

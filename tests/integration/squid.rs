@@ -12,6 +12,7 @@ use crate::support::{appwall, run};
 
 cases![
     imported_rules_judge_traffic_like_squid,
+    imported_first_match_src_and_exceptions_judge_like_squid,
     import_reports_unreadable_input,
     injection_squid_values_never_reach_iptables,
 ];
@@ -187,5 +188,78 @@ fn injection_squid_values_never_reach_iptables() {
         if format == "restore" {
             assert!(text.contains("--dports 5050 "), "the valid port is in:\n{text}");
         }
+    }
+}
+
+/// First match, `src`, `!src` and exceptions, scanned (no lab): the same
+/// request is judged by who sends it and by the allow lines before the deny.
+fn imported_first_match_src_and_exceptions_judge_like_squid() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("squid.conf");
+    std::fs::write(
+        &conf,
+        "acl boss src 192.0.2.7\nacl lan src 192.0.2.0/24\nacl admins src 203.0.113.0/24\n\
+         acl gw url_regex -i gateway\\.dll\nacl news urlpath_regex ^/news/\nacl put method PUT\n\
+         http_access allow boss\nhttp_access allow news\nhttp_access deny gw lan\n\
+         http_access deny put !admins\nhttp_access allow all\n",
+    )
+    .unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let (code, _, err) = run(&[
+        "import-squid",
+        conf.to_str().unwrap(),
+        "-o",
+        rules.join("site.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // (client, request, blocked by Squid's first match)
+    let gw: &[u8] = b"GET /gateway/gateway.dll HTTP/1.1\r\nHost: a.example\r\n\r\n";
+    let news: &[u8] = b"GET /news/gateway.dll HTTP/1.1\r\nHost: a.example\r\n\r\n";
+    let put: &[u8] = b"PUT /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 0\r\n\r\n";
+    let cases: Vec<(&str, &[u8], bool)> = vec![
+        ("192.0.2.10", gw, true),
+        ("192.0.2.7", gw, false),    // allow boss comes first
+        ("203.0.113.5", gw, false),  // not in lan
+        ("192.0.2.10", news, false), // allow news comes first
+        ("192.0.2.7", put, false),
+        ("192.0.2.10", put, true),
+        ("203.0.113.5", put, false), // !admins
+        ("198.51.100.9", put, true),
+    ];
+    let mut frames = Vec::new();
+    for (i, (src, req, _)) in cases.iter().enumerate() {
+        let b = TcpFlowBuilder::new((ip(src), 42000 + i as u16), (ip("198.51.100.80"), 80));
+        for p in b.packets(&[(true, req)]) {
+            frames.push((1_000_000_000 * (i as u64 + 1) + frames.len() as u64, p));
+        }
+    }
+    let pcap = dir.path().join("traffic.pcap");
+    write_pcap(&mut std::fs::File::create(&pcap).unwrap(), &frames).unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "0.0.0.0/0 site\n").unwrap();
+    let (code, out, err) = run(&[
+        "scan",
+        "--json",
+        "--hosts",
+        hosts.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        pcap.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let flows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["event_type"] == "flow")
+        .collect();
+    assert_eq!(flows.len(), cases.len(), "{out}");
+    for (flow, (src, req, blocked)) in flows.iter().zip(&cases) {
+        assert_eq!(
+            flow["verdict"] == "block",
+            *blocked,
+            "{src} {}\n{flow}",
+            String::from_utf8_lossy(req)
+        );
     }
 }
