@@ -19,6 +19,9 @@ pub struct Compiled {
     /// TCP ports of each app (by app index), for destinations named inside
     /// a stream (CONNECT, SOCKS).
     pub ports: Vec<Vec<PortSpec>>,
+    /// Some app refuses Encrypted Client Hello (`ech = "block"`): TLS
+    /// hellos are read even without host rules.
+    pub ech_block: bool,
 }
 
 /// Errors compiling a policy for inspection.
@@ -50,6 +53,11 @@ impl Compiled {
                         .collect()
                 })
                 .collect(),
+            ech_block: policy
+                .library()
+                .apps()
+                .iter()
+                .any(|a| a.ech == crate::policy::EchPolicy::Block),
         })
     }
 
@@ -70,6 +78,11 @@ impl Compiled {
     /// Apps with at least one signature or rule (others are port-only).
     pub fn inspected_apps(&self) -> AppSet {
         self.sigs.signature_apps() | self.rules.apps()
+    }
+
+    /// True when a TLS ClientHello at a stream's start must be read.
+    pub fn wants_hello(&self) -> bool {
+        self.rules.needs_host() || self.ech_block
     }
 
     /// True when the HTTP walker has anything to look for.

@@ -675,11 +675,6 @@ mod tests {
         assert!(!i.ech);
         assert_eq!(i.legacy_version, 0x0303);
         assert!(i.supported_versions.contains(&0x0304));
-        // The first-record parser this one replaces agrees on the name.
-        assert_eq!(
-            crate::engine::tls::server_name(&rec),
-            crate::engine::tls::Hello::Done(Some(&b"www.example.org"[..]))
-        );
         // The same message in 100-byte records, fed at every cut.
         let stream = records(&rec[5..], 100);
         for cut in 0..=stream.len() {

@@ -26,7 +26,6 @@ pub mod protocols;
 pub mod quic;
 pub mod state;
 pub mod stream;
-pub mod tls;
 pub mod tunnel;
 pub mod uri;
 pub mod verdict;
@@ -230,13 +229,24 @@ impl Engine {
                 let before = pair.dir.conflicts;
                 let found = stream::inspect_segment(ctx, pair, tcp, p.payload);
                 conflict = flow.dirs[side as usize].conflicts != before;
-                found.map(|found| match found {
-                    Found::Sig(hit) => Reason::Signature(hit.sig),
-                    Found::Rule(r) => Reason::Rule(r),
-                    Found::Conflict => Reason::Evasion,
-                    Found::Port(app, port) => Reason::Port { app: Some(app), port },
-                    Found::OversizedHead => Reason::OversizedHead,
-                })
+                // A TLS hello offering Encrypted Client Hello: its server
+                // name is the provider's; apps with `ech = "block"` refuse it.
+                let ech = flow.dirs[Side::Orig as usize].hello_ech;
+                flow.ech |= ech;
+                let ech_apps = flow.apps & self.ech_block;
+                found
+                    .map(|found| match found {
+                        Found::Sig(hit) => Reason::Signature(hit.sig),
+                        Found::Rule(r) => Reason::Rule(r),
+                        Found::Conflict => Reason::Evasion,
+                        Found::Port(app, port) => Reason::Port { app: Some(app), port },
+                        Found::OversizedHead => Reason::OversizedHead,
+                    })
+                    .or_else(|| {
+                        (ech && ech_apps != 0).then(|| Reason::Ech {
+                            app: u8::try_from(ech_apps.trailing_zeros()).unwrap_or(u8::MAX),
+                        })
+                    })
             }
         };
         if let Some(r) = found {

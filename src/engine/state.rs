@@ -8,11 +8,11 @@
 //! segments and a ClientHello being collected are boxed, capped, and freed
 //! as soon as the connection is settled ([`ConnState::release_inspection`]).
 
+use crate::engine::hello::HelloAssembler;
 use crate::engine::http::HttpState;
 use crate::engine::matcher::StartState;
 use crate::engine::msnp::MsnpDir;
 use crate::engine::quic::QuicHello;
-use crate::engine::tls::HelloCollector;
 use crate::engine::tunnel::{Lines, Socks, StartTls};
 use crate::engine::verdict::Reason;
 use crate::flow::{Flow, FlowState};
@@ -65,7 +65,9 @@ pub struct DirState {
     pub unit_bytes: u64,
     /// A TLS ClientHello being collected at the stream start (only when
     /// host rules exist). Plug point for a fuller hello parser.
-    pub hello: Option<Box<HelloCollector>>,
+    pub hello: Option<Box<HelloAssembler>>,
+    /// The ClientHello at this stream's start offered Encrypted Client Hello.
+    pub hello_ech: bool,
     /// The stream start was looked at for a ClientHello.
     pub hello_done: bool,
     /// MSNP line reader and what the stream is known to be.
@@ -122,6 +124,7 @@ impl Default for DirState {
             resyncs: 0,
             unit_bytes: 0,
             hello: None,
+            hello_ech: false,
             hello_done: false,
             msnp: MsnpDir::default(),
             conflicts: 0,

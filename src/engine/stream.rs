@@ -23,12 +23,12 @@
 
 use crate::engine::compiled::Compiled;
 use crate::engine::config::EngineConfig;
+use crate::engine::hello::{HelloAssembler, Status};
 use crate::engine::http::{Fed, HttpHit, host_sigs_on};
 use crate::engine::matcher::{Hit, Matcher};
 use crate::engine::message_rules::{Message, RuleRef};
 use crate::engine::msnp;
 use crate::engine::state::{DirState, MAX_CARRY, Reorder};
-use crate::engine::tls::{Collected, HelloCollector};
 use crate::engine::tunnel::{self, Socks, StartTls};
 use crate::packet::TcpInfo;
 use crate::policy::{AppSet, PortSpec};
@@ -286,7 +286,7 @@ fn consume_unit(x: Ctx<'_>, p: Pair<'_>, data: &[u8], segment_start: bool) -> (O
         hit = Hit::first(hit, msnp::feed(&c.sigs, &mut dir.msnp, context, unit, apps));
         found = earlier(sig(hit), found);
     }
-    if c.rules.needs_host() && !dir.hello_done {
+    if c.wants_hello() && !dir.hello_done {
         found = earlier(
             found,
             hello(c, dir, unit, apps, port).map(|r| (Found::Rule(r), unit.len())),
@@ -427,14 +427,16 @@ fn hello(c: &Compiled, dir: &mut DirState, fresh: &[u8], apps: AppSet, port: u16
         }
         dir.hello = Some(Box::default());
     }
-    let collector: &mut HelloCollector = dir.hello.as_mut()?;
-    let result = match collector.feed(fresh) {
-        Collected::NeedMore => return None,
-        Collected::Done(Some(name)) => {
+    let asm: &mut HelloAssembler = dir.hello.as_mut()?;
+    let result = match asm.push(fresh) {
+        Status::NeedMore => return None,
+        Status::Done(info) => {
+            dir.hello_ech = info.ech;
+            let name = info.server_name.unwrap_or_default();
             let lower = name.to_ascii_lowercase();
             let lower = lower.strip_suffix(b".").unwrap_or(&lower);
             let msg = Message {
-                host: Some(lower),
+                host: (!lower.is_empty()).then_some(lower),
                 port,
                 src: dir.http.src,
                 ..Message::default()

@@ -513,8 +513,8 @@ fn rule_of(e: &Engine, script: &[(bool, &[u8])], port: u16, cuts: Vec<usize>) ->
 fn message_rules_table() {
     let e = rules_engine();
     let c = true;
-    let hello = crate::engine::tls::tests::client_hello("gw.messenger.test");
-    let other_hello = crate::engine::tls::tests::client_hello("www.example.org");
+    let hello = crate::sample::tls_client_hello("gw.messenger.test");
+    let other_hello = crate::sample::tls_client_hello("www.example.org");
     let table: Vec<(&str, Script, u16, Option<&str>)> = vec![
         ("url from origin form + Host", vec![(c, b"GET /x/gateway.dll HTTP/1.1\r\nHost: www.EXAMPLE.net\r\n\r\n")], 80, Some("url")),
         ("url absolute form", vec![(c, b"GET http://a.example.net/gateway.dll HTTP/1.1\r\n\r\n")], 80, Some("url")),
