@@ -16,7 +16,8 @@
 //! unbind. SIGHUP reloads ([`reload`]): the new policy and engine are
 //! validated first, the engine swapped, then the kernel rules, then clean
 //! connections of changed hosts are queued again; a bad file changes
-//! nothing. docs/security.md lists these guarantees with their tests.
+//! nothing. SIGHUP and SIGUSR1 reopen the event log (log rotation;
+//! SIGUSR1 does only that). docs/security.md lists these guarantees with their tests.
 //!
 //! Rooms: [`worker`] (the per-queue loop), [`stats`] (hot counters),
 //! [`status`] (status file, overflow accounting), [`events`] (blocked
@@ -25,6 +26,7 @@
 
 pub mod config;
 pub mod error;
+pub mod eve;
 pub mod events;
 pub mod lock;
 pub mod outfile;
@@ -40,7 +42,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use crate::engine::Engine;
@@ -97,7 +99,7 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     // compiles must not kill the process with the default action; it is
     // acted on once the filter runs. signal-hook's handler thread is not
     // started yet (`pending` is polled), so privileges can still be dropped.
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(DaemonError::Signals)?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]).map_err(DaemonError::Signals)?;
     let k = &cfg.rules;
     if u32::from(k.queue) + u32::from(k.queues) > 65536 {
         return Err(DaemonError::QueueRange);
@@ -120,7 +122,7 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     // A stop asked for while the policy compiled ends start-up here, before
     // any queue or rule exists; a SIGHUP is kept for the main loop.
     let mut early: Vec<i32> = signals.pending().collect();
-    if early.iter().any(|s| *s != SIGHUP) {
+    if early.iter().any(|s| *s != SIGHUP && *s != SIGUSR1) {
         log(
             Level::Info,
             format_args!("stopped by a signal during start-up; nothing was installed"),
@@ -169,7 +171,11 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     let handle: EngineHandle = Arc::new(ArcSwap::from_pointee(engine));
     let stop = Arc::new(AtomicBool::new(false));
     let (ev_tx, ev_rx) = crossbeam_channel::bounded::<BlockEvent>(4096);
-    let events = spawn_named("appwall-events".into(), move || event_writer(ev_rx, events_out))?;
+    let reopen = Arc::new(AtomicBool::new(false));
+    let events = spawn_named("appwall-events".into(), {
+        let (path, reopen) = (cfg.events.clone(), Arc::clone(&reopen));
+        move || event_writer(ev_rx, events_out, path, reopen)
+    })?;
     let mut status = Status {
         workers: Vec::new(),
         handle: Arc::clone(&handle),
@@ -261,7 +267,12 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     'main: loop {
         let pending: Vec<i32> = early.drain(..).chain(signals.pending()).collect();
         for sig in pending {
+            if sig == SIGHUP || sig == SIGUSR1 {
+                // Log rotation: the event log is opened anew by name.
+                reopen.store(true, Relaxed);
+            }
             match sig {
+                SIGUSR1 => {}
                 SIGHUP => match reload::reload(cfg, &handle, &status) {
                     Ok(()) => {
                         status.reloads.fetch_add(1, Relaxed);

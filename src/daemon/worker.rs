@@ -134,6 +134,7 @@ impl<S: PacketSource> Worker<S> {
                     let ev = BlockEvent {
                         time: SystemTime::now(),
                         queue: self.cfg.queue,
+                        flow_id: (u64::from(self.cfg.queue) << 48) | (flow.id & ((1 << 48) - 1)),
                         proto: flow.proto,
                         src: flow.orig_src,
                         sport: flow.orig_sport,
@@ -372,9 +373,15 @@ mod tests {
         let ev: Vec<BlockEvent> = rx.try_iter().collect();
         assert_eq!(ev.len(), 1, "one event per connection");
         let json = ev[0].to_json();
-        assert!(json.contains("\"app\":\"msn\""), "{json}");
-        assert!(json.contains("\"signature\":\"msnp-ver\""), "{json}");
-        assert!(json.contains("\"dport\":443"), "{json}");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["event_type"], "alert", "{json}");
+        assert_eq!(v["app_proto"], "msn", "{json}");
+        assert_eq!(v["alert"]["signature_id"], "msnp-ver", "{json}");
+        assert_eq!(v["alert"]["signature"], "msn/msnp-ver", "{json}");
+        assert_eq!(v["alert"]["category"], "signature", "{json}");
+        assert_eq!(v["dest_port"], 443, "{json}");
+        assert_eq!(v["proto"], "TCP", "{json}");
+        assert_eq!(v["flow_id"].as_u64().unwrap() >> 48, 3, "queue in the id");
         assert_eq!(w.stats().marked_blocked.load(Relaxed), 1);
         assert_eq!(w.stats().packets.load(Relaxed), 3);
     }
@@ -546,7 +553,7 @@ mod tests {
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].sport, 47001);
         assert!(
-            ev[0].to_json().contains("\"kind\":\"evasion\""),
+            ev[0].to_json().contains("\"category\":\"evasion\""),
             "{}",
             ev[0].to_json()
         );

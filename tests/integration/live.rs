@@ -104,7 +104,7 @@ fn live_msn_blocked_web_passes_fast_path_marks() {
 
         std::thread::sleep(Duration::from_millis(1500));
         let events = f.events();
-        let ports: Vec<u64> = events.iter().filter_map(|e| e["dport"].as_u64()).collect();
+        let ports: Vec<u64> = events.iter().filter_map(|e| e["dest_port"].as_u64()).collect();
         assert_eq!(events.len(), 4, "one event per blocked connection: {events:#?}");
         assert!(
             ports.contains(&80) && ports.contains(&443) && ports.contains(&8080),
@@ -117,7 +117,7 @@ fn live_msn_blocked_web_passes_fast_path_marks() {
         assert!(
             events
                 .iter()
-                .any(|e| e["signature"] == "gateway-dll" && e["app"] == "msn"),
+                .any(|e| e["alert"]["signature_id"] == "gateway-dll" && e["app_proto"] == "msn"),
             "{events:#?}"
         );
         let status: serde_json::Value =
@@ -203,7 +203,7 @@ fn live_real_msn_capture_replayed_is_blocked() {
         assert!(
             events
                 .iter()
-                .any(|e| e["dport"] == 5000 && e["kind"] == "signature"),
+                .any(|e| e["dest_port"] == 5000 && e["alert"]["category"] == "signature"),
             "{events:#?}\n{}",
             f.log_text()
         );
