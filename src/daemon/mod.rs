@@ -29,6 +29,7 @@ pub mod error;
 pub mod eve;
 pub mod events;
 pub mod lock;
+pub mod metrics;
 pub mod outfile;
 pub mod privilege;
 pub mod reload;
@@ -105,11 +106,21 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         return Err(DaemonError::QueueRange);
     }
     let policy = load_policy(&cfg.sources, false)?;
+    if let Some(w) = crate::policy::no_hosts_warning(&policy) {
+        log(Level::Warning, format_args!("{w}"));
+    }
     let engine = Engine::new(policy, cfg.engine)?;
     if !privilege::may_admin_network() {
         return Err(DaemonError::NotPrivileged);
     }
     let _lock = InstanceLock::acquire()?;
+    // Bound before privileges go, so a port below 1024 works too.
+    let metrics_listener = cfg
+        .metrics_listen
+        .map(|addr| {
+            std::net::TcpListener::bind(addr).map_err(|source| DaemonError::MetricsListen { addr, source })
+        })
+        .transpose()?;
     // Before the first thread: capabilities are per thread and inherited.
     let dropped = privilege::drop_privileges(cfg.user.as_deref())?;
     log(Level::Info, format_args!("{dropped}"));
@@ -118,6 +129,7 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     let events_out = cfg.events.as_deref().map(events::open_events).transpose()?;
     if let Some(p) = &cfg.status_file {
         outfile::check_replaceable(p)?;
+        outfile::check_replaceable(&status::metrics_path(p))?;
     }
     // A stop asked for while the policy compiled ends start-up here, before
     // any queue or rule exists; a SIGHUP is kept for the main loop.
@@ -188,6 +200,9 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         overflow_before: AtomicU64::new(0),
         overflow_reported: AtomicU64::new(0),
         inspect_installed: std::sync::Mutex::new(Vec::new()),
+        policy_hash: std::sync::Mutex::new(status::policy_hash(&cfg.sources)),
+        last_reload: std::sync::Mutex::new(None),
+        metrics_cache: std::sync::Mutex::new(None),
     };
     let mut workers = Vec::new();
     for src in sources {
@@ -263,6 +278,23 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         }
     })?;
 
+    let metrics_thread = match metrics_listener {
+        Some(l) => {
+            let body: Arc<dyn Fn() -> String + Send + Sync> = {
+                let status = Arc::clone(&status);
+                Arc::new(move || status.metrics_text())
+            };
+            if let Ok(a) = l.local_addr() {
+                log(Level::Info, format_args!("metrics on http://{a}/metrics"));
+            }
+            let stop = Arc::clone(&stop);
+            Some(spawn_named("appwall-metrics".into(), move || {
+                metrics::serve(l, body, stop)
+            })?)
+        }
+        None => None,
+    };
+
     let mut failed: Option<DaemonError> = None;
     'main: loop {
         let pending: Vec<i32> = early.drain(..).chain(signals.pending()).collect();
@@ -276,10 +308,22 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
                 SIGHUP => match reload::reload(cfg, &handle, &status) {
                     Ok(()) => {
                         status.reloads.fetch_add(1, Relaxed);
+                        if let Ok(mut l) = status.last_reload.lock() {
+                            *l = Some((std::time::SystemTime::now(), true));
+                        }
+                        if let Ok(mut h) = status.policy_hash.lock() {
+                            *h = status::policy_hash(&cfg.sources);
+                        }
+                        if let Some(w) = crate::policy::no_hosts_warning(handle.load().policy()) {
+                            log(Level::Warning, format_args!("{w}"));
+                        }
                         log(Level::Info, format_args!("policy reloaded"));
                     }
                     Err(e) => {
                         status.reload_failures.fetch_add(1, Relaxed);
+                        if let Ok(mut l) = status.last_reload.lock() {
+                            *l = Some((std::time::SystemTime::now(), false));
+                        }
                         for line in e.to_string().lines() {
                             log(Level::Error, format_args!("{line}"));
                         }
@@ -320,6 +364,9 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         }
     }
     let _ = stats_thread.join();
+    if let Some(t) = metrics_thread {
+        let _ = t.join();
+    }
     let _ = events.join();
     let s = status.write_status(false);
     log(Level::Info, format_args!("{}", s.summary()));

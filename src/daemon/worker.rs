@@ -125,6 +125,13 @@ impl<S: PacketSource> Worker<S> {
             d = d.marked(FlowMark::Blocked);
         }
         self.stats.count(bytes.len(), d.verdict, &d.reason);
+        if d.conflict {
+            bump(&self.stats.conflicts);
+        }
+        if d.mark.is_some() && flow.state.ech {
+            // Once per connection: the mark settles it once.
+            bump(&self.stats.ech_connections);
+        }
         let m = self.cfg.marks;
         let v = match (d.mark, d.verdict) {
             (Some(FlowMark::Blocked), _) => {

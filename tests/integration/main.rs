@@ -24,6 +24,7 @@ mod live;
 mod live_stream;
 mod parsers;
 mod scan_decap;
+mod schemas;
 mod squid;
 
 fn main() {
@@ -53,6 +54,7 @@ fn main() {
         live_stream::cases(),
         parsers::cases(),
         scan_decap::cases(),
+        schemas::cases(),
         squid::cases(),
     ];
     let mut trials: Vec<_> = cases.into_iter().flatten().map(|c| c.trial(ci)).collect();
