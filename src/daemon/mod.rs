@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod outfile;
 pub mod privilege;
 pub mod reload;
+pub mod reset;
 pub mod stats;
 pub mod status;
 pub mod worker;
@@ -121,6 +122,9 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
             std::net::TcpListener::bind(addr).map_err(|source| DaemonError::MetricsListen { addr, source })
         })
         .transpose()?;
+    // Raw sockets for resets, opened while CAP_NET_RAW is effective (after
+    // the drop it is only kept for the rule tools).
+    let resets = (!cfg.silent_drop && !cfg.accept_all).then(|| Arc::new(reset::ResetSender::open()));
     // Before the first thread: capabilities are per thread and inherited.
     let dropped = privilege::drop_privileges(cfg.user.as_deref())?;
     log(Level::Info, format_args!("{dropped}"));
@@ -204,6 +208,21 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         last_reload: std::sync::Mutex::new(None),
         metrics_cache: std::sync::Mutex::new(None),
     };
+    if let Some(r) = &resets {
+        if r.usable() {
+            log(
+                Level::Info,
+                format_args!("blocked TCP connections are answered with resets to both sides"),
+            );
+        } else {
+            log(
+                Level::Warning,
+                format_args!(
+                    "no raw socket for resets (CAP_NET_RAW?): blocked connections are dropped silently"
+                ),
+            );
+        }
+    }
     let mut workers = Vec::new();
     for src in sources {
         let q = src.queue_num();
@@ -218,7 +237,10 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
             accept_all: cfg.accept_all,
             no_fast_path: cfg.no_fast_path,
         };
-        let w = Worker::new(src, Arc::clone(&handle), st, Some(ev_tx.clone()), wcfg);
+        let mut w = Worker::new(src, Arc::clone(&handle), st, Some(ev_tx.clone()), wcfg);
+        if let Some(r) = &resets {
+            w = w.with_resets(Arc::clone(r));
+        }
         let stop = Arc::clone(&stop);
         workers.push(spawn_named(format!("appwall-q{q}"), move || w.run(&stop))?);
     }

@@ -32,6 +32,7 @@ use arc_swap::cache::Cache;
 use crossbeam_channel::{Sender, TrySendError};
 
 use crate::daemon::events::BlockEvent;
+use crate::daemon::reset::{self, ResetSender};
 use crate::daemon::stats::{self, WorkerStats, bump};
 use crate::engine::{Engine, FlowMark, Reason, Verdict};
 use crate::kernel::marks::MarkBits;
@@ -75,6 +76,7 @@ pub struct Worker<S: PacketSource> {
     cfg: WorkerConfig,
     epoch: Instant,
     draining: bool,
+    resets: Option<Arc<ResetSender>>,
 }
 
 impl<S: PacketSource> Worker<S> {
@@ -95,7 +97,15 @@ impl<S: PacketSource> Worker<S> {
             cfg,
             epoch: Instant::now(),
             draining: false,
+            resets: None,
         }
+    }
+
+    /// Answers each blocked TCP connection with a reset to both sides
+    /// ([`crate::daemon::reset`]) through `sender`.
+    pub fn with_resets(mut self, sender: Arc<ResetSender>) -> Worker<S> {
+        self.resets = Some(sender);
+        self
     }
 
     /// Its counters.
@@ -137,6 +147,15 @@ impl<S: PacketSource> Worker<S> {
             (Some(FlowMark::Blocked), _) => {
                 bump(&self.stats.marked_blocked);
                 bump(&self.stats.blocked_by_app[stats::app_index(&d.reason)]);
+                if let Some(sender) = &self.resets {
+                    for r in reset::resets_for(bytes) {
+                        bump(if sender.send(&r) {
+                            &self.stats.resets_sent
+                        } else {
+                            &self.stats.reset_errors
+                        });
+                    }
+                }
                 if let Some(tx) = &self.events {
                     let ev = BlockEvent {
                         time: SystemTime::now(),

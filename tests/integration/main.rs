@@ -11,6 +11,7 @@ mod support;
 mod bench;
 mod captures;
 mod cli;
+mod daemon_events;
 mod daemon_safety;
 mod faults_flood;
 mod faults_kill;
@@ -41,6 +42,7 @@ fn main() {
         bench::cases(),
         captures::cases(),
         cli::cases(),
+        daemon_events::cases(),
         daemon_safety::cases(),
         faults_flood::cases(),
         faults_kill::cases(),

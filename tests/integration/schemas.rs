@@ -131,7 +131,8 @@ fn check(s: &Value, v: &Value, at: &str, errs: &mut Vec<String>) {
     }
 }
 
-fn assert_valid(schema_name: &str, v: &Value) {
+/// Asserts `v` is valid against docs/schemas/`schema_name`.
+pub fn assert_valid(schema_name: &str, v: &Value) {
     let mut errs = Vec::new();
     check(&schema(schema_name), v, "", &mut errs);
     assert!(errs.is_empty(), "{schema_name}: {errs:#?}\n{v:#}");
