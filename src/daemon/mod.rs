@@ -21,7 +21,9 @@
 //!
 //! Rooms: [`worker`] (the per-queue loop), [`stats`] (hot counters),
 //! [`status`] (status file, overflow accounting), [`events`] (blocked
-//! connections), [`outfile`] (files written without following links),
+//! connections), [`eve`] (the vocabulary events, scan lines and status
+//! share), [`metrics`] (OpenMetrics file and endpoint), [`reset`] (resets
+//! for blocked connections), [`outfile`] (files written without following links),
 //! [`reload`], [`lock`], [`privilege`], [`error`].
 
 pub mod config;
