@@ -23,7 +23,8 @@
 //! [`status`] (status file, overflow accounting), [`events`] (blocked
 //! connections), [`eve`] (the vocabulary events, scan lines and status
 //! share), [`metrics`] (OpenMetrics file and endpoint), [`reset`] (resets
-//! for blocked connections), [`outfile`] (files written without following links),
+//! for blocked connections), [`nflog`] (events for kernel port-rule
+//! blocks), [`outfile`] (files written without following links),
 //! [`reload`], [`lock`], [`privilege`], [`error`].
 
 pub mod config;
@@ -32,6 +33,7 @@ pub mod eve;
 pub mod events;
 pub mod lock;
 pub mod metrics;
+pub mod nflog;
 pub mod outfile;
 pub mod privilege;
 pub mod reload;
@@ -127,6 +129,18 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     // Raw sockets for resets, opened while CAP_NET_RAW is effective (after
     // the drop it is only kept for the rule tools).
     let resets = (!cfg.silent_drop && !cfg.accept_all).then(|| Arc::new(reset::ResetSender::open()));
+    // Kernel port-rule blocks told through NFLOG (group = first queue):
+    // an event for a connection the kernel dropped.
+    let nflog_source = match nflog::NflogSource::open(k.queue, Duration::from_millis(200)) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log(
+                Level::Warning,
+                format_args!("{e}: connections blocked by the kernel port rules leave no event"),
+            );
+            None
+        }
+    };
     // Before the first thread: capabilities are per thread and inherited.
     let dropped = privilege::drop_privileges(cfg.user.as_deref())?;
     log(Level::Info, format_args!("{dropped}"));
@@ -246,6 +260,15 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         let stop = Arc::clone(&stop);
         workers.push(spawn_named(format!("appwall-q{q}"), move || w.run(&stop))?);
     }
+    let nflog_thread = match nflog_source {
+        Some(src) => {
+            let (h, tx, stop) = (Arc::clone(&handle), ev_tx.clone(), Arc::clone(&stop));
+            Some(spawn_named("appwall-nflog".into(), move || {
+                nflog::run_reader(src, h, tx, stop)
+            })?)
+        }
+        None => None,
+    };
     drop(ev_tx);
 
     // Rule tools run as children from here on: none may inherit a queue
@@ -389,6 +412,9 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     }
     let _ = stats_thread.join();
     if let Some(t) = metrics_thread {
+        let _ = t.join();
+    }
+    if let Some(t) = nflog_thread {
         let _ = t.join();
     }
     let _ = events.join();

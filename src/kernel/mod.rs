@@ -14,3 +14,4 @@
 pub mod install;
 pub mod iptables;
 pub mod marks;
+pub mod nflog;

@@ -15,6 +15,7 @@ cases![
     blocked_connections_are_reset_on_both_sides_with_metrics_and_status: LAB,
     silent_drop_leaves_the_client_waiting: LAB,
     the_event_log_is_reopened_on_sigusr1: LAB,
+    kernel_port_blocks_leave_one_event_through_nflog: LAB,
 ];
 
 /// A one-connection server on `argv[1]`: says how its connection ended.
@@ -210,6 +211,40 @@ fn the_event_log_is_reopened_on_sigusr1() {
         assert_eq!(old.lines().count(), 1, "{old}");
         // SIGUSR1 is not a reload.
         assert_eq!(status_json(&f)["reloads"], 0);
+        stop(&mut f);
+    });
+}
+
+fn kernel_port_blocks_leave_one_event_through_nflog() {
+    with_lab(|lab| {
+        let hosts = lab.hosts(HOSTS);
+        let mut f = lab.start(&hosts, &[], "nflog");
+        assert!(!f.log_text().contains("leave no event"), "{}", f.log_text());
+        // The kernel half: appwall's NFLOG rule before its port rule.
+        let rules = lab.appwall_rules().join("\n");
+        assert!(rules.contains("--nflog-prefix \"appwall app-msn\""), "{rules}");
+        // MSNP to 1863: dropped by the kernel's port rule, SYNs retried.
+        assert!(!crate::support::py::python_msnp(
+            lab,
+            &lab.client,
+            appwall::lab::SERVER4,
+            1863
+        ));
+        wait_for("the kernel block's event", Duration::from_secs(5), || {
+            f.events().iter().any(|e| e["dest_port"] == 1863)
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let evs: Vec<serde_json::Value> = f
+            .events()
+            .into_iter()
+            .filter(|e| e["dest_port"] == 1863)
+            .collect();
+        assert_eq!(evs.len(), 1, "one event per attempt, not per SYN: {evs:#?}");
+        let ev = &evs[0];
+        assert_valid("event.json", ev);
+        assert_eq!(ev["app_proto"], "msn", "{ev}");
+        assert_eq!(ev["alert"]["category"], "port", "{ev}");
+        assert_eq!(ev["flow_id"].as_u64().unwrap() >> 48, 0xffff, "{ev}");
         stop(&mut f);
     });
 }
