@@ -223,6 +223,7 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         policy_hash: std::sync::Mutex::new(status::policy_hash(&cfg.sources)),
         last_reload: std::sync::Mutex::new(None),
         metrics_cache: std::sync::Mutex::new(None),
+        kernel_blocks: std::sync::Mutex::new(status::KernelBlocks::default()),
     };
     if let Some(r) = &resets {
         if r.usable() {

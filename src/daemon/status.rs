@@ -63,6 +63,35 @@ pub struct Status {
     /// The last metrics text served and when it was made (scrapes reuse it
     /// for a second).
     pub metrics_cache: Mutex<Option<(Instant, String)>>,
+    /// Port-rule packet counts carried across rule rebuilds and removal.
+    pub kernel_blocks: Mutex<KernelBlocks>,
+}
+
+/// Packets the port rules blocked, per app, that never go down: a rule
+/// rebuilt by a reload restarts its counter (what it had is carried), and
+/// once the rules are gone (the last status file) the last reading stays.
+#[derive(Debug, Default)]
+pub struct KernelBlocks {
+    /// Per app: (last reading, carried from earlier rules).
+    apps: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+impl KernelBlocks {
+    /// Takes a reading (apps absent from it keep their count) and returns
+    /// every app's total.
+    pub fn update(&mut self, reading: &[(String, u64)]) -> Vec<(String, u64)> {
+        for (app, n) in reading {
+            let e = self.apps.entry(app.clone()).or_default();
+            if *n < e.0 {
+                e.1 += e.0;
+            }
+            e.0 = *n;
+        }
+        self.apps
+            .iter()
+            .map(|(a, (last, carried))| (a.clone(), last + carried))
+            .collect()
+    }
 }
 
 /// Short SHA-256 (12 hex digits) of the policy files: the hosts file and
@@ -288,7 +317,11 @@ impl Status {
             s.last_reload = Some(crate::daemon::eve::timestamp(*t));
             s.last_reload_ok = *ok;
         }
-        for (app, n) in kernel_port_blocks() {
+        let blocks = match self.kernel_blocks.lock() {
+            Ok(mut k) => k.update(&kernel_port_blocks()),
+            Err(_) => Vec::new(),
+        };
+        for (app, n) in blocks {
             if let Some(v) = s.apps.get_mut(&app) {
                 v["kernel_blocked_packets"] = n.into();
             }
@@ -351,5 +384,23 @@ mod tests {
         let out = "Chain APPWALL_INSPECT (2 references)\n    pkts      bytes target     prot opt in     out     source               destination\n       7      364 RETURN     6    --  *      *       0.0.0.0/0            0.0.0.0/0            u32 \"0x0>>0x18=0x45\"\n    1200    99000 NFQUEUE    6    --  *      *       0.0.0.0/0            0.0.0.0/0            NFQUEUE num 0 bypass\n      34     2000 NFQUEUE    17   --  *      *       0.0.0.0/0            0.0.0.0/0            NFQUEUE num 0 bypass\n";
         assert_eq!(super::nfqueue_rule_packets(out), 1234);
         assert_eq!(super::nfqueue_rule_packets(""), 0);
+    }
+
+    #[test]
+    fn kernel_block_counts_never_go_down() {
+        let mut k = super::KernelBlocks::default();
+        let r = |v: &[(&str, u64)]| v.iter().map(|(a, n)| (a.to_string(), *n)).collect::<Vec<_>>();
+        assert_eq!(k.update(&r(&[("msn", 5)])), r(&[("msn", 5)]));
+        assert_eq!(
+            k.update(&r(&[("msn", 7), ("irc", 1)])),
+            r(&[("irc", 1), ("msn", 7)])
+        );
+        // Rules rebuilt: msn's counter restarts.
+        assert_eq!(
+            k.update(&r(&[("msn", 2), ("irc", 1)])),
+            r(&[("irc", 1), ("msn", 9)])
+        );
+        // Rules gone: nothing read, nothing lost.
+        assert_eq!(k.update(&[]), r(&[("irc", 1), ("msn", 9)]));
     }
 }

@@ -245,6 +245,13 @@ fn kernel_port_blocks_leave_one_event_through_nflog() {
         assert_eq!(ev["app_proto"], "msn", "{ev}");
         assert_eq!(ev["alert"]["category"], "port", "{ev}");
         assert_eq!(ev["flow_id"].as_u64().unwrap() >> 48, 0xffff, "{ev}");
+        // The port rule's own counter, per app, kept in the last status file.
+        let blocked =
+            |f: &appwall::lab::Filter| status_json(f)["apps"]["msn"]["kernel_blocked_packets"].as_u64();
+        wait_for("the port rule's counter", Duration::from_secs(5), || {
+            blocked(&f) >= Some(1)
+        });
         stop(&mut f);
+        assert!(blocked(&f) >= Some(1), "{}", status_json(&f));
     });
 }
