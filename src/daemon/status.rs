@@ -181,16 +181,27 @@ pub fn netns_id(pid: &str) -> Option<String> {
 /// different namespaces never share one. When process 1's namespace cannot
 /// be read (no privileges), an existing per-namespace file wins.
 pub fn default_status_path() -> PathBuf {
+    let own = netns_id("self");
+    let per_ns = own
+        .as_ref()
+        .map(|n| Path::new(RUN_DIR).join(n).join("status.json"));
+    status_path_for(
+        own.as_deref(),
+        netns_id("1").as_deref(),
+        per_ns.is_some_and(|p| p.exists()),
+    )
+}
+
+/// [`default_status_path`] from this process's namespace, process 1's
+/// (`None`: unreadable), and whether the per-namespace file exists.
+fn status_path_for(own: Option<&str>, init: Option<&str>, per_ns_exists: bool) -> PathBuf {
     let base = Path::new(RUN_DIR);
-    let Some(own) = netns_id("self") else {
-        return base.join("status.json");
-    };
-    let per_ns = base.join(&own).join("status.json");
-    match netns_id("1") {
-        Some(init) if init == own => base.join("status.json"),
-        Some(_) => per_ns,
-        None if per_ns.exists() => per_ns,
-        None => base.join("status.json"),
+    match (own, init) {
+        (None, _) => base.join("status.json"),
+        (Some(o), Some(i)) if o == i => base.join("status.json"),
+        (Some(o), Some(_)) => base.join(o).join("status.json"),
+        (Some(o), None) if per_ns_exists => base.join(o).join("status.json"),
+        (Some(_), None) => base.join("status.json"),
     }
 }
 
@@ -402,5 +413,26 @@ mod tests {
         );
         // Rules gone: nothing read, nothing lost.
         assert_eq!(k.update(&[]), r(&[("irc", 1), ("msn", 9)]));
+    }
+
+    #[test]
+    fn status_paths_are_per_network_namespace() {
+        use super::status_path_for as f;
+        let p = |s: &str| std::path::PathBuf::from(s);
+        assert_eq!(
+            f(Some("4026531840"), Some("4026531840"), false),
+            p("/run/appwall/status.json")
+        );
+        assert_eq!(
+            f(Some("4026532999"), Some("4026531840"), false),
+            p("/run/appwall/4026532999/status.json")
+        );
+        // Unprivileged `appwall status` cannot read process 1's namespace.
+        assert_eq!(
+            f(Some("4026532999"), None, true),
+            p("/run/appwall/4026532999/status.json")
+        );
+        assert_eq!(f(Some("4026532999"), None, false), p("/run/appwall/status.json"));
+        assert_eq!(f(None, None, false), p("/run/appwall/status.json"));
     }
 }
