@@ -28,6 +28,8 @@ pub enum Command {
     Scan(ScanArgs),
     /// Run the live filter: install the rules, judge queued packets, remove the rules on exit.
     Run(RunArgs),
+    /// Show what the running filter of this network namespace reports (its status file): state, policy, counters.
+    Status(StatusArgs),
     /// Remove everything `appwall run` installed (after a crash, say).
     Uninstall(UninstallArgs),
     /// Build a throw-away lab of network namespaces and show what `appwall run` blocks (root).
@@ -267,9 +269,15 @@ pub struct RunArgs {
     /// Netlink socket receive buffer per queue, bytes (set with SO_RCVBUFFORCE).
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     pub rcvbuf: usize,
-    /// JSON status file, rewritten every --stats-interval and at exit.
-    #[arg(long, value_name = "FILE", default_value = "/run/appwall/status.json")]
+    /// JSON status file, rewritten every --stats-interval and at exit, with OpenMetrics text beside it (FILE with extension .prom, for node_exporter's textfile collector). Default: /run/appwall/status.json in the initial network namespace, /run/appwall/NETNS-ID/status.json in any other.
+    #[arg(long, value_name = "FILE")]
     pub status_file: Option<std::path::PathBuf>,
+    /// Serve OpenMetrics at http://ADDR/metrics (e.g. 127.0.0.1:9474): one connection at a time, bounded requests.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Drop blocked TCP connections silently instead of answering both sides with a reset (clients then wait for their own timeout).
+    #[arg(long)]
+    pub silent_drop: bool,
     /// JSON-lines event log, one line per blocked connection ("-" for stdout).
     #[arg(long, value_name = "FILE")]
     pub events: Option<std::path::PathBuf>,
@@ -288,6 +296,17 @@ pub struct RunArgs {
     /// Benchmarking: judge every packet but never hand a connection to the kernel fast path (no connmark), so every packet of a listed host is queued and judged.
     #[arg(long)]
     pub no_fast_path: bool,
+}
+
+/// `appwall status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The status file to read. Default: that of this network namespace (/run/appwall/status.json in the initial one, /run/appwall/NETNS-ID/status.json in others).
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
+    /// Print the status file's JSON as it is.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `appwall uninstall`.

@@ -19,7 +19,7 @@
 //! - [`kernel`]: **where kernel rules are written** ([`kernel::iptables`]) and
 //!   installed, and the connmark contract ([`kernel::marks`]);
 //! - [`daemon`]: the live filter (`appwall run`): workers, reload, lock,
-//!   counters, status, events, privileges;
+//!   counters, status, metrics, events, resets, privileges;
 //! - [`sample`], [`bench`](mod@bench), [`lab`]: synthetic traffic, verdict throughput
 //!   measurement, the network-namespace lab of `demo` and the live tests;
 //! - [`cli`], [`commands`]: the command line and one thin front end per subcommand.

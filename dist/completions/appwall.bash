@@ -46,6 +46,9 @@ _appwall() {
             appwall,scan)
                 cmd="appwall__subcmd__scan"
                 ;;
+            appwall,status)
+                cmd="appwall__subcmd__status"
+                ;;
             appwall,uninstall)
                 cmd="appwall__subcmd__uninstall"
                 ;;
@@ -79,6 +82,9 @@ _appwall() {
             appwall__subcmd__help,scan)
                 cmd="appwall__subcmd__help__subcmd__scan"
                 ;;
+            appwall__subcmd__help,status)
+                cmd="appwall__subcmd__help__subcmd__status"
+                ;;
             appwall__subcmd__help,uninstall)
                 cmd="appwall__subcmd__help__subcmd__uninstall"
                 ;;
@@ -89,7 +95,7 @@ _appwall() {
 
     case "${cmd}" in
         appwall)
-            opts="-h -V --help --version check kernel-rules scan run uninstall demo bench sample import-squid generate help"
+            opts="-h -V --help --version check kernel-rules scan run status uninstall demo bench sample import-squid generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -219,7 +225,7 @@ _appwall() {
             return 0
             ;;
         appwall__subcmd__help)
-            opts="check kernel-rules scan run uninstall demo bench sample import-squid generate help"
+            opts="check kernel-rules scan run status uninstall demo bench sample import-squid generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -372,6 +378,20 @@ _appwall() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        appwall__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         appwall__subcmd__help__subcmd__uninstall)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -467,7 +487,7 @@ _appwall() {
             return 0
             ;;
         appwall__subcmd__run)
-            opts="-h -V --hosts --library --no-builtin-library --default-apps --depth-bytes --depth-packets --max-flows --flow-timeout --queue --queues --fail-closed --port-action --reset --queue-empty-segments --ipset-threshold --queue-maxlen --rcvbuf --status-file --events --stats-interval --user --queue-full --accept-all --no-fast-path --help --version"
+            opts="-h -V --hosts --library --no-builtin-library --default-apps --depth-bytes --depth-packets --max-flows --flow-timeout --queue --queues --fail-closed --port-action --reset --queue-empty-segments --ipset-threshold --queue-maxlen --rcvbuf --status-file --metrics-listen --silent-drop --events --stats-interval --user --queue-full --accept-all --no-fast-path --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -526,6 +546,10 @@ _appwall() {
                     return 0
                     ;;
                 --status-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -598,6 +622,24 @@ _appwall() {
                     return 0
                     ;;
                 --flow-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        appwall__subcmd__status)
+            opts="-h -V --status-file --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --status-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -14,17 +14,8 @@ use crate::commands::{AppError, EXIT_BAD_INPUT, build_engine, load_policy};
 use crate::engine::EngineConfig;
 use crate::kernel::iptables::{self, Family, KernelRuleOptions};
 use crate::log::{Level, log};
-use crate::policy::Policy;
 
-/// The warning for a policy that lists no host, or `None` when it lists some.
-pub fn no_hosts_warning(policy: &Policy) -> Option<String> {
-    policy.entries().is_empty().then(|| {
-        let file = policy
-            .hosts_path()
-            .map_or("the hosts file".into(), |p| p.display().to_string());
-        format!("{file} lists no hosts: appwall run would install no rules and filter nothing")
-    })
-}
+pub use crate::policy::no_hosts_warning;
 
 /// Runs `appwall check`.
 pub fn run(args: &CheckArgs) -> Result<ExitCode, AppError> {
@@ -113,7 +104,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::policy::{HostsFile, RuleLibrary};
+    use crate::policy::{HostsFile, Policy, RuleLibrary};
 
     fn policy(text: &str) -> Policy {
         let hosts = HostsFile::parse(Path::new("hosts"), text).unwrap();

@@ -10,6 +10,7 @@ pub mod kernel_rules;
 pub mod run;
 pub mod sample;
 pub mod scan;
+pub mod status;
 pub mod uninstall;
 
 use std::ffi::OsString;
@@ -97,6 +98,14 @@ pub enum AppError {
     /// JSON output could not be written.
     #[error("cannot write JSON output: {0}")]
     Json(#[from] serde_json::Error),
+    /// `status` found no readable status file.
+    #[error("{}: {why}", path.display())]
+    StatusFile {
+        /// The status file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// Writing output failed (a closed pipe ends quietly).
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -140,6 +149,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
         Command::KernelRules(a) => kernel_rules::run(&a),
         Command::Scan(a) => scan::run(&a),
         Command::Run(a) => run::run(&a),
+        Command::Status(a) => status::run(&a),
         Command::Uninstall(a) => uninstall::run(&a),
         Command::Demo(a) => demo::run(&a),
         Command::Bench(a) => bench::run(&a),

@@ -17,7 +17,11 @@ pub fn config(args: &RunArgs) -> Config {
         rules: rule_options(&args.kernel),
         queue_maxlen: args.queue_maxlen,
         rcvbuf: args.rcvbuf,
-        status_file: args.status_file.clone(),
+        status_file: Some(
+            args.status_file
+                .clone()
+                .unwrap_or_else(daemon::status::default_status_path),
+        ),
         events: args.events.clone(),
         stats_interval: args.stats_interval,
         user: args.user.clone(),
@@ -28,6 +32,8 @@ pub fn config(args: &RunArgs) -> Config {
         },
         accept_all: args.accept_all,
         no_fast_path: args.no_fast_path,
+        metrics_listen: args.metrics_listen,
+        silent_drop: args.silent_drop,
     }
 }
 

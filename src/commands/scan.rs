@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::cli::ScanArgs;
 use crate::commands::{AppError, build_engine, engine_config, load_policy};
+use crate::daemon::eve::{self, Alert, FlowFields};
 use crate::decap::{DecapStats, Decapsulator, DefragStats, Outcome};
 use crate::engine::{Engine, Reason, Verdict};
 use crate::packet::LinkType;
@@ -21,6 +22,10 @@ use crate::source::capture::CaptureReader;
 /// What a scan learned about one connection.
 #[derive(Debug, Clone)]
 pub struct FlowReport {
+    /// Connection id within the capture.
+    pub id: u64,
+    /// Capture time of its first packet, nanoseconds since the epoch.
+    pub first_ns: u64,
     /// Protocol.
     pub proto: Proto,
     /// First-seen source.
@@ -107,6 +112,8 @@ pub fn scan_capture(
         let (p, flow, d) = (j.packet, j.conn, j.decision);
         let i = *index.entry(flow.id).or_insert_with(|| {
             flows.push(FlowReport {
+                id: flow.id,
+                first_ns: frame.ts_ns,
                 proto: flow.proto,
                 src: flow.orig_src,
                 sport: flow.orig_sport,
@@ -141,9 +148,11 @@ pub fn scan_capture(
     })
 }
 
-/// The last line for each capture in `--json`: what became of every frame.
+/// The last line for each capture in `--json` (docs/schemas/scan-stats.json):
+/// what became of every frame.
 #[derive(Serialize)]
 struct JsonSummary<'a> {
+    timestamp: String,
     /// Always "stats".
     event_type: &'static str,
     file: &'a str,
@@ -160,24 +169,27 @@ struct JsonSummary<'a> {
     damage: Option<&'a str>,
 }
 
+/// Per-flow counters of a `--json` line.
+#[derive(Serialize)]
+struct JsonFlowCounts {
+    packets: u64,
+    bytes: u64,
+    blocked_at_packet: Option<u64>,
+    conflicts: u64,
+}
+
+/// One flow in `--json` (docs/schemas/scan-flow.json): the event log's
+/// vocabulary ([`crate::daemon::eve`]) with `event_type` "flow".
 #[derive(Serialize)]
 struct JsonFlow<'a> {
+    timestamp: String,
     /// Always "flow".
     event_type: &'static str,
     file: &'a str,
-    proto: &'static str,
-    src: String,
-    sport: u16,
-    dst: String,
-    dport: u16,
-    packets: u64,
-    bytes: u64,
-    verdict: &'static str,
-    app: Option<&'a str>,
-    reason: String,
-    signature: Option<&'a str>,
-    blocked_at_packet: Option<u64>,
-    conflicts: u64,
+    #[serde(flatten)]
+    fields: FlowFields,
+    flow: JsonFlowCounts,
+    alert: Alert,
 }
 
 /// Runs `appwall scan`.
@@ -210,28 +222,31 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode, AppError> {
         if args.json {
             for f in &res.flows {
                 let reason = f.blocked.unwrap_or(f.last);
+                let alert = Alert::new(&engine, &reason, f.blocked.is_some());
+                let app = if f.blocked.is_some() {
+                    alert.app.as_deref()
+                } else {
+                    None
+                };
                 let j = JsonFlow {
+                    timestamp: eve::timestamp_ns(f.first_ns),
                     event_type: "flow",
                     file: &name,
-                    proto: f.proto.name(),
-                    src: f.src.to_string(),
-                    sport: f.sport,
-                    dst: f.dst.to_string(),
-                    dport: f.dport,
-                    packets: f.packets,
-                    bytes: f.bytes,
-                    verdict: if f.blocked.is_some() { "block" } else { "allow" },
-                    app: f.blocked.as_ref().and_then(|r| engine.reason_app(r)),
-                    reason: engine.reason_text(&reason),
-                    signature: engine.reason_id(&reason),
-                    blocked_at_packet: f.blocked_at,
-                    conflicts: f.conflicts,
+                    fields: FlowFields::new(f.id, f.proto, (f.src, f.sport), (f.dst, f.dport), app),
+                    flow: JsonFlowCounts {
+                        packets: f.packets,
+                        bytes: f.bytes,
+                        blocked_at_packet: f.blocked_at,
+                        conflicts: f.conflicts,
+                    },
+                    alert,
                 };
                 serde_json::to_writer(&mut out, &j)?;
                 writeln!(out)?;
             }
             let d = &res.counts.decap;
             let summary = JsonSummary {
+                timestamp: eve::timestamp(std::time::SystemTime::now()),
                 event_type: "stats",
                 file: &name,
                 frames: res.counts.frames,

@@ -40,4 +40,9 @@ pub struct Config {
     pub accept_all: bool,
     /// Benchmarking: judge every packet, never mark a connection.
     pub no_fast_path: bool,
+    /// Where to serve OpenMetrics (`GET /metrics`), if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Blocked TCP connections are dropped silently instead of being
+    /// answered with resets to both sides.
+    pub silent_drop: bool,
 }

@@ -79,6 +79,15 @@ pub enum DaemonError {
     /// A worker panicked or stopped; the rules were removed.
     #[error("a queue worker {0}; rules removed")]
     Worker(&'static str),
+    /// The metrics endpoint's address could not be bound.
+    #[error("--metrics-listen {addr}: {source}")]
+    MetricsListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl DaemonError {

@@ -5,18 +5,22 @@
 //! Guarantees: an event is written once per blocked connection, never per
 //! packet; a full channel drops the event and counts it (a worker never
 //! waits on the event log); a failing event file is reported once and
-//! events go on to the log.
+//! events go on to the log; on SIGHUP and SIGUSR1 the file is reopened by
+//! name (log rotation moves it away, then signals).
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::RecvTimeoutError;
 
 use serde::Serialize;
 
+use crate::daemon::eve::{self, Alert, FlowFields};
 use crate::daemon::outfile::{self, OutputError};
-use crate::daemon::stats::epoch_secs;
 use crate::engine::{Engine, Reason};
 use crate::log::{Level, log};
 use crate::packet::Proto;
@@ -28,6 +32,8 @@ pub struct BlockEvent {
     pub time: SystemTime,
     /// Queue that judged it.
     pub queue: u16,
+    /// Connection id (the queue in the top 16 bits, so ids of queues differ).
+    pub flow_id: u64,
     /// TCP or UDP.
     pub proto: Proto,
     /// Opener address.
@@ -44,53 +50,45 @@ pub struct BlockEvent {
     pub engine: Arc<Engine>,
 }
 
-/// One line of the event log (the documented JSON format).
+/// One line of the event log (docs/schemas/event.json): eve.json's
+/// shape, `event_type` "alert".
 #[derive(Debug, Serialize)]
-pub struct EventRecord<'a> {
-    /// Always "blocked".
-    pub event: &'static str,
-    /// Seconds since the epoch, with milliseconds.
-    pub time: f64,
+pub struct EventRecord {
+    /// RFC 3339, UTC, microseconds.
+    pub timestamp: String,
+    /// Always "alert".
+    pub event_type: &'static str,
     /// Queue number.
     pub queue: u16,
-    /// "tcp" or "udp".
-    pub proto: &'static str,
-    /// Opener address.
-    pub src: String,
-    /// Opener port.
-    pub sport: u16,
-    /// Responder address.
-    pub dst: String,
-    /// Responder port.
-    pub dport: u16,
-    /// App name, when the reason names one.
-    pub app: Option<&'a str>,
-    /// Reason kind: "port", "signature", "rule" or "evasion".
-    pub kind: &'static str,
-    /// Id of the signature or rule that matched, if any.
-    pub signature: Option<&'a str>,
-    /// The rule in words (`signature msn/gateway-dll in http-target`).
-    pub rule: String,
+    /// The connection.
+    #[serde(flatten)]
+    pub flow: FlowFields,
+    /// What was decided and why.
+    pub alert: Alert,
 }
 
 impl BlockEvent {
+    /// The record of this event.
+    pub fn record(&self) -> EventRecord {
+        let alert = Alert::new(&self.engine, &self.reason, true);
+        EventRecord {
+            timestamp: eve::timestamp(self.time),
+            event_type: "alert",
+            queue: self.queue,
+            flow: FlowFields::new(
+                self.flow_id,
+                self.proto,
+                (self.src, self.sport),
+                (self.dst, self.dport),
+                alert.app.as_deref(),
+            ),
+            alert,
+        }
+    }
+
     /// The JSON line of this event.
     pub fn to_json(&self) -> String {
-        let rec = EventRecord {
-            event: "blocked",
-            time: epoch_secs(self.time),
-            queue: self.queue,
-            proto: self.proto.name(),
-            src: self.src.to_string(),
-            sport: self.sport,
-            dst: self.dst.to_string(),
-            dport: self.dport,
-            app: self.engine.reason_app(&self.reason),
-            kind: self.reason.kind(),
-            signature: self.engine.reason_id(&self.reason),
-            rule: self.engine.reason_text(&self.reason),
-        };
-        serde_json::to_string(&rec).unwrap_or_default()
+        serde_json::to_string(&self.record()).unwrap_or_default()
     }
 }
 
@@ -108,9 +106,36 @@ pub fn open_events(path: &Path) -> Result<EventOut, OutputError> {
 }
 
 /// Writes events from `rx` until every sender is gone: a log line each, and
-/// a JSON line to `out` when given.
-pub fn event_writer(rx: crossbeam_channel::Receiver<BlockEvent>, mut out: Option<EventOut>) {
-    for ev in rx {
+/// a JSON line to `out` when given. When `reopen` is set (SIGHUP, SIGUSR1:
+/// log rotation moved the file away), the file at `path` is opened anew
+/// (created 0640 when missing) and the old one closed; if that fails, lines
+/// go on to the old file.
+pub fn event_writer(
+    rx: crossbeam_channel::Receiver<BlockEvent>,
+    mut out: Option<EventOut>,
+    path: Option<PathBuf>,
+    reopen: Arc<AtomicBool>,
+) {
+    loop {
+        if reopen.swap(false, Ordering::Relaxed)
+            && let Some(p) = path.as_deref().filter(|p| p.as_os_str() != "-")
+        {
+            match open_events(p) {
+                Ok(w) => {
+                    out = Some(w);
+                    log(Level::Info, format_args!("event log {} reopened", p.display()));
+                }
+                Err(e) => log(
+                    Level::Error,
+                    format_args!("event log not reopened: {e}; lines go on to the old file"),
+                ),
+            }
+        }
+        let ev = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(ev) => ev,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         log(
             Level::Info,
             format_args!(

@@ -16,7 +16,8 @@
 //! unbind. SIGHUP reloads ([`reload`]): the new policy and engine are
 //! validated first, the engine swapped, then the kernel rules, then clean
 //! connections of changed hosts are queued again; a bad file changes
-//! nothing. docs/security.md lists these guarantees with their tests.
+//! nothing. SIGHUP and SIGUSR1 reopen the event log (log rotation;
+//! SIGUSR1 does only that). docs/security.md lists these guarantees with their tests.
 //!
 //! Schedules (`when` of rules, `app@name` in the hosts file): the engine
 //! holds no clock. The daemon reads the clock ([`crate::policy::Clock`]:
@@ -28,16 +29,23 @@
 //!
 //! Rooms: [`worker`] (the per-queue loop), [`stats`] (hot counters),
 //! [`status`] (status file, overflow accounting), [`events`] (blocked
-//! connections), [`outfile`] (files written without following links),
+//! connections), [`eve`] (the vocabulary events, scan lines and status
+//! share), [`metrics`] (OpenMetrics file and endpoint), [`reset`] (resets
+//! for blocked connections), [`nflog`] (events for kernel port-rule
+//! blocks), [`outfile`] (files written without following links),
 //! [`reload`], [`lock`], [`privilege`], [`error`].
 
 pub mod config;
 pub mod error;
+pub mod eve;
 pub mod events;
 pub mod lock;
+pub mod metrics;
+pub mod nflog;
 pub mod outfile;
 pub mod privilege;
 pub mod reload;
+pub mod reset;
 pub mod stats;
 pub mod status;
 pub mod worker;
@@ -48,7 +56,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use crate::engine::Engine;
@@ -107,12 +115,15 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     // compiles must not kill the process with the default action; it is
     // acted on once the filter runs. signal-hook's handler thread is not
     // started yet (`pending` is polled), so privileges can still be dropped.
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(DaemonError::Signals)?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]).map_err(DaemonError::Signals)?;
     let k = &cfg.rules;
     if u32::from(k.queue) + u32::from(k.queues) > 65536 {
         return Err(DaemonError::QueueRange);
     }
     let policy = load_policy(&cfg.sources, false)?;
+    if let Some(w) = crate::policy::no_hosts_warning(&policy) {
+        log(Level::Warning, format_args!("{w}"));
+    }
     // Schedules: the engine holds no clock; it is built from the policy as
     // in force now, and rebuilt (like a reload) when a schedule turns.
     let clock = Clock::from_env();
@@ -128,6 +139,28 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         return Err(DaemonError::NotPrivileged);
     }
     let _lock = InstanceLock::acquire()?;
+    // Bound before privileges go, so a port below 1024 works too.
+    let metrics_listener = cfg
+        .metrics_listen
+        .map(|addr| {
+            std::net::TcpListener::bind(addr).map_err(|source| DaemonError::MetricsListen { addr, source })
+        })
+        .transpose()?;
+    // Raw sockets for resets, opened while CAP_NET_RAW is effective (after
+    // the drop it is only kept for the rule tools).
+    let resets = (!cfg.silent_drop && !cfg.accept_all).then(|| Arc::new(reset::ResetSender::open()));
+    // Kernel port-rule blocks told through NFLOG (group = first queue):
+    // an event for a connection the kernel dropped.
+    let nflog_source = match nflog::NflogSource::open(k.queue, Duration::from_millis(200)) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log(
+                Level::Warning,
+                format_args!("{e}: connections blocked by the kernel port rules leave no event"),
+            );
+            None
+        }
+    };
     // Before the first thread: capabilities are per thread and inherited.
     let dropped = privilege::drop_privileges(cfg.user.as_deref())?;
     log(Level::Info, format_args!("{dropped}"));
@@ -136,11 +169,12 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     let events_out = cfg.events.as_deref().map(events::open_events).transpose()?;
     if let Some(p) = &cfg.status_file {
         outfile::check_replaceable(p)?;
+        outfile::check_replaceable(&status::metrics_path(p))?;
     }
     // A stop asked for while the policy compiled ends start-up here, before
     // any queue or rule exists; a SIGHUP is kept for the main loop.
     let mut early: Vec<i32> = signals.pending().collect();
-    if early.iter().any(|s| *s != SIGHUP) {
+    if early.iter().any(|s| *s != SIGHUP && *s != SIGUSR1) {
         log(
             Level::Info,
             format_args!("stopped by a signal during start-up; nothing was installed"),
@@ -189,7 +223,11 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     let handle: EngineHandle = Arc::new(ArcSwap::from_pointee(engine));
     let stop = Arc::new(AtomicBool::new(false));
     let (ev_tx, ev_rx) = crossbeam_channel::bounded::<BlockEvent>(4096);
-    let events = spawn_named("appwall-events".into(), move || event_writer(ev_rx, events_out))?;
+    let reopen = Arc::new(AtomicBool::new(false));
+    let events = spawn_named("appwall-events".into(), {
+        let (path, reopen) = (cfg.events.clone(), Arc::clone(&reopen));
+        move || event_writer(ev_rx, events_out, path, reopen)
+    })?;
     let mut status = Status {
         workers: Vec::new(),
         handle: Arc::clone(&handle),
@@ -202,7 +240,26 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         overflow_before: AtomicU64::new(0),
         overflow_reported: AtomicU64::new(0),
         inspect_installed: std::sync::Mutex::new(Vec::new()),
+        policy_hash: std::sync::Mutex::new(status::policy_hash(&cfg.sources)),
+        last_reload: std::sync::Mutex::new(None),
+        metrics_cache: std::sync::Mutex::new(None),
+        kernel_blocks: std::sync::Mutex::new(status::KernelBlocks::default()),
     };
+    if let Some(r) = &resets {
+        if r.usable() {
+            log(
+                Level::Info,
+                format_args!("blocked TCP connections are answered with resets to both sides"),
+            );
+        } else {
+            log(
+                Level::Warning,
+                format_args!(
+                    "no raw socket for resets (CAP_NET_RAW?): blocked connections are dropped silently"
+                ),
+            );
+        }
+    }
     let mut workers = Vec::new();
     for src in sources {
         let q = src.queue_num();
@@ -217,10 +274,22 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
             accept_all: cfg.accept_all,
             no_fast_path: cfg.no_fast_path,
         };
-        let w = Worker::new(src, Arc::clone(&handle), st, Some(ev_tx.clone()), wcfg);
+        let mut w = Worker::new(src, Arc::clone(&handle), st, Some(ev_tx.clone()), wcfg);
+        if let Some(r) = &resets {
+            w = w.with_resets(Arc::clone(r));
+        }
         let stop = Arc::clone(&stop);
         workers.push(spawn_named(format!("appwall-q{q}"), move || w.run(&stop))?);
     }
+    let nflog_thread = match nflog_source {
+        Some(src) => {
+            let (h, tx, stop) = (Arc::clone(&handle), ev_tx.clone(), Arc::clone(&stop));
+            Some(spawn_named("appwall-nflog".into(), move || {
+                nflog::run_reader(src, h, tx, stop)
+            })?)
+        }
+        None => None,
+    };
     drop(ev_tx);
 
     // Rule tools run as children from here on: none may inherit a queue
@@ -277,6 +346,23 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         }
     })?;
 
+    let metrics_thread = match metrics_listener {
+        Some(l) => {
+            let body: Arc<dyn Fn() -> String + Send + Sync> = {
+                let status = Arc::clone(&status);
+                Arc::new(move || status.metrics_text())
+            };
+            if let Ok(a) = l.local_addr() {
+                log(Level::Info, format_args!("metrics on http://{a}/metrics"));
+            }
+            let stop = Arc::clone(&stop);
+            Some(spawn_named("appwall-metrics".into(), move || {
+                metrics::serve(l, body, stop)
+            })?)
+        }
+        None => None,
+    };
+
     let mut failed: Option<DaemonError> = None;
     let turn = |full: &Policy| {
         full.next_change(clock.now())
@@ -304,16 +390,33 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         }
         let pending: Vec<i32> = early.drain(..).chain(signals.pending()).collect();
         for sig in pending {
+            if sig == SIGHUP || sig == SIGUSR1 {
+                // Log rotation: the event log is opened anew by name.
+                reopen.store(true, Relaxed);
+            }
             match sig {
+                SIGUSR1 => {}
                 SIGHUP => match reload::reload(cfg, &handle, &status, clock.now()) {
                     Ok(p) => {
                         full = p;
                         next_turn = turn(&full);
                         status.reloads.fetch_add(1, Relaxed);
+                        if let Ok(mut l) = status.last_reload.lock() {
+                            *l = Some((std::time::SystemTime::now(), true));
+                        }
+                        if let Ok(mut h) = status.policy_hash.lock() {
+                            *h = status::policy_hash(&cfg.sources);
+                        }
+                        if let Some(w) = crate::policy::no_hosts_warning(handle.load().policy()) {
+                            log(Level::Warning, format_args!("{w}"));
+                        }
                         log(Level::Info, format_args!("policy reloaded"));
                     }
                     Err(e) => {
                         status.reload_failures.fetch_add(1, Relaxed);
+                        if let Ok(mut l) = status.last_reload.lock() {
+                            *l = Some((std::time::SystemTime::now(), false));
+                        }
                         for line in e.to_string().lines() {
                             log(Level::Error, format_args!("{line}"));
                         }
@@ -354,6 +457,12 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         }
     }
     let _ = stats_thread.join();
+    if let Some(t) = metrics_thread {
+        let _ = t.join();
+    }
+    if let Some(t) = nflog_thread {
+        let _ = t.join();
+    }
     let _ = events.join();
     let s = status.write_status(false);
     log(Level::Info, format_args!("{}", s.summary()));

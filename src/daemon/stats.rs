@@ -19,6 +19,8 @@ use crate::source::nfqueue::KernelQueue;
 pub const REASONS: usize = Reason::COUNT;
 /// Reason kind names, indexed by [`Reason::index`].
 pub const REASON_NAMES: [&str; REASONS] = Reason::KINDS;
+/// Name of the app slot of `IP:PORT` hosts lines (no app).
+pub const HOSTS_FILE_PORT: &str = "(hosts-file port)";
 /// App slots: 64 library apps plus "none".
 pub const APP_SLOTS: usize = 65;
 
@@ -74,6 +76,16 @@ pub struct WorkerStats {
     pub dropped_undecided: AtomicU64,
     /// Such connections seen again, and blocked (fail closed).
     pub resumed_undecided: AtomicU64,
+    /// Packets that retransmitted bytes differing from the inspected ones
+    /// (`Decision::conflict`; both versions were inspected).
+    pub conflicts: AtomicU64,
+    /// Settled connections whose client hello offered Encrypted Client
+    /// Hello (its server name is the provider's, not the real one).
+    pub ech_connections: AtomicU64,
+    /// TCP resets sent for blocked connections (each side counts one).
+    pub resets_sent: AtomicU64,
+    /// Resets that could not be sent.
+    pub reset_errors: AtomicU64,
 }
 
 impl WorkerStats {
@@ -98,6 +110,10 @@ impl WorkerStats {
             flows: AtomicU64::new(0),
             dropped_undecided: AtomicU64::new(0),
             resumed_undecided: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            ech_connections: AtomicU64::new(0),
+            resets_sent: AtomicU64::new(0),
+            reset_errors: AtomicU64::new(0),
         }
     }
 
@@ -129,6 +145,10 @@ pub(crate) fn epoch_secs(t: SystemTime) -> f64 {
 /// status file.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
+    /// When it was taken: RFC 3339, UTC, microseconds.
+    pub timestamp: String,
+    /// Always "stats" (the event vocabulary of [`crate::daemon::eve`]).
+    pub event_type: &'static str,
     /// Seconds since the epoch.
     pub time: f64,
     /// Process id.
@@ -141,11 +161,22 @@ pub struct Snapshot {
     pub reloads: u64,
     /// Reloads refused (bad file, rules not applied).
     pub reload_failures: u64,
+    /// The last reload was applied (true before any reload).
+    pub last_reload_ok: bool,
+    /// When the last reload was tried, if ever.
+    pub last_reload: Option<String>,
+    /// Short SHA-256 of the policy files in force (hosts file, library
+    /// directories' files): tells which files a running instance uses.
+    pub policy_hash: String,
     /// Totals over all queues.
     pub totals: Totals,
-    /// `{"accept": {"clean": n, ...}, "drop": {...}}`.
+    /// `{"accept": {"clean": n, ...}, "drop": {...}}`, every reason kind
+    /// present (0 when none yet).
     pub packets_by_verdict: serde_json::Map<String, serde_json::Value>,
-    /// `{"msn": {"dropped_packets": n, "blocked_connections": n}}`.
+    /// `{"msn": {"dropped_packets": n, "blocked_connections": n,
+    /// "kernel_blocked_packets": n}}`, every app of the library present;
+    /// `kernel_blocked_packets` are the port rules' own counters (packets the
+    /// kernel dropped or rejected without queueing).
     pub apps: serde_json::Map<String, serde_json::Value>,
     /// Per queue: userspace counters and the kernel's.
     pub queues: Vec<QueueSnapshot>,
@@ -168,6 +199,20 @@ pub struct Totals {
     pub clean_connections: u64,
     /// Events lost.
     pub events_dropped: u64,
+    /// Packets that retransmitted bytes differing from the inspected ones.
+    pub conflicts: u64,
+    /// Settled connections that offered Encrypted Client Hello.
+    pub ech_connections: u64,
+    /// TCP resets sent for blocked connections.
+    pub resets_sent: u64,
+    /// Resets that could not be sent.
+    pub reset_errors: u64,
+    /// Socket overruns (ENOBUFS) over all queues.
+    pub overruns: u64,
+    /// Packets the kernel dropped because a queue was full (its own count).
+    pub queue_dropped: u64,
+    /// Packets the kernel could not hand to our sockets.
+    pub socket_dropped: u64,
     /// Packets the NFQUEUE rules sent that no queue took because it was full
     /// (the rules' packet counters less what the queues received): passed
     /// uninspected in fail-open mode (the kernel counts these nowhere else),
@@ -206,8 +251,12 @@ pub struct QueueSnapshot {
 
 /// Builds a snapshot from workers' counters and the kernel's table.
 pub fn snapshot(workers: &[Arc<WorkerStats>], kernel: &[KernelQueue], app_names: &[String]) -> Snapshot {
+    let now = SystemTime::now();
     let mut s = Snapshot {
-        time: epoch_secs(SystemTime::now()),
+        timestamp: crate::daemon::eve::timestamp(now),
+        event_type: "stats",
+        last_reload_ok: true,
+        time: epoch_secs(now),
         pid: std::process::id(),
         running: true,
         ..Snapshot::default()
@@ -231,6 +280,11 @@ pub fn snapshot(workers: &[Arc<WorkerStats>], kernel: &[KernelQueue], app_names:
         s.totals.blocked_connections += get(&w.marked_blocked);
         s.totals.clean_connections += get(&w.marked_clean);
         s.totals.events_dropped += get(&w.events_dropped);
+        s.totals.conflicts += get(&w.conflicts);
+        s.totals.ech_connections += get(&w.ech_connections);
+        s.totals.resets_sent += get(&w.resets_sent);
+        s.totals.reset_errors += get(&w.reset_errors);
+        s.totals.overruns += get(&w.overruns);
         s.queues.push(QueueSnapshot {
             queue: w.queue,
             packets: get(&w.packets),
@@ -251,20 +305,23 @@ pub fn snapshot(workers: &[Arc<WorkerStats>], kernel: &[KernelQueue], app_names:
     for (v, name) in ["accept", "drop"].iter().enumerate() {
         let mut m = serde_json::Map::new();
         for (r, rn) in REASON_NAMES.iter().enumerate() {
-            if outcomes[v][r] > 0 {
-                m.insert((*rn).into(), outcomes[v][r].into());
-            }
+            m.insert((*rn).into(), outcomes[v][r].into());
         }
         s.packets_by_verdict.insert((*name).into(), m.into());
     }
     for i in 0..APP_SLOTS {
-        if dropped_app[i] == 0 && blocked_app[i] == 0 {
-            continue;
-        }
-        let name = app_names.get(i).map_or("(hosts-file port)", |n| n.as_str());
+        let name = match app_names.get(i) {
+            Some(n) => n.as_str(),
+            None if i == APP_SLOTS - 1 => HOSTS_FILE_PORT,
+            None => continue,
+        };
         s.apps.insert(
             name.into(),
-            serde_json::json!({"dropped_packets": dropped_app[i], "blocked_connections": blocked_app[i]}),
+            serde_json::json!({
+                "dropped_packets": dropped_app[i],
+                "blocked_connections": blocked_app[i],
+                "kernel_blocked_packets": 0,
+            }),
         );
     }
     s
@@ -287,6 +344,7 @@ impl Snapshot {
         let apps: Vec<String> = self
             .apps
             .iter()
+            .filter(|(_, v)| v["blocked_connections"].as_u64().unwrap_or(0) > 0)
             .map(|(k, v)| format!("{k}={}", v["blocked_connections"]))
             .collect();
         format!(

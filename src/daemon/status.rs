@@ -15,17 +15,19 @@
 //!   counters, untouched when its rules do not change (they depend on the
 //!   queue options only); when they do change, the count so far is carried.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
+use crate::daemon::metrics;
 use crate::daemon::outfile;
 use crate::daemon::stats::{self, Snapshot, WorkerStats};
 use crate::daemon::worker::EngineHandle;
 use crate::kernel::install::{InstallReport, Runner, SystemRunner};
 use crate::kernel::iptables::{self, Family};
 use crate::log::{Level, log};
+use crate::policy::load::Sources;
 use crate::source::nfqueue::{self, KernelQueue};
 
 /// What the stats thread, the reload path and shutdown share.
@@ -54,6 +56,158 @@ pub struct Status {
     /// The queueing chain's rules as installed, per family (a reload that
     /// would install the same keeps the chain and its counters).
     pub inspect_installed: Mutex<Vec<(Family, String)>>,
+    /// Short hash of the policy files in force ([`policy_hash`]).
+    pub policy_hash: Mutex<String>,
+    /// The last reload: when, and whether it was applied.
+    pub last_reload: Mutex<Option<(SystemTime, bool)>>,
+    /// The last metrics text served and when it was made (scrapes reuse it
+    /// for a second).
+    pub metrics_cache: Mutex<Option<(Instant, String)>>,
+    /// Port-rule packet counts carried across rule rebuilds and removal.
+    pub kernel_blocks: Mutex<KernelBlocks>,
+}
+
+/// Packets the port rules blocked, per app, that never go down: a rule
+/// rebuilt by a reload restarts its counter (what it had is carried), and
+/// once the rules are gone (the last status file) the last reading stays.
+#[derive(Debug, Default)]
+pub struct KernelBlocks {
+    /// Per app: (last reading, carried from earlier rules).
+    apps: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+impl KernelBlocks {
+    /// Takes a reading (apps absent from it keep their count) and returns
+    /// every app's total.
+    pub fn update(&mut self, reading: &[(String, u64)]) -> Vec<(String, u64)> {
+        for (app, n) in reading {
+            let e = self.apps.entry(app.clone()).or_default();
+            if *n < e.0 {
+                e.1 += e.0;
+            }
+            e.0 = *n;
+        }
+        self.apps
+            .iter()
+            .map(|(a, (last, carried))| (a.clone(), last + carried))
+            .collect()
+    }
+}
+
+/// Short SHA-256 (12 hex digits) of the policy files: the hosts file and
+/// every file directly in the library directories, by name, with their
+/// paths, so an edit, a rename or a new file changes it. Unreadable files
+/// count by name alone.
+pub fn policy_hash(sources: &Sources) -> String {
+    use sha2::{Digest, Sha256};
+    let mut files: Vec<PathBuf> = sources.hosts.iter().cloned().collect();
+    for dir in &sources.library_dirs {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
+            .unwrap_or_default();
+        names.retain(|p| p.is_file());
+        names.sort();
+        files.extend(names);
+    }
+    let mut h = Sha256::new();
+    h.update(if sources.no_builtin_library {
+        b"-\n"
+    } else {
+        b"+\n"
+    });
+    for f in files {
+        h.update(f.as_os_str().as_encoded_bytes());
+        h.update(b"\0");
+        h.update(std::fs::read(&f).unwrap_or_default());
+        h.update(b"\0");
+    }
+    h.finalize()[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Packet counters of appwall's port rules in `iptables -nvxL` output, by
+/// the key their comment carries (`appwall app-msn` -> `app-msn`).
+pub fn port_rule_packets(list: &str) -> Vec<(String, u64)> {
+    list.lines()
+        .filter_map(|l| {
+            let key = l.split("/* appwall ").nth(1)?.split(" */").next()?;
+            let pkts = l.split_whitespace().next()?.parse::<u64>().ok()?;
+            Some((key.to_string(), pkts))
+        })
+        .collect()
+}
+
+/// Packets the kernel port rules blocked, per app name (IP:PORT lines under
+/// [`stats::HOSTS_FILE_PORT`]), over both families and both tables (drop
+/// in mangle, reject in filter).
+fn kernel_port_blocks() -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for cmd in ["iptables", "ip6tables"] {
+        for table in ["mangle", "filter"] {
+            let Ok(list) = SystemRunner.run(
+                cmd,
+                &["-w", "-t", table, "-n", "-v", "-x", "-L", iptables::CHAIN],
+                None,
+            ) else {
+                continue;
+            };
+            for (key, n) in port_rule_packets(&list) {
+                let app = key
+                    .strip_prefix("app-")
+                    .map_or(stats::HOSTS_FILE_PORT.to_string(), str::to_string);
+                match out.iter_mut().find(|(a, _)| *a == app) {
+                    Some(e) => e.1 += n,
+                    None => out.push((app, n)),
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Directory of appwall's run-time files.
+pub const RUN_DIR: &str = "/run/appwall";
+
+/// The network namespace of this process (`net:[4026531840]` -> its
+/// number), if it can be read.
+pub fn netns_id(pid: &str) -> Option<String> {
+    let l = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+    let s = l.to_string_lossy().into_owned();
+    s.strip_prefix("net:[")?.strip_suffix(']').map(str::to_string)
+}
+
+/// The default status file of this network namespace:
+/// `/run/appwall/status.json` in the initial one (that of process 1),
+/// `/run/appwall/NETNS-ID/status.json` in any other, so instances in
+/// different namespaces never share one. When process 1's namespace cannot
+/// be read (no privileges), an existing per-namespace file wins.
+pub fn default_status_path() -> PathBuf {
+    let own = netns_id("self");
+    let per_ns = own
+        .as_ref()
+        .map(|n| Path::new(RUN_DIR).join(n).join("status.json"));
+    status_path_for(
+        own.as_deref(),
+        netns_id("1").as_deref(),
+        per_ns.is_some_and(|p| p.exists()),
+    )
+}
+
+/// [`default_status_path`] from this process's namespace, process 1's
+/// (`None`: unreadable), and whether the per-namespace file exists.
+fn status_path_for(own: Option<&str>, init: Option<&str>, per_ns_exists: bool) -> PathBuf {
+    let base = Path::new(RUN_DIR);
+    match (own, init) {
+        (None, _) => base.join("status.json"),
+        (Some(o), Some(i)) if o == i => base.join("status.json"),
+        (Some(o), Some(_)) => base.join(o).join("status.json"),
+        (Some(o), None) if per_ns_exists => base.join(o).join("status.json"),
+        (Some(_), None) => base.join("status.json"),
+    }
+}
+
+/// The metrics file beside a status file: `status.json` -> `status.prom`.
+pub fn metrics_path(status: &Path) -> PathBuf {
+    status.with_extension("prom")
 }
 
 /// Sums the packet counters of the NFQUEUE rules in `iptables -nvxL` output.
@@ -167,6 +321,22 @@ impl Status {
         s.uptime = self.started.elapsed().as_secs_f64();
         s.reloads = self.reloads.load(Relaxed);
         s.reload_failures = self.reload_failures.load(Relaxed);
+        if let Ok(h) = self.policy_hash.lock() {
+            s.policy_hash.clone_from(&h);
+        }
+        if let Ok(Some((t, ok))) = self.last_reload.lock().as_deref() {
+            s.last_reload = Some(crate::daemon::eve::timestamp(*t));
+            s.last_reload_ok = *ok;
+        }
+        let blocks = match self.kernel_blocks.lock() {
+            Ok(mut k) => k.update(&kernel_port_blocks()),
+            Err(_) => Vec::new(),
+        };
+        for (app, n) in blocks {
+            if let Some(v) = s.apps.get_mut(&app) {
+                v["kernel_blocked_packets"] = n.into();
+            }
+        }
         // Socket drops as the kernel counts them for our sockets.
         for (q, ino) in s.queues.iter_mut().zip(&self.inodes) {
             if let (Some(ino), Some(k)) = (ino, q.kernel.as_mut())
@@ -175,22 +345,46 @@ impl Status {
                 k.user_dropped = k.user_dropped.max(d);
             }
         }
+        for k in s.queues.iter().filter_map(|q| q.kernel) {
+            s.totals.queue_dropped += k.queue_dropped;
+            s.totals.socket_dropped += k.user_dropped;
+        }
         s
     }
 
-    /// Writes the status file (when one is configured) and returns what it wrote.
+    /// Writes the status file and the metrics file beside it
+    /// ([`metrics_path`]) when a status file is configured, and returns
+    /// what it wrote.
     pub fn write_status(&self, running: bool) -> Snapshot {
         let s = self.snapshot(running);
         if let Some(path) = &self.status_file {
             let text = serde_json::to_string_pretty(&s).unwrap_or_default() + "\n";
-            if let Err(e) = outfile::write_replace(path, &text) {
-                log(
-                    Level::Warning,
-                    format_args!("status file {}: {e}", path.display()),
-                );
+            let prom = metrics_path(path);
+            for (p, text) in [
+                (path.as_path(), text),
+                (prom.as_path(), metrics::render(&s, false)),
+            ] {
+                if let Err(e) = outfile::write_replace(p, &text) {
+                    log(Level::Warning, format_args!("status file {}: {e}", p.display()));
+                }
             }
         }
         s
+    }
+
+    /// OpenMetrics text of a snapshot at most a second old (for scrapes).
+    pub fn metrics_text(&self) -> String {
+        if let Ok(c) = self.metrics_cache.lock()
+            && let Some((at, text)) = c.as_ref()
+            && at.elapsed() < std::time::Duration::from_secs(1)
+        {
+            return text.clone();
+        }
+        let text = metrics::render(&self.snapshot(true), true);
+        if let Ok(mut c) = self.metrics_cache.lock() {
+            *c = Some((Instant::now(), text.clone()));
+        }
+        text
     }
 }
 
@@ -201,5 +395,44 @@ mod tests {
         let out = "Chain APPWALL_INSPECT (2 references)\n    pkts      bytes target     prot opt in     out     source               destination\n       7      364 RETURN     6    --  *      *       0.0.0.0/0            0.0.0.0/0            u32 \"0x0>>0x18=0x45\"\n    1200    99000 NFQUEUE    6    --  *      *       0.0.0.0/0            0.0.0.0/0            NFQUEUE num 0 bypass\n      34     2000 NFQUEUE    17   --  *      *       0.0.0.0/0            0.0.0.0/0            NFQUEUE num 0 bypass\n";
         assert_eq!(super::nfqueue_rule_packets(out), 1234);
         assert_eq!(super::nfqueue_rule_packets(""), 0);
+    }
+
+    #[test]
+    fn kernel_block_counts_never_go_down() {
+        let mut k = super::KernelBlocks::default();
+        let r = |v: &[(&str, u64)]| v.iter().map(|(a, n)| (a.to_string(), *n)).collect::<Vec<_>>();
+        assert_eq!(k.update(&r(&[("msn", 5)])), r(&[("msn", 5)]));
+        assert_eq!(
+            k.update(&r(&[("msn", 7), ("irc", 1)])),
+            r(&[("irc", 1), ("msn", 7)])
+        );
+        // Rules rebuilt: msn's counter restarts.
+        assert_eq!(
+            k.update(&r(&[("msn", 2), ("irc", 1)])),
+            r(&[("irc", 1), ("msn", 9)])
+        );
+        // Rules gone: nothing read, nothing lost.
+        assert_eq!(k.update(&[]), r(&[("irc", 1), ("msn", 9)]));
+    }
+
+    #[test]
+    fn status_paths_are_per_network_namespace() {
+        use super::status_path_for as f;
+        let p = |s: &str| std::path::PathBuf::from(s);
+        assert_eq!(
+            f(Some("4026531840"), Some("4026531840"), false),
+            p("/run/appwall/status.json")
+        );
+        assert_eq!(
+            f(Some("4026532999"), Some("4026531840"), false),
+            p("/run/appwall/4026532999/status.json")
+        );
+        // Unprivileged `appwall status` cannot read process 1's namespace.
+        assert_eq!(
+            f(Some("4026532999"), None, true),
+            p("/run/appwall/4026532999/status.json")
+        );
+        assert_eq!(f(Some("4026532999"), None, false), p("/run/appwall/status.json"));
+        assert_eq!(f(None, None, false), p("/run/appwall/status.json"));
     }
 }

@@ -32,6 +32,7 @@ use arc_swap::cache::Cache;
 use crossbeam_channel::{Sender, TrySendError};
 
 use crate::daemon::events::BlockEvent;
+use crate::daemon::reset::{self, ResetSender};
 use crate::daemon::stats::{self, WorkerStats, bump};
 use crate::engine::{Engine, FlowMark, Reason, Verdict};
 use crate::kernel::marks::MarkBits;
@@ -75,6 +76,7 @@ pub struct Worker<S: PacketSource> {
     cfg: WorkerConfig,
     epoch: Instant,
     draining: bool,
+    resets: Option<Arc<ResetSender>>,
 }
 
 impl<S: PacketSource> Worker<S> {
@@ -95,7 +97,15 @@ impl<S: PacketSource> Worker<S> {
             cfg,
             epoch: Instant::now(),
             draining: false,
+            resets: None,
         }
+    }
+
+    /// Answers each blocked TCP connection with a reset to both sides
+    /// ([`crate::daemon::reset`]) through `sender`.
+    pub fn with_resets(mut self, sender: Arc<ResetSender>) -> Worker<S> {
+        self.resets = Some(sender);
+        self
     }
 
     /// Its counters.
@@ -125,15 +135,32 @@ impl<S: PacketSource> Worker<S> {
             d = d.marked(FlowMark::Blocked);
         }
         self.stats.count(bytes.len(), d.verdict, &d.reason);
+        if d.conflict {
+            bump(&self.stats.conflicts);
+        }
+        if d.mark.is_some() && flow.state.ech {
+            // Once per connection: the mark settles it once.
+            bump(&self.stats.ech_connections);
+        }
         let m = self.cfg.marks;
         let v = match (d.mark, d.verdict) {
             (Some(FlowMark::Blocked), _) => {
                 bump(&self.stats.marked_blocked);
                 bump(&self.stats.blocked_by_app[stats::app_index(&d.reason)]);
+                if let Some(sender) = &self.resets {
+                    for r in reset::resets_for(bytes) {
+                        bump(if sender.send(&r) {
+                            &self.stats.resets_sent
+                        } else {
+                            &self.stats.reset_errors
+                        });
+                    }
+                }
                 if let Some(tx) = &self.events {
                     let ev = BlockEvent {
                         time: SystemTime::now(),
                         queue: self.cfg.queue,
+                        flow_id: (u64::from(self.cfg.queue) << 48) | (flow.id & ((1 << 48) - 1)),
                         proto: flow.proto,
                         src: flow.orig_src,
                         sport: flow.orig_sport,
@@ -377,9 +404,15 @@ mod tests {
         let ev: Vec<BlockEvent> = rx.try_iter().collect();
         assert_eq!(ev.len(), 1, "one event per connection");
         let json = ev[0].to_json();
-        assert!(json.contains("\"app\":\"msn\""), "{json}");
-        assert!(json.contains("\"signature\":\"msnp-ver\""), "{json}");
-        assert!(json.contains("\"dport\":443"), "{json}");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["event_type"], "alert", "{json}");
+        assert_eq!(v["app_proto"], "msn", "{json}");
+        assert_eq!(v["alert"]["signature_id"], "msnp-ver", "{json}");
+        assert_eq!(v["alert"]["signature"], "msn/msnp-ver", "{json}");
+        assert_eq!(v["alert"]["category"], "signature", "{json}");
+        assert_eq!(v["dest_port"], 443, "{json}");
+        assert_eq!(v["proto"], "TCP", "{json}");
+        assert_eq!(v["flow_id"].as_u64().unwrap() >> 48, 3, "queue in the id");
         assert_eq!(w.stats().marked_blocked.load(Relaxed), 1);
         assert_eq!(w.stats().packets.load(Relaxed), 3);
     }
@@ -552,7 +585,7 @@ mod tests {
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].sport, 47001);
         assert!(
-            ev[0].to_json().contains("\"kind\":\"evasion\""),
+            ev[0].to_json().contains("\"category\":\"evasion\""),
             "{}",
             ev[0].to_json()
         );

@@ -500,9 +500,13 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
                     let rule = format!(
                         "{host} -p {proto} -m multiport --dports {list} -m conntrack --ctdir ORIGINAL -m comment --comment \"appwall {key}\" {port_target}"
                     );
+                    let log = (
+                        CHAIN.to_string(),
+                        super::nflog::log_rule(&rule, &port_target, opts.queue),
+                    );
                     match opts.port_action {
-                        PortAction::Drop => p.mangle.push((CHAIN.to_string(), rule)),
-                        PortAction::Reject => filter_rules.push((CHAIN.to_string(), rule)),
+                        PortAction::Drop => p.mangle.extend([log, (CHAIN.to_string(), rule)]),
+                        PortAction::Reject => filter_rules.extend([log, (CHAIN.to_string(), rule)]),
                     }
                 }
             }

@@ -16,3 +16,4 @@ pub mod addresses;
 pub mod install;
 pub mod iptables;
 pub mod marks;
+pub mod nflog;

@@ -273,6 +273,17 @@ fn app_names(library: &RuleLibrary) -> String {
         .join(", ")
 }
 
+/// The warning for a policy that lists no host (an empty or all-comment
+/// hosts file), or `None` when it lists some: `check` and `run` both say it.
+pub fn no_hosts_warning(policy: &Policy) -> Option<String> {
+    policy.entries().is_empty().then(|| {
+        let file = policy
+            .hosts_path()
+            .map_or("the hosts file".into(), |p| p.display().to_string());
+        format!("{file} lists no hosts: appwall run would install no rules and filter nothing")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

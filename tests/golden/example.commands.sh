@@ -12,12 +12,19 @@ iptables -t mangle -A APPWALL -m mark --mark 0x200000/0x700000 -j RETURN
 iptables -t mangle -A APPWALL -m mark --mark 0x400000/0x700000 -j CONNMARK --save-mark --nfmask 0x700000 --ctmask 0x700000
 iptables -t mangle -A APPWALL -m mark --mark 0x400000/0x700000 -j RETURN
 iptables -t mangle -A APPWALL -m connmark --mark 0x200000/0x700000 -j APPWALL_INSPECT
+iptables -t mangle -A APPWALL -s 192.0.2.10/32 -p tcp -m multiport --dports 5190 -m conntrack --ctdir ORIGINAL -m limit --limit 10/second --limit-burst 20 -j NFLOG --nflog-group 0 --nflog-prefix "appwall app-aim"
 iptables -t mangle -A APPWALL -s 192.0.2.10/32 -p tcp -m multiport --dports 5190 -m conntrack --ctdir ORIGINAL -m comment --comment "appwall app-aim" -j DROP
+iptables -t mangle -A APPWALL -s 192.0.2.10/32 -p tcp -m multiport --dports 6667,6697 -m conntrack --ctdir ORIGINAL -m limit --limit 10/second --limit-burst 20 -j NFLOG --nflog-group 0 --nflog-prefix "appwall app-irc"
 iptables -t mangle -A APPWALL -s 192.0.2.10/32 -p tcp -m multiport --dports 6667,6697 -m conntrack --ctdir ORIGINAL -m comment --comment "appwall app-irc" -j DROP
+iptables -t mangle -A APPWALL -s 192.0.2.10/32 -p tcp -m multiport --dports 1863 -m conntrack --ctdir ORIGINAL -m limit --limit 10/second --limit-burst 20 -j NFLOG --nflog-group 0 --nflog-prefix "appwall app-msn"
 iptables -t mangle -A APPWALL -s 192.0.2.10/32 -p tcp -m multiport --dports 1863 -m conntrack --ctdir ORIGINAL -m comment --comment "appwall app-msn" -j DROP
+iptables -t mangle -A APPWALL -s 192.0.2.32/28 -p tcp -m multiport --dports 1863 -m conntrack --ctdir ORIGINAL -m limit --limit 10/second --limit-burst 20 -j NFLOG --nflog-group 0 --nflog-prefix "appwall app-msn"
 iptables -t mangle -A APPWALL -s 192.0.2.32/28 -p tcp -m multiport --dports 1863 -m conntrack --ctdir ORIGINAL -m comment --comment "appwall app-msn" -j DROP
+iptables -t mangle -A APPWALL -s 198.51.100.7/32 -p tcp -m multiport --dports 3306 -m conntrack --ctdir ORIGINAL -m limit --limit 10/second --limit-burst 20 -j NFLOG --nflog-group 0 --nflog-prefix "appwall app-mysql"
 iptables -t mangle -A APPWALL -s 198.51.100.7/32 -p tcp -m multiport --dports 3306 -m conntrack --ctdir ORIGINAL -m comment --comment "appwall app-mysql" -j DROP
+iptables -t mangle -A APPWALL -s 192.0.2.10/32 -p tcp -m multiport --dports 5050 -m conntrack --ctdir ORIGINAL -m limit --limit 10/second --limit-burst 20 -j NFLOG --nflog-group 0 --nflog-prefix "appwall app-yahoo"
 iptables -t mangle -A APPWALL -s 192.0.2.10/32 -p tcp -m multiport --dports 5050 -m conntrack --ctdir ORIGINAL -m comment --comment "appwall app-yahoo" -j DROP
+iptables -t mangle -A APPWALL -s 192.0.2.20/32 -p tcp -m multiport --dports 3306 -m conntrack --ctdir ORIGINAL -m limit --limit 10/second --limit-burst 20 -j NFLOG --nflog-group 0 --nflog-prefix "appwall port-tcp-3306"
 iptables -t mangle -A APPWALL -s 192.0.2.20/32 -p tcp -m multiport --dports 3306 -m conntrack --ctdir ORIGINAL -m comment --comment "appwall port-tcp-3306" -j DROP
 iptables -t mangle -A APPWALL -s 192.0.2.10/32 -j APPWALL_INSPECT
 iptables -t mangle -A APPWALL -s 192.0.2.32/28 -j APPWALL_INSPECT

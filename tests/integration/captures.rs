@@ -84,9 +84,18 @@ fn key(v: &Value) -> (String, String, String, String) {
         .to_string_lossy()
         .into_owned();
     let ep = |a: &str, p: &str| format!("{}:{}", v[a].as_str().unwrap(), v[p].as_u64().unwrap());
-    let (x, y) = (ep("src", "sport"), ep("dst", "dport"));
+    let (x, y) = (ep("src_ip", "src_port"), ep("dest_ip", "dest_port"));
     let (a, b) = if x <= y { (x, y) } else { (y, x) };
-    (file, v["proto"].as_str().unwrap().to_string(), a, b)
+    (file, v["proto"].as_str().unwrap().to_lowercase(), a, b)
+}
+
+/// "block" or "allow", from a flow line's alert object.
+fn verdict_of(v: &Value) -> &'static str {
+    if v["alert"]["action"] == "blocked" {
+        "block"
+    } else {
+        "allow"
+    }
 }
 
 fn every_flow_matches_the_ground_truth() {
@@ -94,7 +103,18 @@ fn every_flow_matches_the_ground_truth() {
     let truth = truth(&dir);
     let flows = scan_all(&dir, &[]);
     for k in [
-        "file", "proto", "src", "sport", "dst", "dport", "packets", "verdict", "app", "reason",
+        "timestamp",
+        "file",
+        "flow_id",
+        "proto",
+        "src_ip",
+        "src_port",
+        "dest_ip",
+        "dest_port",
+        "app_proto",
+        "community_id",
+        "flow",
+        "alert",
     ] {
         assert!(flows[0].get(k).is_some(), "JSON key {k} missing: {}", flows[0]);
     }
@@ -105,7 +125,7 @@ fn every_flow_matches_the_ground_truth() {
         let (expected, desc) = truth
             .get(&k)
             .unwrap_or_else(|| panic!("flow not in flows.tsv: {v}"));
-        let verdict = v["verdict"].as_str().unwrap();
+        let verdict = verdict_of(v);
         match expected.as_str() {
             "allow" => assert_eq!(verdict, "allow", "benign flow blocked: {v}"),
             // Binary frames (type, 2-byte length) of a push service on 5223,
@@ -113,7 +133,7 @@ fn every_flow_matches_the_ground_truth() {
             "block only by port 5223 rule" => assert_eq!(verdict, "allow", "5223 push flow blocked: {v}"),
             "block" => {
                 assert_eq!(verdict, "block", "chat flow allowed: {v}");
-                assert_eq!(v["app"].as_str(), app_of(desc), "wrong app: {v}");
+                assert_eq!(v["app_proto"].as_str(), app_of(desc), "wrong app: {v}");
             }
             // Real TLS that only an IP list could catch: exempt.
             _ => {}
@@ -129,7 +149,7 @@ fn signatures_alone_catch_every_chat_flow_with_payload_evidence() {
     let flows = scan_all(&dir, &["--signatures-only"]);
     for v in &flows {
         let (expected, desc) = &truth[&key(v)];
-        let verdict = v["verdict"].as_str().unwrap();
+        let verdict = verdict_of(v);
         let app = app_of(desc);
         // Only flows that need an IP list (real TLS) are exempt.
         let port_only = expected != "block";
@@ -137,11 +157,15 @@ fn signatures_alone_catch_every_chat_flow_with_payload_evidence() {
             assert_eq!(verdict, "allow", "benign flow blocked by a signature: {v}");
         } else if !port_only {
             assert_eq!(verdict, "block", "signatures missed a chat flow: {v}");
-            assert!(v["reason"].as_str().unwrap().starts_with("signature"), "{v}");
-            assert_eq!(v["app"].as_str(), app, "{v}");
+            assert!(
+                v["alert"]["reason"].as_str().unwrap().starts_with("signature"),
+                "{v}"
+            );
+            assert_eq!(v["alert"]["category"], "signature", "{v}");
+            assert_eq!(v["app_proto"].as_str(), app, "{v}");
             if app == Some("msn") {
                 // Native MSNP is found by the grammar-checked command signatures.
-                let sig = v["signature"].as_str().unwrap_or("");
+                let sig = v["alert"]["signature_id"].as_str().unwrap_or("");
                 assert!(sig.starts_with("msnp-"), "{v}");
             }
         }
@@ -172,7 +196,7 @@ fn false_positive_trap_stays_clean_even_when_inspected_to_the_end() {
     assert_eq!(code, 0, "{err}");
     let blocked: Vec<&str> = out
         .lines()
-        .filter(|l| l.contains("\"verdict\":\"block\""))
+        .filter(|l| l.contains("\"action\":\"blocked\""))
         .collect();
     assert!(
         blocked.is_empty(),

@@ -228,15 +228,32 @@ fn sample_capture_scans_as_expected() {
         "every frame is a packet or a counted skip: {summary}"
     );
     assert_eq!(summary["flows"].as_u64().unwrap(), got.len() as u64);
-    let verdicts: Vec<&str> = got.iter().map(|v| v["verdict"].as_str().unwrap()).collect();
+    let verdicts: Vec<&str> = got
+        .iter()
+        .map(|v| {
+            if v["alert"]["action"] == "blocked" {
+                "block"
+            } else {
+                "allow"
+            }
+        })
+        .collect();
     assert_eq!(verdicts, expected);
     // The tunnelled request is caught by its request target, not by the port.
-    assert_eq!(got[0]["app"], "msn");
-    assert_eq!(got[0]["signature"], "gateway-dll");
-    assert_eq!(got[0]["dport"], 80);
-    assert_eq!(got[2]["reason"], "port tcp/1863 of app msn");
-    assert_eq!(got[3]["signature"], "gateway-dll", "7-byte segments: {}", got[3]);
-    assert_eq!(got[5]["reason"], "not-listed");
+    assert_eq!(got[0]["app_proto"], "msn");
+    assert_eq!(got[0]["alert"]["signature_id"], "gateway-dll");
+    assert_eq!(got[0]["alert"]["category"], "signature");
+    assert_eq!(got[0]["dest_port"], 80);
+    assert!(got[0]["community_id"].as_str().unwrap().starts_with("1:"));
+    assert_eq!(got[2]["alert"]["reason"], "port tcp/1863 of app msn");
+    assert_eq!(got[2]["alert"]["category"], "port");
+    assert_eq!(
+        got[3]["alert"]["signature_id"], "gateway-dll",
+        "7-byte segments: {}",
+        got[3]
+    );
+    assert_eq!(got[5]["alert"]["reason"], "not-listed");
+    assert_eq!(got[5]["app_proto"], serde_json::Value::Null);
     // Table output names the flows too.
     let (code, table, _) = run(&["scan", "--hosts", &example(), pcap.to_str().unwrap()]);
     assert_eq!(code, 0);

@@ -65,9 +65,8 @@ fn live_one_byte_segments_cannot_hide_the_gateway_request() {
         );
         let events = f.events();
         assert!(
-            events
-                .iter()
-                .any(|e| e["signature"] == "gateway-dll" || e["signature"] == "gateway-content-type"),
+            events.iter().any(|e| e["alert"]["signature_id"] == "gateway-dll"
+                || e["alert"]["signature_id"] == "gateway-content-type"),
             "no event for the blocked request: {events:?}"
         );
         stop(&mut f);
@@ -139,7 +138,7 @@ fn live_imported_squid_rules_block_what_squid_denies() {
         let reasons: Vec<String> = f
             .events()
             .iter()
-            .map(|e| e["rule"].to_string() + &e["signature"].to_string())
+            .map(|e| e["alert"]["reason"].to_string() + &e["alert"]["signature_id"].to_string())
             .collect();
         assert!(reasons.iter().any(|r| r.contains("squid-line-3")), "{reasons:?}");
         stop(&mut f);

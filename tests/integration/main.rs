@@ -11,6 +11,7 @@ mod support;
 mod bench;
 mod captures;
 mod cli;
+mod daemon_events;
 mod daemon_safety;
 mod faults_flood;
 mod faults_kill;
@@ -30,6 +31,7 @@ mod parsers;
 mod quic_live;
 mod scan_decap;
 mod schedules;
+mod schemas;
 mod soak;
 mod squid;
 mod squid_oracle;
@@ -48,6 +50,7 @@ fn main() {
         bench::cases(),
         captures::cases(),
         cli::cases(),
+        daemon_events::cases(),
         daemon_safety::cases(),
         faults_flood::cases(),
         faults_kill::cases(),
@@ -67,6 +70,7 @@ fn main() {
         quic_live::cases(),
         scan_decap::cases(),
         schedules::cases(),
+        schemas::cases(),
         soak::cases(),
         squid::cases(),
         squid_oracle::cases(),

@@ -93,8 +93,8 @@ fn tunnelled_and_fragmented_messenger_is_blocked_and_every_frame_counted() {
     let (summary, flows) = lines.split_last().unwrap();
     assert_eq!(flows.len(), 2, "{out}");
     for f in flows {
-        assert_eq!(f["verdict"], "block", "{f}");
-        assert_eq!(f["signature"], "gateway-dll", "{f}");
+        assert_eq!(f["alert"]["action"], "blocked", "{f}");
+        assert_eq!(f["alert"]["signature_id"], "gateway-dll", "{f}");
     }
     assert_eq!(summary["event_type"], "stats");
     assert_eq!(summary["tunnelled"], a.len() as u64, "{summary}");

@@ -106,11 +106,15 @@ fn imported_rules_judge_traffic_like_squid() {
         .collect();
     assert_eq!(flows.len(), cases.len(), "{out}");
     for (flow, (_, req, blocked)) in flows.iter().zip(&cases) {
-        let got = flow["verdict"] == "block";
+        let got = flow["alert"]["action"] == "blocked";
         assert_eq!(got, *blocked, "{}\n{flow}", String::from_utf8_lossy(req));
         if got {
-            assert_eq!(flow["app"], "site", "{flow}");
-            assert!(flow["reason"].as_str().unwrap().contains("squid.conf:"), "{flow}");
+            assert_eq!(flow["app_proto"], "site", "{flow}");
+            assert_eq!(flow["alert"]["category"], "rule", "{flow}");
+            assert!(
+                flow["alert"]["reason"].as_str().unwrap().contains("squid.conf:"),
+                "{flow}"
+            );
         }
     }
 }
