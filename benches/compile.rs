@@ -1,17 +1,23 @@
 //! Rule compilation (`Engine::new`): the shipped library, and one 100 times
 //! larger generated in memory (every signature repeated with a distinct
 //! suffix; `stream-start` signatures kept once, as a matcher holds at most 64).
+// Test and benchmark data: counters folded into addresses, ports and lengths on purpose.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use appwall::engine::{Engine, EngineConfig};
 use appwall::policy::library::EMBEDDED;
-use appwall::policy::{HostsFile, Policy, RuleLibrary};
+use appwall::policy::{AppLibrary, HostsFile, Policy};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
 /// The shipped rule files with each signature repeated `times` times.
-pub fn scaled_library(times: usize) -> RuleLibrary {
+pub fn scaled_library(times: usize) -> AppLibrary {
     let files: Vec<(PathBuf, String)> = EMBEDDED
         .iter()
         .map(|(name, text)| {
@@ -33,7 +39,7 @@ pub fn scaled_library(times: usize) -> RuleLibrary {
             )
         })
         .collect();
-    RuleLibrary::from_texts(&files).expect("generated library is valid")
+    AppLibrary::from_texts(&files).expect("generated library is valid")
 }
 
 fn variant(sig: &toml::Value, k: usize) -> Option<toml::Value> {
@@ -58,7 +64,7 @@ fn variant(sig: &toml::Value, k: usize) -> Option<toml::Value> {
     Some(toml::Value::Table(t))
 }
 
-fn all_apps(library: RuleLibrary) -> Policy {
+fn all_apps(library: AppLibrary) -> Policy {
     let hosts = HostsFile::parse(std::path::Path::new("bench"), "0.0.0.0/0 all\n::/0 all\n").unwrap();
     Policy::new(library, &hosts, None).unwrap()
 }
@@ -69,7 +75,7 @@ fn compile(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(3));
     for (name, lib) in [
-        ("shipped", RuleLibrary::embedded().unwrap()),
+        ("shipped", AppLibrary::embedded().unwrap()),
         ("shipped_x100", scaled_library(100)),
     ] {
         eprintln!("note: {name}: {} signatures", lib.signature_count());

@@ -2,6 +2,12 @@
 //! (`appwall::bench::replay`: parse, connection lookup, `Engine::judge`),
 //! against a parse + lookup baseline; and the per-packet cost as the hosts
 //! file grows from everyone-listed to a million entries.
+// Test and benchmark data: counters folded into addresses, ports and lengths on purpose.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 mod common;
 

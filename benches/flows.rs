@@ -8,6 +8,12 @@
 //! - a SYN flood of 10x the capacity: the table stays at its cap, memory stays
 //!   flat, established connections keep their state, and their verdict time is
 //!   compared with the same packets without the flood (ratio in one run).
+// Test and benchmark data: counters folded into addresses, ports and lengths on purpose.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -16,7 +22,7 @@ use std::time::Instant;
 use appwall::engine::{ConnState, Connection, Engine, EngineConfig};
 use appwall::flow::FlowTable;
 use appwall::packet::PacketView;
-use appwall::policy::{Policy, RuleLibrary};
+use appwall::policy::{AppLibrary, Policy};
 use appwall::sample::TcpFlowBuilder;
 
 fn rss_bytes() -> u64 {
@@ -31,7 +37,7 @@ fn rss_bytes() -> u64 {
 
 fn engine() -> Engine {
     Engine::new(
-        Policy::everyone(RuleLibrary::embedded().unwrap()),
+        Policy::everyone(AppLibrary::embedded().unwrap()),
         EngineConfig::default(),
     )
     .unwrap()

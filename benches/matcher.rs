@@ -1,6 +1,12 @@
 //! `Matcher::find_stream` on full-size payloads, and the aho-corasick
 //! configurations it could use, compared on the same stream literals and
 //! payloads (text, binary, and the benign capture's large payloads).
+// Test and benchmark data: counters folded into addresses, ports and lengths on purpose.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 mod common;
 

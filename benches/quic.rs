@@ -3,6 +3,12 @@
 //! first datagram through `Tracker::judge` (parse, new connection, host
 //! lookup, Initial decryption, server-name rules) against the same flow
 //! carrying a datagram that is not QUIC and a host that is not listed.
+// Test and benchmark data: counters folded into addresses, ports and lengths on purpose.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -12,7 +18,7 @@ use std::time::Duration;
 use appwall::engine::quic::{QuicHello, QuicStatus, client_initial};
 use appwall::engine::{Engine, EngineConfig};
 use appwall::packet::LinkType;
-use appwall::policy::{HostsFile, Policy, RuleLibrary};
+use appwall::policy::{AppLibrary, HostsFile, Policy};
 use appwall::sample::udp_packet;
 use appwall::source::Tracker;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -31,8 +37,8 @@ fn unhex(s: &str) -> Vec<u8> {
 /// 192.0.2.10 listed for it.
 fn engine() -> Engine {
     let app = "name = \"site\"\ndescription = \"bench\"\ndefault = false\n[[rule]]\nid = \"n\"\nmatch = [{ field = \"host\", domains = [\".example.net\"] }]\n";
-    let lib = RuleLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), app.to_string())]).unwrap();
-    let lib = RuleLibrary::embedded().unwrap().overlay(lib).unwrap();
+    let lib = AppLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), app.to_string())]).unwrap();
+    let lib = AppLibrary::embedded().unwrap().overlay(lib).unwrap();
     let hosts = HostsFile::parse(Path::new("hosts"), "192.0.2.10 site\n").unwrap();
     Engine::new(Policy::new(lib, &hosts, None).unwrap(), EngineConfig::default()).unwrap()
 }

@@ -38,11 +38,11 @@
 //! use appwall::engine::{Engine, EngineConfig, Verdict};
 //! use appwall::packet::LinkType;
 //! use appwall::source::Tracker;
-//! use appwall::policy::{HostsFile, Policy, RuleLibrary};
+//! use appwall::policy::{HostsFile, Policy, AppLibrary};
 //! use appwall::sample::{MSN_GATEWAY_OPEN, TcpFlowBuilder};
 //!
 //! let hosts = HostsFile::parse(Path::new("hosts"), "192.0.2.10 msn\n").unwrap();
-//! let policy = Policy::new(RuleLibrary::embedded().unwrap(), &hosts, None).unwrap();
+//! let policy = Policy::new(AppLibrary::embedded().unwrap(), &hosts, None).unwrap();
 //! let engine = Engine::new(policy, EngineConfig::default()).unwrap();
 //! let mut tracker = Tracker::new(1024, u64::MAX);
 //!
@@ -61,6 +61,16 @@
 //! assert_eq!(&verdicts[..3], &[Verdict::Accept; 3]);
 //! assert!(verdicts[3..].iter().all(|v| *v == Verdict::Drop));
 //! ```
+// Test-only builders fold lengths and counters into header fields on purpose.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        clippy::cast_sign_loss
+    )
+)]
+
 pub mod bench;
 pub mod cli;
 pub mod commands;

@@ -2,6 +2,12 @@
 //! command line: a hosts file listing nobody is valid but warned about; a
 //! family without hosts gets a note instead of rules `run` would never
 //! install; `demo --no-filter` expects every connection to pass.
+// Test and benchmark data: counters folded into addresses, ports and lengths on purpose.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 use std::path::PathBuf;
 use std::process::Command;

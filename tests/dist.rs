@@ -5,6 +5,12 @@
 //!
 //! After a change to `src/cli.rs`, `cargo run -- generate all dist`
 //! rewrites the generated files (docs/guide.md, "Packaging").
+// Test and benchmark data: counters folded into addresses, ports and lengths on purpose.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,12 @@
 //! docs/*.md must name a file (or directory) that exists, and an anchor
 //! (`file.md#heading`, `#heading`) must name a heading of that file, slugged
 //! as GitHub does. Links to other sites are not fetched.
+// Test and benchmark data: counters folded into addresses, ports and lengths on purpose.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use appwall::bench::{Mix, Trace};
 use appwall::engine::{Engine, EngineConfig};
 use appwall::packet::PacketView;
 use appwall::policy::hosts::{AppChoice, HostLine};
-use appwall::policy::{HostsFile, Policy, RuleLibrary};
+use appwall::policy::{AppLibrary, HostsFile, Policy};
 use ipnet::IpNet;
 
 /// One shared capture, read in place from [`appwall::sample::captures_dir`]
@@ -56,7 +56,7 @@ pub fn everyone_all_apps() -> Policy {
         ],
         schedules: Default::default(),
     };
-    Policy::new(RuleLibrary::embedded().unwrap(), &hosts, None).unwrap()
+    Policy::new(AppLibrary::embedded().unwrap(), &hosts, None).unwrap()
 }
 
 /// `entries` listed networks: every endpoint of `trace` with every app (so
@@ -87,7 +87,7 @@ pub fn listed_hosts(trace: &Trace, entries: usize) -> Policy {
         lines,
         schedules: Default::default(),
     };
-    Policy::new(RuleLibrary::embedded().unwrap(), &hosts, None).unwrap()
+    Policy::new(AppLibrary::embedded().unwrap(), &hosts, None).unwrap()
 }
 
 /// An engine with the default tunables.

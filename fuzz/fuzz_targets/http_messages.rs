@@ -16,7 +16,7 @@ use appwall::engine::{Engine, EngineConfig, Verdict};
 use appwall::engine::uri;
 use appwall::source::Tracker;
 use appwall::packet::PacketView;
-use appwall::policy::{HostsFile, Policy, RuleLibrary};
+use appwall::policy::{HostsFile, Policy, AppLibrary};
 use appwall::sample::TcpFlowBuilder;
 
 const PREFIX: [&[u8]; 3] = [
@@ -29,7 +29,7 @@ fn engine() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
     E.get_or_init(|| {
         let hosts = HostsFile::parse(Path::new("hosts"), "192.0.2.10 msn\n").unwrap();
-        let policy = Policy::new(RuleLibrary::embedded().unwrap(), &hosts, None).unwrap();
+        let policy = Policy::new(AppLibrary::embedded().unwrap(), &hosts, None).unwrap();
         Engine::new(policy, EngineConfig::default()).unwrap()
     })
 }

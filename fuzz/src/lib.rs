@@ -20,17 +20,17 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use appwall::engine::{Engine, EngineConfig};
-use appwall::policy::{HostsFile, Policy, RuleLibrary};
+use appwall::policy::{HostsFile, Policy, AppLibrary};
 use etherparse::PacketBuilder;
 
 /// The shipped rule library; the fuzz targets cannot run without it.
-pub fn embedded_library() -> RuleLibrary {
-    RuleLibrary::embedded().expect("shipped rules are valid")
+pub fn embedded_library() -> AppLibrary {
+    AppLibrary::embedded().expect("shipped rules are valid")
 }
 
 /// A policy that lists every address with every app of `library` (opt-in
 /// apps such as mysql included), so every signature is live.
-pub fn all_apps_policy(library: RuleLibrary) -> Policy {
+pub fn all_apps_policy(library: AppLibrary) -> Policy {
     let hosts = HostsFile::parse(Path::new("fuzz-hosts"), "0.0.0.0/0 all\n::/0 all\n")
         .expect("static hosts file parses");
     Policy::new(library, &hosts, None).expect("static policy is valid")
@@ -81,7 +81,7 @@ fn engines() -> &'static Engines {
 /// Which engine judges a fuzz input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
-    /// `Policy::everyone(RuleLibrary::embedded())`, default config.
+    /// `Policy::everyone(AppLibrary::embedded())`, default config.
     Everyone,
     /// Every app listed for every address, default config.
     All,
@@ -107,7 +107,7 @@ pub fn split_engine() -> &'static Engine {
 }
 
 /// The shipped library without `segment-start` signatures.
-pub fn segmentation_free_library() -> RuleLibrary {
+pub fn segmentation_free_library() -> AppLibrary {
     let files: Vec<(PathBuf, String)> = appwall::policy::library::EMBEDDED
         .iter()
         .map(|(name, text)| {
@@ -119,7 +119,7 @@ pub fn segmentation_free_library() -> RuleLibrary {
             (Path::new("rules").join(name), text)
         })
         .collect();
-    RuleLibrary::from_texts(&files).expect("filtered shipped rules are valid")
+    AppLibrary::from_texts(&files).expect("filtered shipped rules are valid")
 }
 
 /// TCP control flags of a built segment.

@@ -17,7 +17,7 @@ use appwall::engine::{Decision, Engine, Reason, Verdict};
 use appwall::flow::Flow;
 use appwall::kernel::iptables::{self, Family, KernelRuleOptions, PortAction};
 use appwall::packet::{LinkType, PacketView};
-use appwall::policy::{HostsFile, Policy, RuleLibrary};
+use appwall::policy::{HostsFile, Policy, AppLibrary};
 use appwall::source::Tracker;
 use appwall::source::capture::CaptureReader;
 
@@ -356,7 +356,7 @@ pub fn rule_files(data: &[u8]) {
         let (stem, body) = part.split_once('\n').unwrap_or((part, ""));
         files.push((PathBuf::from(format!("rules/{stem}.toml")), body.to_string()));
     }
-    let Ok(lib) = RuleLibrary::from_texts(&files) else {
+    let Ok(lib) = AppLibrary::from_texts(&files) else {
         return;
     };
     for policy in [Policy::everyone(lib.clone()), crate::all_apps_policy(lib)] {
@@ -427,7 +427,7 @@ pub fn squid_import(data: &[u8]) {
     if imp.translated == 0 {
         return;
     }
-    let lib = match RuleLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), imp.toml.clone())]) {
+    let lib = match AppLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), imp.toml.clone())]) {
         Ok(lib) => lib,
         Err(e) => panic!("imported rule file does not load: {e}\n{}", imp.toml),
     };

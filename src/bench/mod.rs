@@ -574,10 +574,10 @@ pub fn synthetic(mix: Mix, connections: usize) -> Trace {
 mod tests {
     use super::*;
     use crate::engine::EngineConfig;
-    use crate::policy::{Policy, RuleLibrary};
+    use crate::policy::{AppLibrary, Policy};
 
     fn engine() -> Engine {
-        let p = Policy::everyone(RuleLibrary::embedded().unwrap());
+        let p = Policy::everyone(AppLibrary::embedded().unwrap());
         Engine::new(p, EngineConfig::default()).unwrap()
     }
 

@@ -104,11 +104,11 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::policy::{HostsFile, Policy, RuleLibrary};
+    use crate::policy::{AppLibrary, HostsFile, Policy};
 
     fn policy(text: &str) -> Policy {
         let hosts = HostsFile::parse(Path::new("hosts"), text).unwrap();
-        Policy::new(RuleLibrary::embedded().unwrap(), &hosts, None).unwrap()
+        Policy::new(AppLibrary::embedded().unwrap(), &hosts, None).unwrap()
     }
 
     #[test]

@@ -108,7 +108,7 @@ const PORT_ACTION: &str = "reject";
 /// The kernel port rule a listed client meets on `port` (`msn (tcp/1863)`),
 /// from the built-in library the demo's hosts file uses.
 fn port_rule(port: u16) -> Option<String> {
-    let lib = crate::policy::RuleLibrary::embedded().ok()?;
+    let lib = crate::policy::AppLibrary::embedded().ok()?;
     let app = lib.apps().iter().find(|a| a.name == "msn")?;
     let spec = app
         .ports

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use crate::cli::ImportSquidArgs;
 use crate::commands::AppError;
-use crate::policy::RuleLibrary;
+use crate::policy::AppLibrary;
 use crate::policy::squid;
 
 /// Runs `appwall import-squid`.
@@ -31,7 +31,7 @@ pub fn run(args: &ImportSquidArgs) -> Result<ExitCode, AppError> {
         .output
         .clone()
         .unwrap_or_else(|| format!("rules/{name}.toml").into());
-    RuleLibrary::from_texts(&[(path.clone(), imp.toml.clone())])?;
+    AppLibrary::from_texts(&[(path.clone(), imp.toml.clone())])?;
     match &args.output {
         Some(p) => std::fs::write(p, &imp.toml).map_err(|source| AppError::Write {
             path: p.clone(),

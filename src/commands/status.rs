@@ -52,7 +52,10 @@ fn n(v: &Value) -> u64 {
 fn duration(secs: f64) -> String {
     // Whole seconds are all a person needs; negative or absurd values show as 0.
     let s = if secs.is_finite() && secs > 0.0 {
-        secs as u64
+        // Saturating float-to-integer conversion (Rust's `as` on floats).
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let whole = secs as u64;
+        whole
     } else {
         0
     };

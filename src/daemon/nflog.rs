@@ -449,9 +449,9 @@ mod tests {
 
     #[test]
     fn logged_packets_become_port_reasons() {
-        use crate::policy::{HostsFile, Policy, RuleLibrary};
+        use crate::policy::{AppLibrary, HostsFile, Policy};
         let h = HostsFile::parse(std::path::Path::new("hosts"), "192.0.2.10 msn\n192.0.2.11:8080\n").unwrap();
-        let p = Policy::new(RuleLibrary::embedded().unwrap(), &h, None).unwrap();
+        let p = Policy::new(AppLibrary::embedded().unwrap(), &h, None).unwrap();
         let engine = Engine::new(p, crate::engine::EngineConfig::default()).unwrap();
         let syn = |dport: u16| {
             let mut v = Vec::new();

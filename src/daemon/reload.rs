@@ -169,12 +169,12 @@ pub fn swap_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{HostsFile, RuleLibrary};
+    use crate::policy::{AppLibrary, HostsFile};
     use std::path::Path;
 
     fn policy(hosts: &str) -> Policy {
         let h = HostsFile::parse(Path::new("hosts"), hosts).unwrap();
-        Policy::new(RuleLibrary::embedded().unwrap(), &h, None).unwrap()
+        Policy::new(AppLibrary::embedded().unwrap(), &h, None).unwrap()
     }
 
     #[test]

@@ -304,7 +304,7 @@ mod tests {
     use super::*;
     use crate::engine::EngineConfig;
     use crate::packet::tests::tcp4;
-    use crate::policy::{HostsFile, Policy, RuleLibrary};
+    use crate::policy::{AppLibrary, HostsFile, Policy};
     use std::collections::VecDeque;
     use std::io;
     use std::path::Path;
@@ -347,7 +347,7 @@ mod tests {
     }
 
     fn engine(hosts: &str) -> EngineHandle {
-        let lib = RuleLibrary::embedded().unwrap();
+        let lib = AppLibrary::embedded().unwrap();
         let h = HostsFile::parse(Path::new("hosts"), hosts).unwrap();
         let p = Policy::new(lib, &h, None).unwrap();
         Arc::new(ArcSwap::from_pointee(

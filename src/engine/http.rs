@@ -766,7 +766,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
-    use crate::policy::{HostsFile, Policy, RuleLibrary};
+    use crate::policy::{AppLibrary, HostsFile, Policy};
 
     const RULES: &str = r#"
 name = "chat"
@@ -785,7 +785,7 @@ why = "test"
 "#;
 
     fn compiled() -> Compiled {
-        let lib = RuleLibrary::from_texts(&[(PathBuf::from("rules/chat.toml"), RULES.to_string())]).unwrap();
+        let lib = AppLibrary::from_texts(&[(PathBuf::from("rules/chat.toml"), RULES.to_string())]).unwrap();
         let hosts = HostsFile::parse(Path::new("hosts"), "192.0.2.10 chat\n").unwrap();
         Compiled::build(&Policy::new(lib, &hosts, None).unwrap()).unwrap()
     }

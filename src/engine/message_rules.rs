@@ -252,8 +252,13 @@ impl MessageRules {
                 out.apps |= 1u64 << ai;
                 out.rules.push(CRule {
                     r: RuleRef {
-                        app: ai as u8,
-                        rule: ri as u16,
+                        // At most 64 apps; rule ids past u16 are refused below.
+                        app: u8::try_from(ai).unwrap_or(u8::MAX),
+                        rule: u16::try_from(ri).map_err(|_| RuleError {
+                            app: app.name.clone(),
+                            rule: rule.id.clone(),
+                            message: "more than 65536 rules in one app".into(),
+                        })?,
                     },
                     reply: rule.reply,
                     conds,
@@ -576,7 +581,7 @@ mod tests {
     /// allow wins), on a library as the Squid import writes it.
     #[test]
     fn src_conditions_and_exceptions() {
-        use crate::policy::{HostsFile, RuleLibrary};
+        use crate::policy::{AppLibrary, HostsFile};
         use std::path::{Path, PathBuf};
         let text = r#"
 name = "site"
@@ -609,7 +614,7 @@ field = "src"
 networks = ["203.0.113.0/24"]
 negate = true
 "#;
-        let lib = RuleLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), text.to_string())]).unwrap();
+        let lib = AppLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), text.to_string())]).unwrap();
         let hosts = HostsFile::parse(Path::new("hosts"), "0.0.0.0/0 site\n").unwrap();
         let policy = Policy::new(lib, &hosts, None).unwrap();
         let rules = MessageRules::build(&policy).unwrap();

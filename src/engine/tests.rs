@@ -8,7 +8,7 @@ use crate::engine::{Engine, EngineConfig, Reason, Verdict};
 use crate::flow::FlowTable;
 use crate::packet::PacketView;
 use crate::packet::tests::tcp4;
-use crate::policy::{HostsFile, Policy, RuleLibrary};
+use crate::policy::{AppLibrary, HostsFile, Policy};
 use crate::sample::{self, TcpFlowBuilder};
 
 const TEST_RULES: &str = r#"
@@ -84,7 +84,7 @@ why = "test"
 type Script<'a> = Vec<(bool, &'a [u8])>;
 
 fn engine_with(hosts: &str, config: EngineConfig) -> Engine {
-    let lib = RuleLibrary::from_texts(&[
+    let lib = AppLibrary::from_texts(&[
         (PathBuf::from("rules/chat.toml"), TEST_RULES.to_string()),
         (PathBuf::from("rules/other.toml"), OTHER_RULES.to_string()),
     ])
@@ -401,10 +401,10 @@ fn judge_corpus(e: &Engine, c: &sample::CorpusStream, cuts: Vec<usize>) -> Optio
 }
 
 fn shipped_engine() -> Engine {
-    let mut lib_policy = Policy::everyone(RuleLibrary::embedded().unwrap());
+    let mut lib_policy = Policy::everyone(AppLibrary::embedded().unwrap());
     // Everyone listed with every app (mysql too).
     let hosts = HostsFile::parse(Path::new("all"), "0.0.0.0/0 all\n::/0 all\n").unwrap();
-    lib_policy = Policy::new(RuleLibrary::embedded().unwrap(), &hosts, None).unwrap_or(lib_policy);
+    lib_policy = Policy::new(AppLibrary::embedded().unwrap(), &hosts, None).unwrap_or(lib_policy);
     Engine::new(lib_policy, EngineConfig::default()).unwrap()
 }
 
@@ -490,7 +490,7 @@ regex = ["^application/x-msn-messenger"]
 "#;
 
 fn rules_engine() -> Engine {
-    let lib = RuleLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), RULES.to_string())]).unwrap();
+    let lib = AppLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), RULES.to_string())]).unwrap();
     let hosts = HostsFile::parse(Path::new("hosts"), "192.0.2.10\n").unwrap();
     Engine::new(Policy::new(lib, &hosts, None).unwrap(), EngineConfig::default()).unwrap()
 }

@@ -9,12 +9,12 @@ use crate::engine::{Engine, EngineConfig, Reason, Verdict};
 use crate::flow::FlowTable;
 use crate::packet::PacketView;
 use crate::packet::tests::tcp4;
-use crate::policy::{HostsFile, Policy, RuleLibrary};
+use crate::policy::{AppLibrary, HostsFile, Policy};
 use crate::sample::{TcpFlowBuilder, udp_packet};
 
 fn all_apps(config: EngineConfig) -> Engine {
     let hosts = HostsFile::parse(Path::new("all"), "0.0.0.0/0 all\n::/0 all\n").unwrap();
-    let policy = Policy::new(RuleLibrary::embedded().unwrap(), &hosts, None).unwrap();
+    let policy = Policy::new(AppLibrary::embedded().unwrap(), &hosts, None).unwrap();
     Engine::new(policy, config).unwrap()
 }
 
@@ -631,8 +631,7 @@ fn protocol_key_goes_with_fitting_scopes_only() {
     let lib = |sig: &str| {
         let text =
             format!("name = \"t\"\ndescription = \"t\"\n[[signature]]\nid = \"s\"\n{sig}\nwhy = \"x\"\n");
-        RuleLibrary::from_texts(&[(std::path::PathBuf::from("rules/t.toml"), text)])
-            .map_err(|e| e.to_string())
+        AppLibrary::from_texts(&[(std::path::PathBuf::from("rules/t.toml"), text)]).map_err(|e| e.to_string())
     };
     assert!(lib("scope = \"line-start\"\nprotocol = \"msnp\"\ntext = \"VER \"").is_ok());
     assert!(lib("scope = \"anywhere\"\nprotocol = \"msnp\"\ntext = \"x-msmsgs\"").is_ok());

@@ -12,7 +12,7 @@ use crate::engine::quic::packet::PacketType;
 use crate::engine::{Connection, Engine, EngineConfig, Reason, Verdict};
 use crate::flow::Flow;
 use crate::packet::PacketView;
-use crate::policy::{HostsFile, Policy, RuleLibrary};
+use crate::policy::{AppLibrary, HostsFile, Policy};
 use crate::sample::udp_packet;
 
 const ONE: &str = include_str!("quic/testdata/aioquic_v1.hex");
@@ -37,7 +37,7 @@ fn engine_of(body: &str) -> Engine {
 
 fn engine_config(body: &str, config: EngineConfig) -> Engine {
     let app = format!("name = \"site\"\ndescription = \"test\"\n{body}");
-    let lib = RuleLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), app)]).unwrap();
+    let lib = AppLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), app)]).unwrap();
     let hosts = HostsFile::parse(Path::new("hosts"), "192.0.2.10 site\n2001:db8:1::10 site\n").unwrap();
     Engine::new(Policy::new(lib, &hosts, None).unwrap(), config).unwrap()
 }

@@ -148,13 +148,13 @@ pub fn ipset_input(policy: &Policy, v6: bool, threshold: usize) -> String {
 mod tests {
     use super::*;
     use crate::kernel::iptables::{self, Family, KernelRuleOptions};
-    use crate::policy::{HostsFile, RuleLibrary};
+    use crate::policy::{AppLibrary, HostsFile};
     use std::path::{Path, PathBuf};
 
     fn policy(hosts: &str) -> Policy {
         let app = "name = \"chat\"\ndescription = \"t\"\naddresses = [\"198.51.100.0/25\", \"198.51.100.128/25\", \"2001:db8:99::/48\"]\n";
-        let lib = RuleLibrary::from_texts(&[(PathBuf::from("rules/chat.toml"), app.to_string())]).unwrap();
-        let lib = RuleLibrary::embedded().unwrap().overlay(lib).unwrap();
+        let lib = AppLibrary::from_texts(&[(PathBuf::from("rules/chat.toml"), app.to_string())]).unwrap();
+        let lib = AppLibrary::embedded().unwrap().overlay(lib).unwrap();
         Policy::new(lib, &HostsFile::parse(Path::new("hosts"), hosts).unwrap(), None).unwrap()
     }
 

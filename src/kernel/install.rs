@@ -665,8 +665,7 @@ mod tests {
 
     fn engine(hosts: &str) -> Engine {
         let h = crate::policy::HostsFile::parse(std::path::Path::new("hosts"), hosts).unwrap();
-        let p =
-            crate::policy::Policy::new(crate::policy::RuleLibrary::embedded().unwrap(), &h, None).unwrap();
+        let p = crate::policy::Policy::new(crate::policy::AppLibrary::embedded().unwrap(), &h, None).unwrap();
         Engine::new(p, crate::engine::EngineConfig::default()).unwrap()
     }
 

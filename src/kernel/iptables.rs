@@ -788,12 +788,12 @@ pub fn family_used(policy: &Policy, family: Family) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{HostsFile, RuleLibrary};
+    use crate::policy::{AppLibrary, HostsFile};
     use std::path::Path;
 
     fn policy(hosts: &str) -> Policy {
         let h = HostsFile::parse(Path::new("hosts"), hosts).unwrap();
-        Policy::new(RuleLibrary::embedded().unwrap(), &h, None).unwrap()
+        Policy::new(AppLibrary::embedded().unwrap(), &h, None).unwrap()
     }
 
     fn opts() -> KernelRuleOptions {

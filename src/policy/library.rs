@@ -8,7 +8,7 @@
 //!
 //! Message rules may carry exceptions (`[[rule.except]]`), `src` conditions
 //! and schedules (`when`, named in the file's `[schedules]` table or written
-//! out; see [`super::schedule`]); [`RuleLibrary::at`] gives the library as
+//! out; see [`super::schedule`]); [`AppLibrary::at`] gives the library as
 //! in force at a moment, which is what the daemon compiles.
 //!
 //! A file is checked in one pass: TOML syntax errors (the parser recovers
@@ -237,7 +237,7 @@ pub const MAX_ADDRESSES: usize = 65536;
 
 /// All apps, in name order; at most [`MAX_APPS`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RuleLibrary {
+pub struct AppLibrary {
     apps: Vec<App>,
 }
 
@@ -417,18 +417,18 @@ struct SigToml {
     protocol: Option<String>,
 }
 
-impl RuleLibrary {
+impl AppLibrary {
     /// The library compiled into the binary.
-    pub fn embedded() -> Result<RuleLibrary, ConfigErrors> {
+    pub fn embedded() -> Result<AppLibrary, ConfigErrors> {
         let files: Vec<(PathBuf, String)> = EMBEDDED
             .iter()
             .map(|(name, text)| (Path::new("rules").join(name), text.to_string()))
             .collect();
-        RuleLibrary::from_texts(&files)
+        AppLibrary::from_texts(&files)
     }
 
     /// Loads every `*.toml` file of a directory.
-    pub fn load_dir(dir: &Path) -> Result<RuleLibrary, ConfigErrors> {
+    pub fn load_dir(dir: &Path) -> Result<AppLibrary, ConfigErrors> {
         let read = std::fs::read_dir(dir).map_err(|e| {
             ConfigErrors::one(ConfigError::file(dir, format!("cannot read rule directory: {e}")))
         })?;
@@ -452,13 +452,13 @@ impl RuleLibrary {
             errors.push(ConfigError::file(dir, "no *.toml rule files"));
         }
         ConfigErrors::check(errors)?;
-        RuleLibrary::from_decoded(&files)
+        AppLibrary::from_decoded(&files)
     }
 
     /// Parses rule files given as (path, text); the path names the app.
     /// A leading byte order mark is skipped; texts over [`MAX_FILE_BYTES`]
     /// and lines over [`MAX_LINE_BYTES`] are refused.
-    pub fn from_texts(files: &[(PathBuf, String)]) -> Result<RuleLibrary, ConfigErrors> {
+    pub fn from_texts(files: &[(PathBuf, String)]) -> Result<AppLibrary, ConfigErrors> {
         let mut errors = Vec::new();
         let mut decoded = Vec::new();
         for (p, t) in files {
@@ -475,10 +475,10 @@ impl RuleLibrary {
             }
         }
         ConfigErrors::check(errors)?;
-        RuleLibrary::from_decoded(&decoded)
+        AppLibrary::from_decoded(&decoded)
     }
 
-    fn from_decoded(files: &[(PathBuf, Decoded)]) -> Result<RuleLibrary, ConfigErrors> {
+    fn from_decoded(files: &[(PathBuf, Decoded)]) -> Result<AppLibrary, ConfigErrors> {
         let mut apps = Vec::new();
         let mut errors = Vec::new();
         for (path, text) in files {
@@ -504,12 +504,12 @@ impl RuleLibrary {
         }
         ConfigErrors::check(errors)?;
         apps.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(RuleLibrary { apps })
+        Ok(AppLibrary { apps })
     }
 
     /// This library with `over`'s apps added; an app of the same name in
     /// `over` replaces this one's.
-    pub fn overlay(self, over: RuleLibrary) -> Result<RuleLibrary, ConfigErrors> {
+    pub fn overlay(self, over: AppLibrary) -> Result<AppLibrary, ConfigErrors> {
         let mut apps: Vec<App> = self
             .apps
             .into_iter()
@@ -524,7 +524,7 @@ impl RuleLibrary {
             )));
         }
         apps.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(RuleLibrary { apps })
+        Ok(AppLibrary { apps })
     }
 
     /// All apps, in name order; an app's index is its id in app sets.
@@ -551,7 +551,7 @@ impl RuleLibrary {
     /// (`when`) is closed at `t` are left out, the others lose their
     /// schedule. A library never placed in time keeps every rule and
     /// exception (scheduled ones count as always in force).
-    pub fn at(&self, t: std::time::SystemTime) -> RuleLibrary {
+    pub fn at(&self, t: std::time::SystemTime) -> AppLibrary {
         let mut apps = self.apps.clone();
         for app in &mut apps {
             app.rules.retain(|r| r.when.as_ref().is_none_or(|w| w.is_open(t)));
@@ -563,7 +563,7 @@ impl RuleLibrary {
                 }
             }
         }
-        RuleLibrary { apps }
+        AppLibrary { apps }
     }
 
     /// Time from `t` until a schedule of a rule or exception opens or
@@ -1229,7 +1229,7 @@ values = ["POST"]
 field = "src"
 networks = ["192.0.2.9/32"]
 "#;
-        let lib = RuleLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), text.to_string())]).unwrap();
+        let lib = AppLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), text.to_string())]).unwrap();
         let rules = &lib.apps()[0].rules;
         assert_eq!(rules[0].when.as_ref().unwrap().text, "Mon-Fri 08:00-18:00");
         assert_eq!(rules[1].except[0].conditions[0].field, Field::Src);
@@ -1237,7 +1237,7 @@ networks = ["192.0.2.9/32"]
         // 2026-11-23 (a Monday) 11:30 UTC: both in force; 13:30: only a.
         let monday = UNIX_EPOCH + Duration::from_secs(1_795_392_000);
         let at = |h: u64, m: u64| monday + Duration::from_secs(h * 3600 + m * 60);
-        let ids = |l: &RuleLibrary| l.apps()[0].rules.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        let ids = |l: &AppLibrary| l.apps()[0].rules.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&lib.at(at(11, 30))), ["a", "b"]);
         assert_eq!(ids(&lib.at(at(12, 30))), ["a"]);
         assert_eq!(ids(&lib.at(at(7, 0))), Vec::<String>::new());
@@ -1272,20 +1272,20 @@ networks = ["192.0.2.9/32"]
             ("[schedules]\nw = \"Mon 18:00-08:00\"\n", "schedule \"w\""),
         ] {
             let t = format!("name = \"site\"\ndescription = \"t\"\n{bad}");
-            let e = RuleLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), t)]).unwrap_err();
+            let e = AppLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), t)]).unwrap_err();
             assert!(e.to_string().contains(what), "{bad}: {e}");
         }
     }
     use super::*;
 
-    fn lib(text: &str) -> Result<RuleLibrary, String> {
-        RuleLibrary::from_texts(&[(PathBuf::from("rules/t.toml"), text.to_string())])
+    fn lib(text: &str) -> Result<AppLibrary, String> {
+        AppLibrary::from_texts(&[(PathBuf::from("rules/t.toml"), text.to_string())])
             .map_err(|e| e.to_string())
     }
 
     #[test]
     fn embedded_library_loads_and_matches_directory() {
-        let lib = RuleLibrary::embedded().expect("shipped rules are valid");
+        let lib = AppLibrary::embedded().expect("shipped rules are valid");
         let mut on_disk: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -1426,7 +1426,7 @@ hex = "2a 01 ?? ?? 00 04"
             assert!(err.contains(want), "{line}\n got: {err}\nwant: {want}");
         }
         // Shipped address lists cite their source in the file.
-        for app in RuleLibrary::embedded().unwrap().apps() {
+        for app in AppLibrary::embedded().unwrap().apps() {
             if !app.addresses.is_empty() {
                 let (_, text) = EMBEDDED
                     .iter()
@@ -1453,7 +1453,7 @@ hex = "2a 01 ?? ?? 00 04"
                     [[signature]]\nid = \"b\"\nscope = \"anywhere\"\ntext = \"x\"\ncolour = 1\n\
                     [[signature]]\nid = \"c\"\nscope = \"body\"\ntext = \"x\"\n\
                     [[rule]]\nid = \"r\"\n[[rule.match]]\nfield = \"url\"\nregex = [\"(\"]\n";
-        let err = RuleLibrary::from_texts(&[(PathBuf::from("rules/t.toml"), text.to_string())]).unwrap_err();
+        let err = AppLibrary::from_texts(&[(PathBuf::from("rules/t.toml"), text.to_string())]).unwrap_err();
         let got: Vec<String> = err.errors().iter().map(|e| e.to_string()).collect();
         let want = [
             "t.toml:6: ",
@@ -1490,7 +1490,7 @@ hex = "2a 01 ?? ?? 00 04"
         let mut bytes = b"\xEF\xBB\xBFname = \"t\"\n# caf\xE9 comment\ndescription = \"d\xFF\"\n".to_vec();
         bytes.extend_from_slice(b"ports.tcp = [\"1863\"]\n");
         std::fs::write(dir.path().join("t.toml"), &bytes).unwrap();
-        let err = RuleLibrary::load_dir(dir.path()).unwrap_err().to_string();
+        let err = AppLibrary::load_dir(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains("t.toml:2: not valid UTF-8 (byte 0xE9 at column 6)"),
             "{err}"
@@ -1507,7 +1507,7 @@ hex = "2a 01 ?? ?? 00 04"
             b"\xEF\xBB\xBFname = \"t\"\ndescription = \"d\"\nports.tcp = [\"1863\"]\n",
         )
         .unwrap();
-        RuleLibrary::load_dir(dir.path()).unwrap();
+        AppLibrary::load_dir(dir.path()).unwrap();
 
         // A 10 MB line is refused before TOML or regex parsing, quoted briefly.
         let start = std::time::Instant::now();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::Policy;
 use super::error::{ConfigError, ConfigErrors};
 use super::hosts::HostsFile;
-use super::library::RuleLibrary;
+use super::library::AppLibrary;
 
 /// Where a policy comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub fn load_policy(src: &Sources, everyone: bool) -> Result<Policy, LoadError> {
 
 /// The app library: the built-in one (unless `no_builtin_library`) with
 /// every library directory laid over it, later directories winning.
-pub fn load_library(src: &Sources) -> Result<RuleLibrary, ConfigErrors> {
+pub fn load_library(src: &Sources) -> Result<AppLibrary, ConfigErrors> {
     let mut lib = if src.no_builtin_library {
         if src.library_dirs.is_empty() {
             return Err(ConfigErrors::one(ConfigError::file(
@@ -68,13 +68,13 @@ pub fn load_library(src: &Sources) -> Result<RuleLibrary, ConfigErrors> {
                 "needs at least one --library DIR",
             )));
         }
-        RuleLibrary::default()
+        AppLibrary::default()
     } else {
-        RuleLibrary::embedded()?
+        AppLibrary::embedded()?
     };
     let mut errors = Vec::new();
     for dir in &src.library_dirs {
-        match RuleLibrary::load_dir(dir) {
+        match AppLibrary::load_dir(dir) {
             Ok(over) => lib = lib.overlay(over)?,
             Err(e) => errors.extend_from_slice(e.errors()),
         }

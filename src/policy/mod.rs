@@ -22,7 +22,7 @@ use ipnet::IpNet;
 pub use error::{ConfigError, ConfigErrors};
 pub use hosts::{AppChoice, HostsFile, PortSpec, Proto};
 pub use library::{
-    App, Condition, EchPolicy, Exception, Field, MessageRule, QuicPolicy, RuleLibrary, Scope, Signature, Test,
+    App, AppLibrary, Condition, EchPolicy, Exception, Field, MessageRule, QuicPolicy, Scope, Signature, Test,
 };
 pub use schedule::{Clock, Schedule};
 pub use table::{AppSet, HostRule, HostTable};
@@ -39,7 +39,7 @@ pub struct HostEntry {
 /// A validated, immutable policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    library: RuleLibrary,
+    library: AppLibrary,
     entries: Vec<HostEntry>,
     table: HostTable,
     hosts_path: Option<PathBuf>,
@@ -53,7 +53,7 @@ impl Policy {
     /// Joins a hosts file and a library. `default_apps` overrides the apps a
     /// line without an app list gets (else: the library's default-enabled apps).
     pub fn new(
-        library: RuleLibrary,
+        library: AppLibrary,
         hosts: &HostsFile,
         default_apps: Option<&[String]>,
     ) -> Result<Policy, ConfigErrors> {
@@ -64,7 +64,7 @@ impl Policy {
     /// reporting its syntax errors and the unknown app names of its good
     /// lines together, in line order (see [`HostsFile::load`] for limits).
     pub fn load(
-        library: RuleLibrary,
+        library: AppLibrary,
         hosts_path: &Path,
         default_apps: Option<&[String]>,
     ) -> Result<Policy, ConfigErrors> {
@@ -75,7 +75,7 @@ impl Policy {
     }
 
     fn join(
-        library: RuleLibrary,
+        library: AppLibrary,
         hosts: &HostsFile,
         default_apps: Option<&[String]>,
         mut errors: Vec<ConfigError>,
@@ -166,7 +166,7 @@ impl Policy {
     }
 
     /// Every address listed with the default apps: what `scan` uses without `--hosts`.
-    pub fn everyone(library: RuleLibrary) -> Policy {
+    pub fn everyone(library: AppLibrary) -> Policy {
         let rule = HostRule {
             apps: library_default_set(&library),
             ports: Vec::new(),
@@ -181,7 +181,7 @@ impl Policy {
         Policy::from_entries(library, entries, None)
     }
 
-    fn from_entries(library: RuleLibrary, entries: Vec<HostEntry>, hosts_path: Option<PathBuf>) -> Policy {
+    fn from_entries(library: AppLibrary, entries: Vec<HostEntry>, hosts_path: Option<PathBuf>) -> Policy {
         let pairs: Vec<(IpNet, HostRule)> = entries.iter().map(|e| (e.net, e.rule.clone())).collect();
         Policy {
             table: HostTable::build(&pairs),
@@ -193,7 +193,7 @@ impl Policy {
         }
     }
 
-    /// This policy as in force at `t` (see [`RuleLibrary::at`]): what the
+    /// This policy as in force at `t` (see [`AppLibrary::at`]): what the
     /// daemon compiles, again whenever [`Policy::next_change`] comes. The
     /// engine holds no clock; a policy never placed in time treats every
     /// schedule as open.
@@ -220,7 +220,7 @@ impl Policy {
     }
 
     /// The rule library.
-    pub fn library(&self) -> &RuleLibrary {
+    pub fn library(&self) -> &AppLibrary {
         &self.library
     }
 
@@ -251,7 +251,7 @@ impl Policy {
     }
 }
 
-fn library_default_set(library: &RuleLibrary) -> AppSet {
+fn library_default_set(library: &AppLibrary) -> AppSet {
     library
         .apps()
         .iter()
@@ -260,11 +260,11 @@ fn library_default_set(library: &RuleLibrary) -> AppSet {
         .fold(0, |s, (i, _)| s | (1 << i))
 }
 
-fn all_set(library: &RuleLibrary) -> AppSet {
+fn all_set(library: &AppLibrary) -> AppSet {
     (0..library.apps().len()).fold(0, |s, i| s | (1 << i))
 }
 
-fn app_names(library: &RuleLibrary) -> String {
+fn app_names(library: &AppLibrary) -> String {
     library
         .apps()
         .iter()
@@ -289,7 +289,7 @@ mod tests {
     use super::*;
 
     fn policy(text: &str) -> Result<Policy, String> {
-        let lib = RuleLibrary::embedded().unwrap();
+        let lib = AppLibrary::embedded().unwrap();
         let hosts = HostsFile::parse(Path::new("hosts"), text).map_err(|e| e.to_string())?;
         Policy::new(lib, &hosts, None).map_err(|e| e.to_string())
     }
@@ -352,7 +352,7 @@ mod tests {
             "192.0.2.1 gtalk\n2001:db8::5:1863\n192.0.2.2 msn\n192.0.2.3 icq\n",
         )
         .unwrap();
-        let err = Policy::load(RuleLibrary::embedded().unwrap(), &p, None).unwrap_err();
+        let err = Policy::load(AppLibrary::embedded().unwrap(), &p, None).unwrap_err();
         let got: Vec<(Option<usize>, &str)> = err.errors().iter().map(|e| (e.line(), e.message())).collect();
         assert_eq!(got.len(), 3, "{err}");
         assert_eq!(got[0].0, Some(1));
@@ -361,6 +361,6 @@ mod tests {
         assert!(got[1].1.contains("ambiguous"));
         assert_eq!(got[2].0, Some(4));
         std::fs::write(&p, "192.0.2.2 msn\n").unwrap();
-        Policy::load(RuleLibrary::embedded().unwrap(), &p, None).unwrap();
+        Policy::load(AppLibrary::embedded().unwrap(), &p, None).unwrap();
     }
 }

@@ -317,6 +317,8 @@ impl Clock {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         // Millisecond precision is plenty for minute-wide windows.
+        // Saturating float-to-integer conversion (Rust's `as` on floats).
+        #[allow(clippy::cast_possible_truncation)]
         let fake_ms = (fake * 1000.0) as i128;
         Clock {
             shift: fake_ms - i128::try_from(real).unwrap_or(0),

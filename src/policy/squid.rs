@@ -1453,7 +1453,7 @@ fn write_rule(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::RuleLibrary;
+    use crate::policy::AppLibrary;
 
     const DEBIAN_SQUID_CONF: &str = "\
 acl localnet src 0.0.0.1-0.255.255.255\t# RFC 1122 \"this\" network (LAN)
@@ -1507,7 +1507,7 @@ refresh_pattern .\t\t0\t20%\t4320
         std::fs::write(&p, conf).unwrap();
         let imp = import(&p, "site").unwrap();
         // The output is always a valid rule file.
-        let lib = RuleLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), imp.toml.clone())]);
+        let lib = AppLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), imp.toml.clone())]);
         if imp.translated > 0 {
             lib.unwrap_or_else(|e| panic!("{e}\n{}", imp.toml));
         }
@@ -1941,7 +1941,7 @@ refresh_pattern .\t\t0\t20%\t4320
         );
         assert!(imp.toml.contains(r#"values = ["CONNECT"]"#), "{}", imp.toml);
         assert!(imp.toml.contains("squid-internal-mgr"), "{}", imp.toml);
-        RuleLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), imp.toml.clone())])
+        AppLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), imp.toml.clone())])
             .unwrap_or_else(|e| panic!("{e}\n{}", imp.toml));
 
         // The same file where /etc/squid/conf.d does not exist: still imports.

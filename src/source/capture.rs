@@ -244,10 +244,11 @@ impl CaptureReader {
             _ => return Err(self.fail("pcapng byte-order magic is wrong".into())),
         };
         let total = if big {
-            u32::from_be_bytes(_head[4..8].try_into().unwrap_or([0; 4]))
+            usize::try_from(u32::from_be_bytes(_head[4..8].try_into().unwrap_or([0; 4])))
+                .unwrap_or(usize::MAX)
         } else {
-            total as u32
-        } as usize;
+            total
+        };
         if !(28..=MAX_FRAME).contains(&total) || !total.is_multiple_of(4) {
             return Err(self.fail(format!("section header length {total} is not plausible")));
         }
@@ -402,10 +403,12 @@ pub fn write_pcap(out: &mut dyn std::io::Write, frames: &[(u64, Vec<u8>)]) -> st
     out.write_all(&h)?;
     for (ts_ns, data) in frames {
         let mut r = Vec::with_capacity(16);
-        r.extend_from_slice(&((ts_ns / 1_000_000_000) as u32).to_le_bytes());
-        r.extend_from_slice(&(((ts_ns % 1_000_000_000) / 1000) as u32).to_le_bytes());
-        r.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        r.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        let u32_of = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        r.extend_from_slice(&u32_of(ts_ns / 1_000_000_000).to_le_bytes());
+        r.extend_from_slice(&u32_of((ts_ns % 1_000_000_000) / 1000).to_le_bytes());
+        r.extend_from_slice(&len.to_le_bytes());
+        r.extend_from_slice(&len.to_le_bytes());
         out.write_all(&r)?;
         out.write_all(data)?;
     }

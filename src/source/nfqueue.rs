@@ -285,7 +285,10 @@ fn set_socket_options(fd: RawFd, rcvbuf: usize, poll: Duration) -> io::Result<us
     if setsockopt(&bfd, sockopt::RcvBufForce, &rcvbuf).is_err() {
         setsockopt(&bfd, sockopt::RcvBuf, &rcvbuf)?;
     }
-    let tv = nix::sys::time::TimeVal::new(poll.as_secs() as i64, poll.subsec_micros() as i64);
+    let tv = nix::sys::time::TimeVal::new(
+        i64::try_from(poll.as_secs()).unwrap_or(i64::MAX),
+        i64::from(poll.subsec_micros()),
+    );
     setsockopt(&bfd, sockopt::ReceiveTimeout, &tv)?;
     Ok(getsockopt(&bfd, sockopt::RcvBuf)?)
 }
@@ -322,9 +325,10 @@ pub fn parse_kernel_queues(text: &str) -> Vec<KernelQueue> {
     text.lines()
         .filter_map(|l| {
             let f: Vec<u64> = l.split_whitespace().map_while(|w| w.parse().ok()).collect();
-            (f.len() >= 8).then(|| KernelQueue {
-                queue: f[0] as u16,
-                portid: f[1] as u32,
+            (f.len() >= 8).then_some(())?;
+            Some(KernelQueue {
+                queue: u16::try_from(f[0]).ok()?,
+                portid: u32::try_from(f[1]).ok()?,
                 waiting: f[2],
                 queue_dropped: f[5],
                 user_dropped: f[6],

@@ -6,7 +6,7 @@ use std::path::Path;
 use appwall::engine::{ConnState, Engine, EngineConfig};
 use appwall::flow::FlowTable;
 use appwall::packet::PacketView;
-use appwall::policy::{HostsFile, Policy, RuleLibrary};
+use appwall::policy::{AppLibrary, HostsFile, Policy};
 use etherparse::PacketBuilder;
 
 cases![
@@ -17,7 +17,7 @@ cases![
 
 fn engine(config: EngineConfig) -> Engine {
     let hosts = HostsFile::parse(Path::new("hosts"), "0.0.0.0/0 all\n").unwrap();
-    let policy = Policy::new(RuleLibrary::embedded().unwrap(), &hosts, None).unwrap();
+    let policy = Policy::new(AppLibrary::embedded().unwrap(), &hosts, None).unwrap();
     Engine::new(policy, config).unwrap()
 }
 
@@ -141,5 +141,5 @@ fn squid_header_names_are_checked_before_the_rule_file() {
             imp.notes
         );
     }
-    RuleLibrary::from_texts(&[(Path::new("rules/site.toml").to_path_buf(), imp.toml)]).unwrap();
+    AppLibrary::from_texts(&[(Path::new("rules/site.toml").to_path_buf(), imp.toml)]).unwrap();
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use appwall::kernel::iptables::{self, Family, KernelRuleOptions, PortAction};
 use appwall::kernel::marks::MarkBits;
-use appwall::policy::{HostsFile, Policy, RuleLibrary};
+use appwall::policy::{AppLibrary, HostsFile, Policy};
 use proptest::prelude::*;
 
 cases![
@@ -23,7 +23,7 @@ cases![
 fn hosts_error(text: &str) -> Option<String> {
     match HostsFile::parse(Path::new("hosts"), text) {
         Err(e) => Some(e.to_string()),
-        Ok(h) => Policy::new(RuleLibrary::embedded().unwrap(), &h, None)
+        Ok(h) => Policy::new(AppLibrary::embedded().unwrap(), &h, None)
             .err()
             .map(|e| e.to_string()),
     }
@@ -93,7 +93,7 @@ fn rule_error(stem: &str, text: &str) -> Option<String> {
         .map(|(n, t)| (Path::new("rules").join(n), t.to_string()))
         .collect();
     files.push((PathBuf::from(format!("rules/{stem}.toml")), text.to_string()));
-    RuleLibrary::from_texts(&files).err().map(|e| e.to_string())
+    AppLibrary::from_texts(&files).err().map(|e| e.to_string())
 }
 
 fn hostile_rule_files_are_errors() {
@@ -150,7 +150,7 @@ fn hostile_rule_files_are_errors() {
 
 fn policy_of(hosts: &str) -> Policy {
     let h = HostsFile::parse(Path::new("hosts"), hosts).unwrap();
-    Policy::new(RuleLibrary::embedded().unwrap(), &h, None).unwrap()
+    Policy::new(AppLibrary::embedded().unwrap(), &h, None).unwrap()
 }
 
 fn safe_token(t: &str) -> bool {
@@ -367,7 +367,7 @@ proptest! {
         let text = lines.join("\n");
         let hosts = HostsFile::parse(Path::new("hosts"), &text);
         prop_assume!(hosts.is_ok(), "generator made an invalid line: {:?}", hosts.err());
-        let policy = Policy::new(RuleLibrary::embedded().unwrap(), &hosts.unwrap(), None).unwrap();
+        let policy = Policy::new(AppLibrary::embedded().unwrap(), &hosts.unwrap(), None).unwrap();
         assert_safe(&policy);
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use appwall::engine::{Engine, EngineConfig, FlowMark, Reason, Verdict};
 use appwall::flow::FlowTable;
 use appwall::packet::PacketView;
-use appwall::policy::{HostsFile, Policy, RuleLibrary};
+use appwall::policy::{AppLibrary, HostsFile, Policy};
 use appwall::sample::{MSN_GATEWAY_OPEN, TcpFlowBuilder, tls_client_hello};
 use proptest::prelude::*;
 
@@ -52,7 +52,7 @@ fn engine() -> Engine {
         .map(|p| (p.clone(), std::fs::read_to_string(&p).unwrap()))
         .collect();
     texts.push((PathBuf::from("rules/msnhosts.toml"), HOST_RULES.to_string()));
-    let lib = RuleLibrary::from_texts(&texts).unwrap();
+    let lib = AppLibrary::from_texts(&texts).unwrap();
     let hosts = HostsFile::parse(Path::new("hosts"), "192.0.2.10 msn msnhosts\n").unwrap();
     Engine::new(Policy::new(lib, &hosts, None).unwrap(), EngineConfig::default()).unwrap()
 }
@@ -620,7 +620,7 @@ field = "url"
 regex = ['gateway\.dll']
 nocase = true
 "#;
-    let lib = RuleLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), rules.to_string())]).unwrap();
+    let lib = AppLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), rules.to_string())]).unwrap();
     let hosts = HostsFile::parse(Path::new("hosts"), "192.0.2.10 site\n").unwrap();
     let e = Engine::new(Policy::new(lib, &hosts, None).unwrap(), EngineConfig::default()).unwrap();
     for (req, blocked) in [
@@ -658,7 +658,7 @@ const PIECES: [&[u8]; 17] = [
 /// `http_messages` fuzz target's setup).
 fn shipped_engine() -> Engine {
     let hosts = HostsFile::parse(Path::new("hosts"), "192.0.2.10 msn\n").unwrap();
-    let policy = Policy::new(RuleLibrary::embedded().unwrap(), &hosts, None).unwrap();
+    let policy = Policy::new(AppLibrary::embedded().unwrap(), &hosts, None).unwrap();
     Engine::new(policy, EngineConfig::default()).unwrap()
 }
 

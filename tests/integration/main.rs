@@ -4,6 +4,12 @@
 //! the shared captures) is reported as *ignored* with the reason, or fails
 //! under `CI=true`. The usual libtest arguments work (one or more filters,
 //! `--exact`, `--skip`, `--list`, `--test-threads`; `RUST_TEST_THREADS` too).
+// Test and benchmark data: counters folded into addresses, ports and lengths on purpose.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 #[macro_use]
 mod support;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use appwall::policy::RuleLibrary;
+use appwall::policy::AppLibrary;
 
 cases![
     hundred_thousand_signatures_load_in_seconds,
@@ -27,7 +27,7 @@ fn hundred_thousand_signatures_load_in_seconds() {
     let n = 100_000;
     let text = many_signatures(n);
     let start = Instant::now();
-    let lib = RuleLibrary::from_texts(&[(PathBuf::from("rules/big.toml"), text)]).unwrap();
+    let lib = AppLibrary::from_texts(&[(PathBuf::from("rules/big.toml"), text)]).unwrap();
     let took = start.elapsed();
     eprintln!("100k signatures: parse + validate in {took:?}");
     assert_eq!(lib.signature_count(), n);
@@ -59,7 +59,7 @@ fn squid_import_of_big_lists_is_linear() {
     std::fs::write(&path, conf).unwrap();
     let start = Instant::now();
     let imp = appwall::policy::squid::import(&path, "site").unwrap();
-    let lib = RuleLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), imp.toml.clone())]).unwrap();
+    let lib = AppLibrary::from_texts(&[(PathBuf::from("rules/site.toml"), imp.toml.clone())]).unwrap();
     let took = start.elapsed();
     eprintln!("squid import of 100k domains + 2k regexes + 20k networks: {took:?}");
     assert_eq!(imp.translated, 2, "{:?}", imp.notes);

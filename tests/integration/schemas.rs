@@ -164,9 +164,9 @@ fn scan_lines_match_their_schemas() {
 }
 
 fn engine() -> Arc<appwall::engine::Engine> {
-    use appwall::policy::{HostsFile, Policy, RuleLibrary};
+    use appwall::policy::{AppLibrary, HostsFile, Policy};
     let h = HostsFile::parse(Path::new("hosts"), "192.0.2.10 msn\n2001:db8::10 msn\n").unwrap();
-    let p = Policy::new(RuleLibrary::embedded().unwrap(), &h, None).unwrap();
+    let p = Policy::new(AppLibrary::embedded().unwrap(), &h, None).unwrap();
     Arc::new(appwall::engine::Engine::new(p, appwall::engine::EngineConfig::default()).unwrap())
 }
 
