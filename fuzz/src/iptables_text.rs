@@ -24,8 +24,9 @@ fn safe_u32(expr: &str) -> bool {
 }
 
 /// Checks the arguments of one rule (after `-A CHAIN` or `-I CHAIN N`).
-/// Quoted arguments exist in two places only: `--comment "appwall KEY"` and
-/// `--u32 "EXPR"`; a lone `!` negates the next match.
+/// Quoted arguments exist in three places only: `--comment "appwall KEY"`,
+/// `--nflog-prefix "appwall KEY"` and `--u32 "EXPR"`; a lone `!` negates the
+/// next match.
 fn check_args(args: &str) -> Result<(), String> {
     let parts: Vec<&str> = args.split('"').collect();
     if parts.len().is_multiple_of(2) {
@@ -38,7 +39,7 @@ fn check_args(args: &str) -> Result<(), String> {
         }
         let option = parts[i - 1].split(' ').rfind(|t| !t.is_empty());
         let ok = match option {
-            Some("--comment") => part.strip_prefix("appwall ").is_some_and(safe_token),
+            Some("--comment" | "--nflog-prefix") => part.strip_prefix("appwall ").is_some_and(safe_token),
             Some("--u32") => safe_u32(part),
             _ => false,
         };

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use appwall::engine::{Engine, EngineConfig};
-use appwall::policy::{HostsFile, Policy, AppLibrary};
+use appwall::policy::{AppLibrary, HostsFile, Policy};
 use etherparse::PacketBuilder;
 
 /// The shipped rule library; the fuzz targets cannot run without it.

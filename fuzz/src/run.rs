@@ -17,7 +17,7 @@ use appwall::engine::{Decision, Engine, Reason, Verdict};
 use appwall::flow::Flow;
 use appwall::kernel::iptables::{self, Family, KernelRuleOptions, PortAction};
 use appwall::packet::{LinkType, PacketView};
-use appwall::policy::{HostsFile, Policy, AppLibrary};
+use appwall::policy::{AppLibrary, HostsFile, Policy};
 use appwall::source::Tracker;
 use appwall::source::capture::CaptureReader;
 
