@@ -48,7 +48,10 @@ fn blocked(e: &Engine, stream: &[u8], mss: usize) -> bool {
     false
 }
 
-/// True when `b` starts like an HTTP/1.x request line (a method token).
+/// True when `b` starts with a well-formed HTTP/1.x request line: a
+/// method, a target without spaces, `HTTP/1.0` or `HTTP/1.1`, CRLF. Other
+/// bytes are not a request: after HTTP they are judged as part of an HTTP
+/// stream, alone as whatever protocol their first lines show.
 fn http_request(b: &[u8]) -> bool {
     // Not CONNECT: a tunnel request changes what the rest of the stream is
     // (MSNP after `CONNECT` as a connection's first request is a tunnel).
@@ -61,7 +64,20 @@ fn http_request(b: &[u8]) -> bool {
         b"DELETE ",
         b"PATCH ",
     ];
-    METHODS.iter().any(|m| b.starts_with(m))
+    let Some(m) = METHODS.iter().find(|m| b.starts_with(m)) else {
+        return false;
+    };
+    let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+        return false;
+    };
+    let line = &b[m.len()..eol];
+    let mut parts = line.split(|&c| c == b' ');
+    let (Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    !target.is_empty()
+        && target.iter().all(|c| c.is_ascii_graphic())
+        && (version == b"HTTP/1.1" || version == b"HTTP/1.0")
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
