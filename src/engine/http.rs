@@ -209,6 +209,22 @@ impl HttpState {
         }
     }
 
+    /// The walker carried across a policy reload: message framing (where
+    /// the next request starts, body left, keep-alive) is the protocol's,
+    /// not the policy's, so it is kept; what indexes the old engine's rules
+    /// (the current header's rule slot, fields of a head cut in two) is
+    /// dropped. Without this a keep-alive connection would lose track of
+    /// its requests at a reload and be settled clean.
+    pub fn across_reload(mut self) -> HttpState {
+        self.slot = None;
+        if self.in_head()
+            && let Some(f) = self.fields.as_mut()
+        {
+            f.clear();
+        }
+        self
+    }
+
     /// True once the direction is known not to be (parsable) HTTP any more.
     pub fn is_off(&self) -> bool {
         self.phase == Phase::Off

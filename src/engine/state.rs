@@ -167,7 +167,9 @@ impl DirState {
         let seq = self.next_seq;
         let (bytes, pkts, unit) = (self.bytes, self.payload_packets, self.unit_bytes);
         let (msnp, conflicts) = (self.msnp.mid_stream(), self.conflicts);
+        let http = std::mem::take(&mut self.http).across_reload();
         *self = DirState::default();
+        self.http = http;
         self.msnp = msnp;
         self.conflicts = conflicts;
         self.next_seq = seq;

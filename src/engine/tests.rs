@@ -385,6 +385,56 @@ fn reload_restarts_match_state() {
     assert_eq!(d.verdict, Verdict::Accept);
 }
 
+#[test]
+fn reload_keeps_http_framing_of_a_keep_alive_connection_past_the_depth() {
+    // Listed for `other` only, then (reload) for `chat`: a keep-alive
+    // client past the depth must still have each request judged, whether
+    // the first packet the new engine sees is a reply or a request.
+    let cfg = EngineConfig {
+        depth_bytes: 1000,
+        ..EngineConfig::default()
+    };
+    let old = engine_with("192.0.2.10 other\n", cfg);
+    let new = engine_with("192.0.2.10 other chat\n", cfg);
+    let mut upload = b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 3000\r\n\r\n".to_vec();
+    upload.extend([b'a'; 3000]);
+    let ok: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let get: &[u8] = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    let msn: &[u8] =
+        b"POST /gateway/gateway.dll?Action=open HTTP/1.1\r\nHost: g\r\nContent-Length: 0\r\n\r\n";
+    let script: Vec<(bool, &[u8])> = vec![
+        (true, &upload),
+        (false, ok),
+        (true, get),
+        (false, ok),
+        (true, get),
+        (false, ok),
+        (true, msn),
+    ];
+    for reply_first in [false, true] {
+        // The new engine takes over at a request or at a reply.
+        let reload_at = if reply_first { 3 } else { 4 };
+        let b = TcpFlowBuilder::new((ip("192.0.2.10"), 40000), (ip("198.51.100.1"), 80));
+        let packets = b.packets(&script);
+        // Each exchange after the upload is one segment; two FINs end it.
+        let at = packets.len() - 2 - (script.len() - reload_at);
+        let mut table = FlowTable::new(4, u64::MAX);
+        let mut last = None;
+        for (i, p) in packets.iter().enumerate().take(packets.len() - 2) {
+            let v = PacketView::from_ip(p).unwrap();
+            let e = if i < at { &old } else { &new };
+            let d = e.judge(&v, table.get_or_insert(&v, i as u64));
+            assert_ne!(
+                d.reason,
+                Reason::Clean,
+                "settled clean at packet {i} (reply first: {reply_first})"
+            );
+            last = Some(d);
+        }
+        assert_eq!(last.unwrap().verdict, Verdict::Drop, "reply first: {reply_first}");
+    }
+}
+
 /// Judges a corpus stream against the shipped library, all hosts listed.
 fn judge_corpus(e: &Engine, c: &sample::CorpusStream, cuts: Vec<usize>) -> Option<String> {
     let mut b = TcpFlowBuilder::new((ip("192.0.2.10"), 40000), (ip("198.51.100.1"), c.port));

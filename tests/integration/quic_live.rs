@@ -97,9 +97,29 @@ fn client_args(lab: &LiveLab, ns: &str, host: &str, sni: &str, mode: &str, extra
     }
 }
 
+/// Seconds since midnight of an event's RFC 3339 UTC `timestamp`.
+fn seconds_of_day(ts: &serde_json::Value) -> f64 {
+    let t = ts.as_str().unwrap_or_else(|| panic!("no timestamp: {ts}"));
+    let clock = t.get(11..t.len() - 1).unwrap_or_else(|| panic!("timestamp {t}"));
+    let mut parts = clock
+        .split(':')
+        .map(|x| x.parse::<f64>().unwrap_or_else(|_| panic!("timestamp {t}")));
+    let (h, m, s) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    h * 3600.0 + m * 60.0 + s
+}
+
 /// Events of the filter with `kind`, once at least `n` are there.
 fn events_of(f: &appwall::lab::Filter, kind: &str, n: usize) -> Vec<serde_json::Value> {
-    let of = || -> Vec<serde_json::Value> { f.events().into_iter().filter(|e| e["kind"] == kind).collect() };
+    let of = || -> Vec<serde_json::Value> {
+        f.events()
+            .into_iter()
+            .filter(|e| e["alert"]["category"] == kind)
+            .collect()
+    };
     wait_for(&format!("{n} {kind} events"), Duration::from_secs(5), || {
         of().len() >= n
     });
@@ -127,10 +147,10 @@ fn http3_is_judged_by_its_server_name() {
         let ev = events_of(&f, "rule", 2);
         assert_eq!(ev.len(), 2, "one event per blocked attempt: {ev:#?}");
         for e in &ev {
-            assert_eq!(e["proto"], "udp", "{e}");
-            assert_eq!(e["dport"], 4433, "{e}");
-            assert_eq!(e["app"], "site", "{e}");
-            assert_eq!(e["signature"], "blocked-name", "{e}");
+            assert_eq!(e["proto"], "UDP", "{e}");
+            assert_eq!(e["dest_port"], 4433, "{e}");
+            assert_eq!(e["alert"]["app"], "site", "{e}");
+            assert_eq!(e["alert"]["signature_id"], "blocked-name", "{e}");
         }
         stop(&mut f);
     });
@@ -163,20 +183,22 @@ fn quic_block_falls_back_to_tcp_and_tls_is_judged() {
         assert_eq!(r.tcp.map(|t| t.0), Some(false), "TLS over TCP judged too: {r:?}");
         let quic = events_of(&f, "quic", 2);
         assert!(
-            quic.iter().all(|e| e["proto"] == "udp" && e["app"] == "site"),
+            quic.iter()
+                .all(|e| e["proto"] == "UDP" && e["alert"]["app"] == "site"),
             "{quic:#?}"
         );
         let tls = events_of(&f, "rule", 1);
         assert_eq!(tls.len(), 1, "{tls:#?}");
-        assert_eq!(tls[0]["proto"], "tcp");
-        assert_eq!(tls[0]["signature"], "blocked-name");
+        assert_eq!(tls[0]["proto"], "TCP");
+        assert_eq!(tls[0]["alert"]["signature_id"], "blocked-name");
         // The TCP block comes within a few seconds of the client's start.
-        let t0 = quic.last().and_then(|e| e["time"].as_f64()).unwrap_or(0.0);
-        let t1 = tls[0]["time"].as_f64().unwrap_or(0.0);
-        assert!(t1 >= t0 && t1 - t0 < 5.0, "QUIC block at {t0}, TLS block at {t1}");
+        let t0 = quic.last().map(|e| seconds_of_day(&e["timestamp"])).unwrap();
+        let t1 = seconds_of_day(&tls[0]["timestamp"]);
+        let gap = (t1 - t0 + 86_400.0) % 86_400.0;
+        assert!(gap < 5.0, "QUIC block at {t0}, TLS block at {t1}");
         eprintln!(
             "blocked name: QUIC refused, TLS over TCP blocked {:.0} ms later",
-            (t1 - t0) * 1000.0
+            gap * 1000.0
         );
         // A host that is not listed keeps QUIC.
         let r = client(lab, &lab.other, SERVER4, "chat.blocked.example", "fallback");
@@ -233,7 +255,8 @@ fn ech_block_refuses_hellos_offering_ech() {
         let ev = events_of(&f, "ech", 2);
         assert_eq!(ev.len(), 2, "{ev:#?}");
         assert!(
-            ev.iter().all(|e| e["app"] == "site" && e["proto"] == "udp"),
+            ev.iter()
+                .all(|e| e["alert"]["app"] == "site" && e["proto"] == "UDP"),
             "{ev:#?}"
         );
         stop(&mut f);

@@ -137,7 +137,10 @@ fn live_schedule_windows_open_and_close_within_a_second() {
             f.log_text()
         );
         let events = f.events();
-        assert!(events.iter().any(|e| e["signature"] == "gw"), "{events:?}");
+        assert!(
+            events.iter().any(|e| e["alert"]["signature_id"] == "gw"),
+            "{events:?}"
+        );
         stop(&mut f);
     });
 }

@@ -260,7 +260,7 @@ fn imported_first_match_src_and_exceptions_judge_like_squid() {
     assert_eq!(flows.len(), cases.len(), "{out}");
     for (flow, (src, req, blocked)) in flows.iter().zip(&cases) {
         assert_eq!(
-            flow["verdict"] == "block",
+            flow["alert"]["action"] == "blocked",
             *blocked,
             "{src} {}\n{flow}",
             String::from_utf8_lossy(req)
