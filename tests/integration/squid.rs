@@ -34,6 +34,36 @@ http_access deny CONNECT !SSL_ports
 http_access allow auth
 ";
 
+/// `appwall scan --json` of `frames` (written as a pcap in `dir`) with
+/// `hosts` and the library `rules`: its output and its flow lines.
+fn scan_flows(
+    dir: &std::path::Path,
+    frames: &[(u64, Vec<u8>)],
+    hosts: &str,
+    rules: &std::path::Path,
+) -> (String, Vec<Value>) {
+    let pcap = dir.join("traffic.pcap");
+    write_pcap(&mut std::fs::File::create(&pcap).unwrap(), frames).unwrap();
+    let hosts_file = dir.join("hosts");
+    std::fs::write(&hosts_file, hosts).unwrap();
+    let (code, out, err) = run(&[
+        "scan",
+        "--json",
+        "--hosts",
+        hosts_file.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        pcap.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let flows = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["event_type"] == "flow")
+        .collect();
+    (out, flows)
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -84,26 +114,7 @@ fn imported_rules_judge_traffic_like_squid() {
             frames.push((1_000_000_000 * (i as u64 + 1) + frames.len() as u64, p));
         }
     }
-    let pcap = dir.path().join("traffic.pcap");
-    let mut f = std::fs::File::create(&pcap).unwrap();
-    write_pcap(&mut f, &frames).unwrap();
-    let hosts = dir.path().join("hosts");
-    std::fs::write(&hosts, "192.0.2.0/24 site\n").unwrap();
-    let (code, out, err) = run(&[
-        "scan",
-        "--json",
-        "--hosts",
-        hosts.to_str().unwrap(),
-        "--rules",
-        rules.to_str().unwrap(),
-        pcap.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let flows: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["event_type"] == "flow")
-        .collect();
+    let (out, flows) = scan_flows(dir.path(), &frames, "192.0.2.0/24 site\n", &rules);
     assert_eq!(flows.len(), cases.len(), "{out}");
     for (flow, (_, req, blocked)) in flows.iter().zip(&cases) {
         let got = flow["alert"]["action"] == "blocked";
@@ -238,25 +249,7 @@ fn imported_first_match_src_and_exceptions_judge_like_squid() {
             frames.push((1_000_000_000 * (i as u64 + 1) + frames.len() as u64, p));
         }
     }
-    let pcap = dir.path().join("traffic.pcap");
-    write_pcap(&mut std::fs::File::create(&pcap).unwrap(), &frames).unwrap();
-    let hosts = dir.path().join("hosts");
-    std::fs::write(&hosts, "0.0.0.0/0 site\n").unwrap();
-    let (code, out, err) = run(&[
-        "scan",
-        "--json",
-        "--hosts",
-        hosts.to_str().unwrap(),
-        "--rules",
-        rules.to_str().unwrap(),
-        pcap.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let flows: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["event_type"] == "flow")
-        .collect();
+    let (out, flows) = scan_flows(dir.path(), &frames, "0.0.0.0/0 site\n", &rules);
     assert_eq!(flows.len(), cases.len(), "{out}");
     for (flow, (src, req, blocked)) in flows.iter().zip(&cases) {
         assert_eq!(
