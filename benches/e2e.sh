@@ -39,7 +39,7 @@ usage: benches/e2e.sh [--quick] [--runs N] [--seconds S] [--scenarios LIST]
   --seconds S       seconds per run (default 4)
   --scenarios LIST  plain,ports,string,cqueue,cqueue-nogso,acceptall,appwall,nofast,
                     queues2,hosts100k (default); also kset1,kset100k,kset1m,hosts1m
-  --traffic LIST    tcp,udp,http,conn (default: all)
+  --traffic LIST    tcp,udp,http,conn (default); also dl (HTTP keep-alive download)
   --out DIR         results directory (default target/e2e)
   --appwall PATH    appwall binary (default: cargo build --release, then a copy)
   --queues N        appwall --queues (default 1)
@@ -173,7 +173,8 @@ gen_hosts() {   # N FILE
 }
 
 # Servers: iperf3 and nginx (one process, no master: a pid is the whole server).
-mkdir -p "$WORK/nginx"
+mkdir -p "$WORK/nginx" "$WORK/www"
+head -c $((16 << 20)) /dev/urandom >"$WORK/www/big"
 cat >"$WORK/nginx.conf" <<EOF
 daemon off;
 master_process off;
@@ -193,6 +194,8 @@ http {
     server {
         listen 198.51.100.10:80 reuseport backlog=4096;
         location / { default_type text/plain; return 200 "hello from the e2e server\n"; }
+        # 16 MiB body for the keep-alive download (dl): read from the page cache.
+        location = /big { root $WORK/www; default_type application/octet-stream; }
     }
 }
 EOF
@@ -359,6 +362,13 @@ traffic() {
             j=$(timeout -k 2 "$lim" ip netns exec "$NS_C" wrk -t1 -c64 -d"${SECS}s" "${hdr[@]}" http://198.51.100.10/ 2>&1) || true
             echo "$j" >>"$WORK/wrk.log"
             echo "$j" | awk '/^Requests\/sec:/{r=$2} END{print (r==""?0:r), "req/s"}' ;;
+        dl)
+            # HTTP bulk download over keep-alive: 16 MiB responses, 4 connections;
+            # every request is judged (issue 11), the replies ride the fast path.
+            j=$(timeout -k 2 "$lim" ip netns exec "$NS_C" wrk -t1 -c4 -d"${SECS}s" http://198.51.100.10/big 2>&1) || true
+            echo "$j" >>"$WORK/wrk.log"
+            echo "$j" | awk '/^Transfer\/sec:/{v=$2; m=1; if (v ~ /GB$/) m=8; else if (v ~ /MB$/) m=8/1024; else if (v ~ /KB$/) m=8/1048576;
+                sub(/[KMG]?B$/, "", v); g=v*m} END{print (g==""?0:g), "Gbit/s"}' ;;
         *) echo "e2e: unknown traffic $t" >&2; exit 2 ;;
     esac
 }
@@ -421,7 +431,7 @@ REPORT="${RAW%.tsv}.md"
             return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
         }
         function fmt(t, v) {
-            if (t == "tcp") return sprintf("%.2f", v)
+            if (t == "tcp" || t == "dl") return sprintf("%.2f", v)
             if (t == "udp") return sprintf("%.0fk", v/1000)
             return sprintf("%.1fk", v/1000)
         }
@@ -434,7 +444,7 @@ REPORT="${RAW%.tsv}.md"
         }
         END {
             ns = split(scen, S, ","); nt = split(traf, T, ",")
-            name["tcp"] = "TCP bulk Gbit/s"; name["udp"] = "UDP 64 B pkt/s"; name["http"] = "HTTP req/s"; name["conn"] = "new conn/s"
+            name["tcp"] = "TCP bulk Gbit/s"; name["udp"] = "UDP 64 B pkt/s"; name["http"] = "HTTP req/s"; name["conn"] = "new conn/s"; name["dl"] = "HTTP download Gbit/s"
             printf "| scenario |"; for (j = 1; j <= nt; j++) printf " %s |", name[T[j]]; print ""
             printf "|---|"; for (j = 1; j <= nt; j++) printf "---:|"; print ""
             for (i = 1; i <= ns; i++) {
