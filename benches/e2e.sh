@@ -33,6 +33,7 @@ usage() {
     cat <<'EOF'
 usage: benches/e2e.sh [--quick] [--runs N] [--seconds S] [--scenarios LIST]
                       [--traffic LIST] [--out DIR] [--appwall PATH] [--queues N]
+                      [--perf]
 
   --quick           1 round of 3 s per cell (about 2 minutes)
   --runs N          rounds (default 3); each figure is the median of N runs
@@ -43,6 +44,9 @@ usage: benches/e2e.sh [--quick] [--runs N] [--seconds S] [--scenarios LIST]
   --out DIR         results directory (default target/e2e)
   --appwall PATH    appwall binary (default: cargo build --release, then a copy)
   --queues N        appwall --queues (default 1)
+  --perf            profile every cell system-wide (perf record -a) and split the
+                    CPU time into stages (benches/e2e/perf-stages.sh): CPU per
+                    request and per verdict, in perf-*.md beside the report
 EOF
 }
 
@@ -53,6 +57,7 @@ TRAFFIC=tcp,udp,http,conn
 OUT=
 APPWALL=
 QUEUES=1
+PERF=
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) RUNS=1; SECS=3 ;;
@@ -63,6 +68,7 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift ;;
         --appwall) APPWALL=$2; shift ;;
         --queues) QUEUES=$2; shift ;;
+        --perf) PERF=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "e2e: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -83,6 +89,7 @@ for t in ip iptables iptables-restore iperf3 wrk nginx jq timeout cc; do
     command -v "$t" >/dev/null || need+=("$t")
 done
 [ -e /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || need+=(libnetfilter-queue-dev)
+[ -z "$PERF" ] || command -v perf >/dev/null || { echo "e2e: --perf needs perf (apt-get install linux-perf)" >&2; exit 1; }
 if [ ${#need[@]} -gt 0 ]; then
     echo "e2e: missing: ${need[*]}; installing iperf3 wrk nginx-light jq gcc libnetfilter-queue-dev with apt-get" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y iperf3 wrk nginx-light jq gcc libnetfilter-queue-dev >&2 ||
@@ -376,6 +383,9 @@ traffic() {
 RAW="$OUT/raw-$(date +%Y%m%d-%H%M%S).tsv"
 printf 'round\tscenario\ttraffic\tvalue\tunit\tcpu_busy_pct\tlistener_cpu_pct\tverdicts_per_s\tqueue_dropped\tuser_dropped\tretrans\ttop_queue_pct\n' >"$RAW"
 HZ=$(getconf CLK_TCK)
+PERF_FREQ=997
+PERF_RAW="${RAW%.tsv}.perf.tsv"
+[ -z "$PERF" ] || printf 'round\tscenario\ttraffic\tstage\tcpu_seconds\trequests\tqueued\n' >"$PERF_RAW"
 NCPU=$(nproc)
 
 LOAD_START=$(machine_load)
@@ -394,13 +404,26 @@ for r in $(seq "$RUNS"); do
             qi0=$(queue_ids)
             rt0=$(retrans)
             s0=$(date +%s.%N)
+            PERF_PID=
+            if [ -n "$PERF" ]; then
+                timeout -k 2 $((SECS + 10)) perf record -q -a -F "$PERF_FREQ" -o "$WORK/perf.data" -- sleep "$SECS" \
+                    >/dev/null 2>"$WORK/perf.log" &
+                PERF_PID=$!
+            fi
             read -r v unit < <(traffic "$t")
             s1=$(date +%s.%N)
+            [ -z "$PERF_PID" ] || wait "$PERF_PID" || true
             read -r b1 t1 < <(cpu_ticks)
             a1=$(aw_ticks)
             read -r q1 qd1 ud1 < <(queue_counters)
             rt=$(( $(retrans) - rt0 ))
             tq=$(top_queue_pct "$qi0" "$(queue_ids)")
+            if [ -n "$PERF_PID" ]; then
+                "$ROOT/benches/e2e/perf-stages.sh" "$WORK/perf.data" "$PERF_FREQ" '^(appwall-q|e2e_nfq_accept)' |
+                    awk -v r="$r" -v s="$s" -v t="$t" -v n="$(awk -v v="$v" -v d="$SECS" -v t="$t" 'BEGIN{print (t=="http"||t=="conn") ? v*d : 0}')" \
+                        -v q="$((q1 - q0 - (ud1 - ud0)))" -F'\t' '{printf "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", r, s, t, $1, $2, n, q}' >>"$PERF_RAW"
+                mv "$WORK/perf.data" "${RAW%.tsv}.$s.$t.perf.data"   # last round kept, for perf report
+            fi
             line=$(awk -v r="$r" -v s="$s" -v t="$t" -v v="$v" -v u="$unit" \
                 -v b="$((b1 - b0))" -v tt="$((t1 - t0))" -v a="$((a1 - a0))" -v hz="$HZ" -v n="$NCPU" \
                 -v q="$((q1 - q0 - (ud1 - ud0)))" -v qd="$((qd1 - qd0))" -v ud="$((ud1 - ud0))" -v s0="$s0" -v s1="$s1" \
@@ -475,6 +498,44 @@ REPORT="${RAW%.tsv}.md"
         }
     ' "$RAW"
 } >"$REPORT.tmp"
+if [ -n "$PERF" ]; then
+    {
+        echo
+        echo "## Where the CPU time goes (perf record -a, $PERF_FREQ Hz, self time by function)"
+        echo
+        echo "Microseconds of CPU (all cores) per request, medians over rounds; k-: kernel netfilter in any process (rules, conntrack, queue hand-off); l-: the rest of the kernel in the listener (syscall, forwarding resumed after a verdict); u-: the listener's own code; lab: client, server and packet forwarding (wrk, nginx, iperf3, softirq threads, idle-time softirq); outside (the rest of the machine) and idle are left out of the total. Stages: benches/e2e/perf-stages.sh."
+        echo
+        awk -F'\t' '
+            function median(key,   n, i, j, a, tmp) {
+                n = split(vals[key], a, " ")
+                for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1]+0 > a[j]+0; j--) { tmp = a[j]; a[j] = a[j-1]; a[j-1] = tmp }
+                if (n == 0) return 0
+                return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+            }
+            NR > 1 && $6 > 0 {
+                k = $2 " / " $3
+                if (!(k in seen)) { seen[k] = 1; order[++nk] = k }
+                st[$4] = 1
+                vals[k SUBSEP $4] = vals[k SUBSEP $4] " " (1e6 * $5 / $6)
+                vq[k SUBSEP $1] = $7 / $6
+                if ($4 != "outside" && $4 != "idle") tot[k SUBSEP $1] += 1e6 * $5 / $6
+            }
+            END {
+                ns = split("k-rules k-conntrack k-queue l-syscall l-forward u-parse u-table u-judge u-queue u-other lab", S, " ")
+                printf "| scenario / traffic | verdicts per request |"; for (i = 1; i <= ns; i++) printf " %s |", S[i]; print " total |"
+                printf "|---|---:|"; for (i = 1; i <= ns; i++) printf "---:|"; print "---:|"
+                for (o = 1; o <= nk; o++) {
+                    k = order[o]; v = ""; t = ""
+                    for (x in vq) { split(x, y, SUBSEP); if (y[1] == k) { v = v " " vq[x]; t = t " " tot[x] } }
+                    vals[k SUBSEP "vq"] = v; vals[k SUBSEP "tot"] = t
+                    printf "| %s | %.1f |", k, median(k SUBSEP "vq")
+                    for (i = 1; i <= ns; i++) printf " %.1f |", median(k SUBSEP S[i])
+                    printf " %.1f |\n", median(k SUBSEP "tot")
+                }
+            }
+        ' "$PERF_RAW"
+    } >>"$REPORT.tmp"
+fi
 mv "$REPORT.tmp" "$REPORT"
 cat "$REPORT"
-echo "e2e: raw figures in $RAW, report in $REPORT" >&2
+echo "e2e: raw figures in $RAW${PERF:+ and $PERF_RAW}, report in $REPORT" >&2
