@@ -24,7 +24,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -77,6 +77,7 @@ pub struct Worker<S: PacketSource> {
     epoch: Instant,
     draining: bool,
     resets: Option<Arc<ResetSender>>,
+    heartbeat: Option<Arc<AtomicU64>>,
 }
 
 impl<S: PacketSource> Worker<S> {
@@ -98,6 +99,7 @@ impl<S: PacketSource> Worker<S> {
             epoch: Instant::now(),
             draining: false,
             resets: None,
+            heartbeat: None,
         }
     }
 
@@ -105,6 +107,14 @@ impl<S: PacketSource> Worker<S> {
     /// ([`crate::daemon::reset`]) through `sender`.
     pub fn with_resets(mut self, sender: Arc<ResetSender>) -> Worker<S> {
         self.resets = Some(sender);
+        self
+    }
+
+    /// Bumps `beat` once per turn of the receive loop (which wakes at
+    /// least every receive timeout): the watchdog's sign of life
+    /// ([`crate::daemon::notify::Heartbeats`]).
+    pub fn with_heartbeat(mut self, beat: Arc<AtomicU64>) -> Worker<S> {
+        self.heartbeat = Some(beat);
         self
     }
 
@@ -251,6 +261,9 @@ impl<S: PacketSource> Worker<S> {
     pub fn run(mut self, stop: &AtomicBool) -> Result<(), QueueError> {
         let mut failures = 0u32;
         while !stop.load(Relaxed) {
+            if let Some(b) = &self.heartbeat {
+                b.fetch_add(1, Relaxed);
+            }
             match self.source.recv() {
                 Ok(Received::Packet(p)) => {
                     failures = 0;
