@@ -178,6 +178,7 @@ impl<S: PacketSource> Worker<S> {
                         dport: flow.orig_dport,
                         reason: d.reason,
                         engine: Arc::clone(engine),
+                        request: flow.state.matched_request().cloned().map(Box::new),
                     };
                     if let Err(TrySendError::Full(_)) = tx.try_send(ev) {
                         bump(&self.stats.events_dropped);
@@ -428,6 +429,31 @@ mod tests {
         assert_eq!(v["flow_id"].as_u64().unwrap() >> 48, 3, "queue in the id");
         assert_eq!(w.stats().marked_blocked.load(Relaxed), 1);
         assert_eq!(w.stats().packets.load(Relaxed), 3);
+    }
+
+    #[test]
+    fn a_message_rule_event_names_the_host_and_url_it_judged() {
+        let mut mock = Mock::default();
+        let req = b"GET /api/rtm.connect?x=1 HTTP/1.1\r\nHost: App.Slack.com:80\r\n\r\n";
+        mock.input.push_back((tcp4(C, 40002, S, 80, 1, req), 0));
+        let (tx, rx) = crossbeam_channel::bounded(8);
+        let mut w = worker(mock, engine("192.0.2.10 slack\n"), Some(tx));
+        while let Ok(Received::Packet(p)) = w.source.recv() {
+            w.handle(p);
+        }
+        let ev: Vec<BlockEvent> = rx.try_iter().collect();
+        assert_eq!(ev.len(), 1);
+        let json = ev[0].to_json();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["alert"]["category"], "rule", "{json}");
+        assert_eq!(v["alert"]["signature"], "slack/slack-names", "{json}");
+        // Normalised: lower case, default port dropped.
+        assert_eq!(v["alert"]["host"], "app.slack.com", "{json}");
+        assert_eq!(
+            v["alert"]["url"], "http://app.slack.com/api/rtm.connect?x=1",
+            "{json}"
+        );
+        assert!(v["alert"].get("truncated").is_none(), "{json}");
     }
 
     #[test]
