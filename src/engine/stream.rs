@@ -234,10 +234,10 @@ fn consume_unit(x: Ctx<'_>, p: Pair<'_>, data: &[u8], segment_start: bool) -> (O
                 found = Some(match h {
                     HttpHit::Sig(s, _) => (Found::Sig(Hit { sig: s, end }), end),
                     HttpHit::Rule(r) => {
-                        // A request rule judged this head; a reply rule,
-                        // the request it answers (the other side's head).
-                        dir.matched =
-                            http_request(dir.http.fields()).or_else(|| http_request(other.http.fields()));
+                        // A request rule: this head's host and URL. A reply
+                        // rule judged headers only; the request it answers
+                        // is gone (or a later one is in), so it names none.
+                        dir.matched = http_request(dir.http.fields());
                         (Found::Rule(r), end)
                     }
                     HttpHit::Oversized => (Found::OversizedHead, end),

@@ -229,7 +229,8 @@ impl BoundedText {
 
 /// What a message rule judged when it blocked a connection: the request's
 /// normalised host (lower case, no port) and, for HTTP, its resolved URL
-/// (`scheme://authority/path?query`, as the rule saw it). Kept only on the
+/// (`scheme://authority/path?query`, as the rule saw it). A rule on a
+/// reply head judges headers only and keeps none. Kept only on the
 /// blocking path (once per connection), so accepted traffic never
 /// allocates one; events and `scan --json` show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
