@@ -642,6 +642,85 @@ mod tests {
         assert_eq!(stats.packets.load(Relaxed), 1);
     }
 
+    /// A source that idles, then hangs in `recv` while `stuck` is set: a
+    /// worker stuck somewhere in its loop.
+    struct Stalling {
+        stuck: Arc<AtomicBool>,
+    }
+
+    impl PacketSource for Stalling {
+        type Packet = (Vec<u8>, u32);
+        fn recv(&mut self) -> Result<Received<Self::Packet>, QueueError> {
+            while self.stuck.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            Ok(Received::Idle)
+        }
+        fn payload(p: &Self::Packet) -> &[u8] {
+            &p.0
+        }
+        fn mark(p: &Self::Packet) -> u32 {
+            p.1
+        }
+        fn is_gso(_: &Self::Packet) -> bool {
+            false
+        }
+        fn is_truncated(_: &Self::Packet) -> bool {
+            false
+        }
+        fn verdict(&mut self, _: Self::Packet, _: QueueVerdict) -> Result<(), QueueError> {
+            Ok(())
+        }
+    }
+
+    /// The watchdog's view of a real worker loop: pings while it turns,
+    /// none while it is stuck, pings again once it moves.
+    #[test]
+    fn a_stuck_worker_stops_the_watchdog_pings() {
+        use crate::daemon::notify::{Heartbeats, Watchdog};
+        let stuck = Arc::new(AtomicBool::new(false));
+        let src = Stalling {
+            stuck: Arc::clone(&stuck),
+        };
+        let mut beats = Heartbeats::default();
+        let cfg = WorkerConfig {
+            queue: 0,
+            marks: MarkBits::default(),
+            fail_closed: false,
+            max_flows: 10,
+            flow_timeout_ns: 1,
+            accept_all: false,
+            no_fast_path: false,
+        };
+        let w = Worker::new(src, engine(""), Arc::new(WorkerStats::new(0)), None, cfg)
+            .with_heartbeat(beats.add());
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = std::thread::spawn({
+            let stop = Arc::clone(&stop);
+            move || w.run(&stop)
+        });
+        let every = Duration::from_millis(100);
+        let mut dog = Watchdog::new(every);
+        // One due time per `every`: whether a ping went out.
+        let window = |dog: &mut Watchdog, beats: &mut Heartbeats| {
+            std::thread::sleep(every + Duration::from_millis(5));
+            dog.due(Instant::now(), beats, true)
+        };
+        assert!(window(&mut dog, &mut beats), "a turning loop earns pings");
+        assert!(window(&mut dog, &mut beats));
+        stuck.store(true, Relaxed);
+        std::thread::sleep(Duration::from_millis(20));
+        window(&mut dog, &mut beats); // the turn it may have begun
+        assert!(!window(&mut dog, &mut beats), "stuck: no ping");
+        assert!(!window(&mut dog, &mut beats), "still stuck: still none");
+        stuck.store(false, Relaxed);
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(window(&mut dog, &mut beats), "moving again");
+        stop.store(true, Relaxed);
+        t.join().unwrap().unwrap();
+    }
+
     #[test]
     fn accept_all_accepts_everything_and_never_marks() {
         let mut mock = Mock::default();

@@ -5,9 +5,11 @@
 //! RELOADING + MONOTONIC_USEC then READY around a SIGHUP (a taken and a
 //! refused reload), STOPPING on SIGTERM, then a clean exit.
 //!
-//! A stalled worker silencing the watchdog is covered by the unit tests of
-//! `daemon::notify` (`Heartbeats`, `Watchdog`): stalling a real worker
-//! would need a test-only hook in the packet path.
+//! A stalled worker silencing the watchdog is covered below the daemon:
+//! `daemon::worker`'s `a_stuck_worker_stops_the_watchdog_pings` runs a real
+//! worker loop on a source that hangs, and `daemon::notify`'s unit tests the
+//! bookkeeping; stalling a worker of a live daemon would need a test-only
+//! hook in the packet path.
 
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
