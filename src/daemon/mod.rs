@@ -70,6 +70,7 @@ use signal_hook::iterator::Signals;
 
 use crate::engine::Engine;
 use crate::kernel::install::{self, SystemRunner};
+use crate::kernel::queue_rate::QueueRate;
 use crate::log::{Level, log};
 use crate::policy::Policy;
 use crate::policy::load::load_policy;
@@ -223,6 +224,31 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         );
         sources.push(src);
     }
+    match k.queue_rate {
+        QueueRate::Off => log(
+            Level::Info,
+            format_args!(
+                "per-source queue limit off (--queue-rate off): one flooding host can fill the queue"
+            ),
+        ),
+        QueueRate::PerSource { pps, burst } => {
+            log(
+                Level::Info,
+                format_args!(
+                    "per-source queue limit: {pps} packets/s, bursts of {burst}; a source's excess is dropped in the kernel"
+                ),
+            );
+            if burst > cfg.queue_maxlen {
+                log(
+                    Level::Warning,
+                    format_args!(
+                        "--queue-rate burst {burst} exceeds --queue-maxlen {}: one source's burst can fill the queue",
+                        cfg.queue_maxlen
+                    ),
+                );
+            }
+        }
+    }
 
     if cfg.accept_all {
         log(
@@ -263,6 +289,7 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         last_reload: std::sync::Mutex::new(None),
         metrics_cache: std::sync::Mutex::new(None),
         kernel_blocks: std::sync::Mutex::new(status::KernelBlocks::default()),
+        rate_limited: std::sync::Mutex::new(status::KernelBlocks::default()),
     };
     if let Some(r) = &resets {
         if r.usable() {
@@ -502,7 +529,8 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     }));
 
     // Last count while the rules (and their counters) still exist: the
-    // final status file reports it (reports never go down).
+    // final status file reports it (reports never go down); the per-source
+    // limit's drops are read in the same pass.
     let _ = status.overflow();
     installed.remove_now();
     stop.store(true, Relaxed);
