@@ -334,9 +334,10 @@ struct FloodRun {
 }
 
 /// Host B (`other`, listed) makes benign requests before the flood; then
-/// host A (`client`, listed) floods UDP for a bounded time while opening
-/// [`POSTS`] new connections carrying Messenger's gateway POST, and B keeps
-/// making benign requests until A is done.
+/// host A (`client`, listed) floods UDP for a bounded time (11.5 s) while
+/// opening 100 new connections carrying Messenger's gateway POST (16 at a
+/// time, at most 1.5 s each: at most 10.5 s), and B keeps making benign
+/// requests until A is done, and for at least 8 s.
 fn flood_run(
     lab: &crate::support::lab::LiveLab,
     hosts: &std::path::Path,
@@ -348,15 +349,20 @@ fn flood_run(
     let mut f = lab.start(hosts, args, name);
     let before: Vec<_> = (0..40).map(|_| http_try(&lab.other, BENIGN_GET, TRY)).collect();
     let udp: SocketAddr = format!("{}:5002", lab::SERVER4).parse().unwrap();
-    let flood =
-        crate::support::traffic::udp_flood_thread(&lab.client, udp, Duration::from_secs(9), 50_000_000);
+    let flood = crate::support::traffic::udp_flood_thread(
+        &lab.client,
+        udp,
+        Duration::from_millis(11_500),
+        80_000_000,
+    );
     thread::sleep(Duration::from_millis(300));
     let posting = Arc::new(AtomicBool::new(true));
     let b = {
         let (ns, posting) = (lab.other.clone(), Arc::clone(&posting));
         thread::spawn(move || {
             let mut out = Vec::new();
-            while posting.load(Relaxed) {
+            let t = Instant::now();
+            while posting.load(Relaxed) || t.elapsed() < Duration::from_secs(8) {
                 out.push(http_try(&ns, BENIGN_GET, TRY));
                 thread::sleep(Duration::from_millis(20));
             }
@@ -454,7 +460,14 @@ fn flood_from_one_listed_host_is_held_to_its_share_and_others_keep_flowing() {
             "B during the flood: {}",
             limited.during
         );
-        let _ = open;
+        // What still overflowed (the worker starved of CPU by the flood on a
+        // small machine) is a sliver of what did without the limit.
+        assert!(
+            limited.overflow * 100 <= open.overflow.max(100),
+            "overflow with the limit {} vs {} without",
+            limited.overflow,
+            open.overflow
+        );
     });
 }
 
