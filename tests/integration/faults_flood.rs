@@ -471,6 +471,8 @@ fn flood_from_one_listed_host_is_held_to_its_share_and_others_keep_flowing() {
     });
 }
 
+/// Ordinary traffic under the default limit, and a settled bulk transfer
+/// under a tight one: neither is ever rate-limited.
 fn flood_free_traffic_never_meets_the_queue_rate() {
     with_lab(|lab| {
         let h = lab.hosts(&format!("{HOSTS}{} msn\n", lab::OTHER4));
@@ -538,6 +540,35 @@ fn flood_free_traffic_never_meets_the_queue_rate() {
             rules.iter().any(|r| r.contains("--hashlimit-name appwall4")),
             "{rules:#?}"
         );
+        stop(&mut f);
+
+        // A settled connection never counts: with a share of 100 packets a
+        // second, a 4 MB echo (thousands of packets a second each way) runs
+        // whole once the connection is settled in the kernel; only its
+        // first packets, within the burst, went to the queue.
+        let mut f = lab.start(&h, &["--queue-rate", "100/50"], "tight");
+        let q0 = lab.kernel_queued();
+        let payload = vec![b'y'; 4 << 20];
+        let t = Instant::now();
+        let (o, _) = lab::tcp_exchange(
+            &lab.client,
+            echo_addr(),
+            &payload,
+            payload.len(),
+            Duration::from_secs(30),
+        );
+        let took = t.elapsed();
+        let echoed = matches!(o, lab::Outcome::Answered(ref b) if b.len() == payload.len());
+        thread::sleep(Duration::from_millis(1500));
+        let st = status_json(&f);
+        let queued = lab.kernel_queued() - q0;
+        eprintln!(
+            "settled bulk under --queue-rate 100/50: 4 MiB echoed {echoed} in {took:?}, {queued} packets queued, rate-limited {}",
+            st["totals"]["queue_rate_limited"]
+        );
+        assert!(echoed, "{o:?}");
+        assert_eq!(st["totals"]["queue_rate_limited"], 0, "{st:#}");
+        assert!(queued < 50, "{queued} packets queued");
         stop(&mut f);
     });
 }
