@@ -383,10 +383,13 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         let every = Duration::from_secs(cfg.stats_interval.max(1));
         move || {
             let mut next = Instant::now();
+            let mut limited = 0;
             while !stop.load(Relaxed) {
                 if Instant::now() >= next {
                     let s = status.write_status(true);
                     log(Level::Info, format_args!("{}", s.summary()));
+                    warn_rate_limited(limited, s.totals.queue_rate_limited);
+                    limited = s.totals.queue_rate_limited;
                     next += every;
                 }
                 thread::sleep(Duration::from_millis(100));
@@ -560,4 +563,38 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         Some(f) => Err(f),
         None => Ok(()),
     }
+}
+
+/// One warning per stats interval while the per-source queue limit drops
+/// packets (`before` -> `now`), naming the sources the kernel holds over
+/// their rate at this moment (at most 8).
+fn warn_rate_limited(before: u64, now: u64) {
+    if now <= before {
+        return;
+    }
+    let mut over = Vec::new();
+    for v6 in [false, true] {
+        if let Ok(list) = std::fs::read_to_string(crate::kernel::queue_rate::proc_path(v6)) {
+            over.extend(crate::kernel::queue_rate::sources_over(&list));
+        }
+    }
+    let shown: Vec<String> = over.iter().take(8).map(ToString::to_string).collect();
+    let more = over.len().saturating_sub(shown.len());
+    log(
+        Level::Warning,
+        format_args!(
+            "per-source queue limit (--queue-rate) dropped {} packets since the last report; over their share now: {}{}",
+            now - before,
+            if shown.is_empty() {
+                "none".to_string()
+            } else {
+                shown.join(", ")
+            },
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ),
+    );
 }

@@ -21,7 +21,10 @@
 //! The rule carries the comment [`COMMENT`] so the daemon can read its
 //! packet counter ([`limited_packets`]) into `queue_rate_limited`; the
 //! comment holds no `NFQUEUE`, so the overflow count (which sums the
-//! NFQUEUE rules' counters) never includes these drops.
+//! NFQUEUE rules' counters) never includes these drops. Which sources are
+//! over their rate the kernel lists in `/proc` ([`sources_over`]); the
+//! daemon names them in a warning once per stats interval while drops
+//! grow (a log line, not an event per packet: a flood costs nothing).
 //!
 //! Sizing: one hash entry per active source; entries idle for
 //! [`EXPIRE_MS`] are forgotten (a bucket idle that long is full again
@@ -173,6 +176,35 @@ pub fn rule(v6: bool, rate: QueueRate) -> Option<String> {
     ))
 }
 
+/// Where the kernel lists the sources of a family's table (one line per
+/// source: seconds to expiry, `SRC:0->DST:0`, credit, credit cap, cost).
+pub fn proc_path(v6: bool) -> &'static str {
+    if v6 {
+        "/proc/net/ip6t_hashlimit/appwall6"
+    } else {
+        "/proc/net/ipt_hashlimit/appwall4"
+    }
+}
+
+/// Sources over their rate right now (credit below the cost of one
+/// packet: their next packet is dropped), from a [`proc_path`] listing;
+/// lines that do not parse are skipped.
+pub fn sources_over(list: &str) -> Vec<std::net::IpAddr> {
+    list.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let flow = w.nth(1)?;
+            let (credit, _cap, cost) = (w.next()?, w.next()?, w.next()?);
+            let (credit, cost) = (credit.parse::<u64>().ok()?, cost.parse::<u64>().ok()?);
+            if credit >= cost {
+                return None;
+            }
+            let (src, _) = flow.split_once("->")?;
+            src.rsplit_once(':')?.0.parse().ok()
+        })
+        .collect()
+}
+
 /// Packets the limiting rule dropped, from `iptables -nvxL APPWALL_INSPECT`
 /// output (0 when it has no such rule).
 pub fn limited_packets(list: &str) -> u64 {
@@ -218,6 +250,25 @@ mod tests {
             assert!(matches!(e, QueueRateError::Range { .. }), "{bad:?}: {e}");
             assert!(e.to_string().contains("use off"), "{e}");
         }
+    }
+
+    #[test]
+    fn sources_over_their_rate_are_read_from_the_kernel_listing() {
+        // As the kernel prints them (mode srcip: destination and ports 0).
+        let list = "0 192.0.2.10:0->0.0.0.0:0 549755813888 54975581200000 27487790600000\n\
+                    1 192.0.2.11:0->0.0.0.0:0 54975581200000 54975581200000 27487790600000\n\
+                    0 2001:0db8:0001:0000:0000:0000:0000:0010:0->0000:0000:0000:0000:0000:0000:0000:0000:0 0 10 5\n\
+                    garbage\n0 nonsense:0->x 1 2 3\n";
+        let over = sources_over(list);
+        assert_eq!(
+            over,
+            vec![
+                "192.0.2.10".parse::<std::net::IpAddr>().unwrap(),
+                "2001:db8:1::10".parse().unwrap()
+            ]
+        );
+        assert!(sources_over("").is_empty());
+        assert!(proc_path(true).ends_with("appwall6") && proc_path(false).ends_with("appwall4"));
     }
 
     #[test]

@@ -331,6 +331,8 @@ struct FloodRun {
     during: Latency,
     rate_limited: u64,
     overflow: u64,
+    /// The log named A as over its share.
+    named: bool,
 }
 
 /// Host B (`other`, listed) makes benign requests before the flood; then
@@ -397,6 +399,10 @@ fn flood_run(
         during: Latency::of(&during),
         rate_limited: st["totals"]["queue_rate_limited_ipv4"].as_u64().unwrap_or(0),
         overflow: st["totals"]["queue_overflow"].as_u64().unwrap_or(0),
+        named: f
+            .log_text()
+            .lines()
+            .any(|l| l.contains("per-source queue limit (--queue-rate) dropped") && l.contains(lab::CLIENT4)),
     };
     eprintln!(
         "{name} ({}): {} datagrams from A; A's Messenger POSTs through: {} of {POSTS}; \
@@ -444,6 +450,12 @@ fn flood_from_one_listed_host_is_held_to_its_share_and_others_keep_flowing() {
             limited.sent
         );
         assert_eq!(limited.posts_through, 0, "A's Messenger POSTs through the flood");
+        assert!(
+            limited.named,
+            "no warning naming {} as over its share",
+            lab::CLIENT4
+        );
+        assert!(!open.named);
         // B keeps flowing: bounded, not timing-sensitive.
         assert!(
             limited.before.answered * 10 >= limited.before.tries * 9,
