@@ -543,7 +543,7 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
             }
         }
         // A source's packets above its share are dropped before the queue.
-        if let Some(rule) = queue_rate::rule(family == Family::V6, opts.queue_rate) {
+        for rule in queue_rate::rules(family == Family::V6, opts.queue_rate) {
             p.mangle.push((CHAIN_INSPECT.to_string(), rule));
         }
         for rule in queue_rules(family, opts) {
@@ -1019,7 +1019,7 @@ mod tests {
                         .collect();
                     let at = |what: &str| inspect.iter().position(|l| l.contains(what));
                     let limit = at("hashlimit").expect("a limit rule");
-                    assert_eq!(text.matches("-m hashlimit").count(), 1, "{text}");
+                    assert_eq!(text.matches("-m hashlimit").count(), 2, "{text}");
                     assert!(at("-j RETURN").unwrap() < limit, "{text}");
                     assert!(inspect[limit..].iter().filter(|l| l.contains("NFQUEUE")).count() >= 2);
                     assert!(!inspect[..limit].iter().any(|l| l.contains("NFQUEUE")), "{text}");

@@ -5,20 +5,23 @@
 //! (`--queue-bypass` vs `--queue-full`), but with `--queue-full accept`
 //! (the fail-open default) one listed host that floods its own traffic can
 //! fill the queue, and whatever does not fit (its own Messenger requests
-//! included) passes uninspected. An `xt_hashlimit` match keyed per source
-//! address (`--hashlimit-mode srcip`) sits in `APPWALL_INSPECT` after the
-//! pure-ACK skips and before the NFQUEUE rules: a source's packets above
-//! its rate are **dropped** there (TCP retransmits them), never accepted
-//! uninspected, and never reach the queue, so other hosts keep their room.
+//! included) passes uninspected. An `xt_hashlimit` match keyed per
+//! source address (`--hashlimit-mode srcip`; one rule for TCP and one for
+//! UDP, sharing one table, so one bucket per source) sits in
+//! `APPWALL_INSPECT` after the pure-ACK skips and before the NFQUEUE
+//! rules: a source's packets above its rate are **dropped** there (TCP
+//! retransmits them), never accepted uninspected, and never reach the
+//! queue, so other hosts keep their room.
 //!
-//! What counts against the limit: only packets that would be queued.
-//! Connections settled in the kernel (connmark clean or blocked) return or
-//! drop before `APPWALL_INSPECT`, and pure ACKs and SYN-ACKs return at its
-//! top, so steady traffic of settled connections never touches the bucket;
-//! what does is the opening packets of new connections and the first
+//! What counts against the limit: only packets that would be queued (TCP
+//! and UDP; other protocols return from the chain unqueued). Connections
+//! settled in the kernel (connmark clean or blocked) return or drop before
+//! `APPWALL_INSPECT`, and pure ACKs and SYN-ACKs return at its top, so
+//! steady traffic of settled connections never touches the bucket; what
+//! does is the opening packets of new connections and the first
 //! inspection depth of each (about ten packets of a short HTTP exchange).
 //!
-//! The rule carries the comment [`COMMENT`] so the daemon can read its
+//! The rules carry the comment [`COMMENT`] so the daemon can read its
 //! packet counter ([`limited_packets`]) into `queue_rate_limited`; the
 //! comment holds no `NFQUEUE`, so the overflow count (which sums the
 //! NFQUEUE rules' counters) never includes these drops. Which sources are
@@ -161,19 +164,27 @@ pub fn table_name(v6: bool) -> &'static str {
     if v6 { "appwall6" } else { "appwall4" }
 }
 
-/// The `APPWALL_INSPECT` rule (arguments after `-A CHAIN`) of the IPv4
-/// (or, `v6`, IPv6) rules that drops a source's packets above its rate,
-/// or `None` when the limit is off.
-pub fn rule(v6: bool, rate: QueueRate) -> Option<String> {
+/// The `APPWALL_INSPECT` rules (arguments after `-A CHAIN`) of the IPv4
+/// (or, `v6`, IPv6) rules that drop a source's packets above its rate:
+/// one for TCP, one for UDP (the protocols the queue takes; anything else
+/// returns from the chain unqueued and never counts), sharing one table
+/// and so one bucket per source. Empty when the limit is off.
+pub fn rules(v6: bool, rate: QueueRate) -> Vec<String> {
     let QueueRate::PerSource { pps, burst } = rate else {
-        return None;
+        return Vec::new();
     };
-    Some(format!(
-        "-m hashlimit --hashlimit-above {pps}/sec --hashlimit-burst {burst} --hashlimit-mode srcip \
-         --hashlimit-name {} --hashlimit-htable-size {HTABLE_SIZE} --hashlimit-htable-max {HTABLE_MAX} \
-         --hashlimit-htable-expire {EXPIRE_MS} -m comment --comment \"{COMMENT}\" -j DROP",
-        table_name(v6)
-    ))
+    ["tcp", "udp"]
+        .into_iter()
+        .map(|proto| {
+            format!(
+                "-p {proto} -m hashlimit --hashlimit-above {pps}/sec --hashlimit-burst {burst} \
+                 --hashlimit-mode srcip --hashlimit-name {} --hashlimit-htable-size {HTABLE_SIZE} \
+                 --hashlimit-htable-max {HTABLE_MAX} --hashlimit-htable-expire {EXPIRE_MS} \
+                 -m comment --comment \"{COMMENT}\" -j DROP",
+                table_name(v6)
+            )
+        })
+        .collect()
 }
 
 /// Where the kernel lists the sources of a family's table (one line per
@@ -273,11 +284,16 @@ mod tests {
 
     #[test]
     fn the_rule_is_per_source_per_family_and_found_by_its_comment() {
-        assert_eq!(rule(false, QueueRate::Off), None);
+        assert!(rules(false, QueueRate::Off).is_empty());
         let r = QueueRate::PerSource { pps: 800, burst: 64 };
-        let v4 = rule(false, r).unwrap();
-        let v6 = rule(true, r).unwrap();
-        for (text, name) in [(&v4, "appwall4"), (&v6, "appwall6")] {
+        let (v4, v6) = (rules(false, r), rules(true, r));
+        assert_eq!((v4.len(), v6.len()), (2, 2));
+        assert!(v4[0].starts_with("-p tcp ") && v4[1].starts_with("-p udp "));
+        for (text, name) in v4
+            .iter()
+            .map(|t| (t, "appwall4"))
+            .chain(v6.iter().map(|t| (t, "appwall6")))
+        {
             assert!(
                 text.contains("--hashlimit-above 800/sec --hashlimit-burst 64 "),
                 "{text}"
@@ -290,8 +306,9 @@ mod tests {
         let list = "Chain APPWALL_INSPECT (2 references)\n    pkts      bytes target     prot opt in     out     source               destination\n\
        7      364 RETURN     6    --  *      *       0.0.0.0/0            0.0.0.0/0            u32 \"0x0>>0x18=0x45\"\n\
    51234  2869104 DROP       0    --  *      *       0.0.0.0/0            0.0.0.0/0            limit: above 800/sec burst 64 mode srcip htable-size 16384 htable-max 131072 htable-expire 2000 /* appwall queue-rate */\n\
+      66     1848 DROP       17   --  *      *       0.0.0.0/0            0.0.0.0/0            limit: above 800/sec burst 64 mode srcip htable-size 16384 htable-max 131072 htable-expire 2000 /* appwall queue-rate */\n\
     1200    99000 NFQUEUE    6    --  *      *       0.0.0.0/0            0.0.0.0/0            NFQUEUE num 0 bypass\n";
-        assert_eq!(limited_packets(list), 51_234);
+        assert_eq!(limited_packets(list), 51_300);
         assert_eq!(limited_packets(""), 0);
     }
 }

@@ -472,6 +472,41 @@ fn flood_from_one_listed_host_is_held_to_its_share_and_others_keep_flowing() {
             "B during the flood: {}",
             limited.during
         );
+        // IPv6: the same share, its own table and counter, A named.
+        let mut f = lab.start(
+            &h,
+            &[&common[..], &["--queue-rate", "1000/32"]].concat(),
+            "queue-rate-v6",
+        );
+        let ns = lab.client.clone();
+        let sent6 = thread::spawn(move || {
+            enter_netns(&ns).unwrap();
+            let s = std::net::UdpSocket::bind(("::", 0)).unwrap();
+            s.connect((lab::SERVER6, 5002)).unwrap();
+            let (t, mut sent) = (Instant::now(), 0u64);
+            while t.elapsed() < Duration::from_secs(2) {
+                sent += (0..256).filter(|_| s.send(&[b'6'; 32]).is_ok()).count() as u64;
+            }
+            sent
+        })
+        .join()
+        .unwrap();
+        thread::sleep(Duration::from_millis(1500));
+        let st = status_json(&f);
+        let (v4, v6) = (
+            st["totals"]["queue_rate_limited_ipv4"].as_u64().unwrap_or(0),
+            st["totals"]["queue_rate_limited_ipv6"].as_u64().unwrap_or(0),
+        );
+        eprintln!("IPv6 flood: {sent6} datagrams from A, rate-limited IPv6 {v6}, IPv4 {v4}");
+        assert!(v6 > sent6 / 2, "IPv6: {v6} of {sent6} dropped by the limit");
+        assert!(v4 < 100, "IPv4 counter moved by an IPv6 flood: {v4}");
+        assert!(
+            f.log_text().contains(lab::CLIENT6),
+            "no warning naming {}: {}",
+            lab::CLIENT6,
+            f.log_text()
+        );
+        stop(&mut f);
         // What still overflowed (the worker starved of CPU by the flood on a
         // small machine) is a sliver of what did without the limit.
         assert!(
