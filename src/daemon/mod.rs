@@ -386,9 +386,14 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
             let mut limited = 0;
             while !stop.load(Relaxed) {
                 if Instant::now() >= next {
+                    // Sources over their share are read first: a source's
+                    // credit refills within BURST/PPS seconds of its flood
+                    // ending, sooner than the rule tools of a status write
+                    // may take on a busy machine.
+                    let over = sources_over_queue_rate();
                     let s = status.write_status(true);
                     log(Level::Info, format_args!("{}", s.summary()));
-                    warn_rate_limited(limited, s.totals.queue_rate_limited);
+                    warn_rate_limited(limited, s.totals.queue_rate_limited, &over);
                     limited = s.totals.queue_rate_limited;
                     next += every;
                 }
@@ -565,18 +570,24 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     }
 }
 
-/// One warning per stats interval while the per-source queue limit drops
-/// packets (`before` -> `now`), naming the sources the kernel holds over
-/// their rate at this moment (at most 8).
-fn warn_rate_limited(before: u64, now: u64) {
-    if now <= before {
-        return;
-    }
+/// Sources the kernel holds over their `--queue-rate` share at this moment,
+/// both families (none when the limit is off or the rules are gone).
+fn sources_over_queue_rate() -> Vec<std::net::IpAddr> {
     let mut over = Vec::new();
     for v6 in [false, true] {
         if let Ok(list) = std::fs::read_to_string(crate::kernel::queue_rate::proc_path(v6)) {
             over.extend(crate::kernel::queue_rate::sources_over(&list));
         }
+    }
+    over
+}
+
+/// One warning per stats interval while the per-source queue limit drops
+/// packets (`before` -> `now`), naming the sources over their rate
+/// (`over`, from [`sources_over_queue_rate`], at most 8 shown).
+fn warn_rate_limited(before: u64, now: u64, over: &[std::net::IpAddr]) {
+    if now <= before {
+        return;
     }
     let shown: Vec<String> = over.iter().take(8).map(ToString::to_string).collect();
     let more = over.len().saturating_sub(shown.len());
