@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::kernel::queue_rate::QueueRate;
+
 /// appwall: block chat applications (MSN Messenger, Yahoo, AIM/ICQ, XMPP,
 /// IRC, QQ...) by port in the kernel and by payload in userspace, including
 /// Messenger tunnelled through HTTP on port 80.
@@ -85,6 +87,9 @@ pub struct CheckArgs {
     /// Policy sources.
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Kernel options, validated as `run` would install them.
+    #[command(flatten)]
+    pub kernel: KernelArgs,
 }
 
 /// Address families to print rules for.
@@ -151,6 +156,9 @@ pub struct KernelArgs {
     /// Host groups larger than this are matched through an ipset (hash:net).
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub ipset_threshold: usize,
+    /// Per-source share of the queue: PPS[/BURST] packets per second (and burst, default PPS/5) per source address, or off. A source's packets above it are dropped in the kernel, never passed uninspected, so one flooding host cannot fill the queue for others. Only packets on their way to the queue count (new and not yet settled connections); status and metrics count the drops as queue_rate_limited.
+    #[arg(long, value_name = "PPS[/BURST]", default_value_t = QueueRate::DEFAULT)]
+    pub queue_rate: QueueRate,
 }
 
 /// `appwall kernel-rules`.

@@ -171,7 +171,7 @@ _appwall() {
             return 0
             ;;
         appwall__subcmd__check)
-            opts="-h -V --hosts --library --no-builtin-library --default-apps --help --version"
+            opts="-h -V --hosts --library --no-builtin-library --default-apps --queue --queues --fail-closed --port-action --reset --queue-empty-segments --ipset-threshold --queue-rate --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -186,6 +186,26 @@ _appwall() {
                     return 0
                     ;;
                 --default-apps)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queues)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port-action)
+                    COMPREPLY=($(compgen -W "drop reject" -- "${cur}"))
+                    return 0
+                    ;;
+                --ipset-threshold)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queue-rate)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -437,7 +457,7 @@ _appwall() {
             return 0
             ;;
         appwall__subcmd__kernel__subcmd__rules)
-            opts="-h -V --hosts --library --no-builtin-library --default-apps --queue --queues --fail-closed --port-action --reset --queue-empty-segments --ipset-threshold --family --format --help --version"
+            opts="-h -V --hosts --library --no-builtin-library --default-apps --queue --queues --fail-closed --port-action --reset --queue-empty-segments --ipset-threshold --queue-rate --family --format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -471,6 +491,10 @@ _appwall() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --queue-rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --family)
                     COMPREPLY=($(compgen -W "ipv4 ipv6 all" -- "${cur}"))
                     return 0
@@ -487,7 +511,7 @@ _appwall() {
             return 0
             ;;
         appwall__subcmd__run)
-            opts="-h -V --hosts --library --no-builtin-library --default-apps --depth-bytes --depth-packets --max-flows --flow-timeout --queue --queues --fail-closed --port-action --reset --queue-empty-segments --ipset-threshold --queue-maxlen --rcvbuf --status-file --metrics-listen --silent-drop --events --stats-interval --user --queue-full --accept-all --no-fast-path --help --version"
+            opts="-h -V --hosts --library --no-builtin-library --default-apps --depth-bytes --depth-packets --max-flows --flow-timeout --queue --queues --fail-closed --port-action --reset --queue-empty-segments --ipset-threshold --queue-rate --queue-maxlen --rcvbuf --status-file --metrics-listen --silent-drop --events --stats-interval --user --queue-full --accept-all --no-fast-path --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -534,6 +558,10 @@ _appwall() {
                     return 0
                     ;;
                 --ipset-threshold)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queue-rate)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -41,8 +41,17 @@ complete -c appwall -n "__fish_appwall_needs_command" -f -a "help" -d 'Print thi
 complete -c appwall -n "__fish_appwall_using_subcommand check" -l hosts -d 'Hosts file: one address, network or IP:PORT per line, optional app list (`192.0.2.0/24 msn,yahoo`)' -r -F
 complete -c appwall -n "__fish_appwall_using_subcommand check" -l library -d 'App library directory (one TOML file per app, like rules/), added to the built-in library; an app of the same name replaces the built-in one. Repeatable. Old spelling: --rules' -r -F
 complete -c appwall -n "__fish_appwall_using_subcommand check" -l default-apps -d 'Apps for hosts lines that name none (comma-separated). Default: every app marked default in the library' -r
+complete -c appwall -n "__fish_appwall_using_subcommand check" -l queue -d 'First NFQUEUE queue number' -r
+complete -c appwall -n "__fish_appwall_using_subcommand check" -l queues -d 'Number of queues, spread with --queue-balance (one worker each)' -r
+complete -c appwall -n "__fish_appwall_using_subcommand check" -l port-action -d 'What to do with connections to a blocked port' -r -f -a "drop\t'Drop in mangle PREROUTING'
+reject\t'Reject in the filter table (TCP reset, ICMP port unreachable)'"
+complete -c appwall -n "__fish_appwall_using_subcommand check" -l ipset-threshold -d 'Host groups larger than this are matched through an ipset (hash:net)' -r
+complete -c appwall -n "__fish_appwall_using_subcommand check" -l queue-rate -d 'Per-source share of the queue: PPS[/BURST] packets per second (and burst, default PPS/5) per source address, or off. A source\'s packets above it are dropped in the kernel, never passed uninspected, so one flooding host cannot fill the queue for others. Only packets on their way to the queue count (new and not yet settled connections); status and metrics count the drops as queue_rate_limited' -r
 complete -c appwall -n "__fish_appwall_using_subcommand check" -l no-builtin-library -d 'Use only the --library directories, not the library built into appwall. Old spelling: --no-builtin-rules'
-complete -c appwall -n "__fish_appwall_using_subcommand check" -s h -l help -d 'Print help'
+complete -c appwall -n "__fish_appwall_using_subcommand check" -l fail-closed -d 'Drop queued traffic when appwall is not running (default: fail open with --queue-bypass)'
+complete -c appwall -n "__fish_appwall_using_subcommand check" -l reset -d 'Answer blocked TCP connections with a reset so clients fail fast'
+complete -c appwall -n "__fish_appwall_using_subcommand check" -l queue-empty-segments -d 'Also queue TCP segments without payload other than the opening SYN (by default the kernel skips them with xt_u32; use this on kernels without xt_u32)'
+complete -c appwall -n "__fish_appwall_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c appwall -n "__fish_appwall_using_subcommand check" -s V -l version -d 'Print version'
 complete -c appwall -n "__fish_appwall_using_subcommand kernel-rules" -l hosts -d 'Hosts file: one address, network or IP:PORT per line, optional app list (`192.0.2.0/24 msn,yahoo`)' -r -F
 complete -c appwall -n "__fish_appwall_using_subcommand kernel-rules" -l library -d 'App library directory (one TOML file per app, like rules/), added to the built-in library; an app of the same name replaces the built-in one. Repeatable. Old spelling: --rules' -r -F
@@ -52,6 +61,7 @@ complete -c appwall -n "__fish_appwall_using_subcommand kernel-rules" -l queues 
 complete -c appwall -n "__fish_appwall_using_subcommand kernel-rules" -l port-action -d 'What to do with connections to a blocked port' -r -f -a "drop\t'Drop in mangle PREROUTING'
 reject\t'Reject in the filter table (TCP reset, ICMP port unreachable)'"
 complete -c appwall -n "__fish_appwall_using_subcommand kernel-rules" -l ipset-threshold -d 'Host groups larger than this are matched through an ipset (hash:net)' -r
+complete -c appwall -n "__fish_appwall_using_subcommand kernel-rules" -l queue-rate -d 'Per-source share of the queue: PPS[/BURST] packets per second (and burst, default PPS/5) per source address, or off. A source\'s packets above it are dropped in the kernel, never passed uninspected, so one flooding host cannot fill the queue for others. Only packets on their way to the queue count (new and not yet settled connections); status and metrics count the drops as queue_rate_limited' -r
 complete -c appwall -n "__fish_appwall_using_subcommand kernel-rules" -l family -d 'Which address family to print' -r -f -a "ipv4\t'IPv4 only: one iptables-restore input'
 ipv6\t'IPv6 only: one ip6tables-restore input'
 all\t'Both, one after the other, each under a comment header'"
@@ -89,6 +99,7 @@ complete -c appwall -n "__fish_appwall_using_subcommand run" -l queues -d 'Numbe
 complete -c appwall -n "__fish_appwall_using_subcommand run" -l port-action -d 'What to do with connections to a blocked port' -r -f -a "drop\t'Drop in mangle PREROUTING'
 reject\t'Reject in the filter table (TCP reset, ICMP port unreachable)'"
 complete -c appwall -n "__fish_appwall_using_subcommand run" -l ipset-threshold -d 'Host groups larger than this are matched through an ipset (hash:net)' -r
+complete -c appwall -n "__fish_appwall_using_subcommand run" -l queue-rate -d 'Per-source share of the queue: PPS[/BURST] packets per second (and burst, default PPS/5) per source address, or off. A source\'s packets above it are dropped in the kernel, never passed uninspected, so one flooding host cannot fill the queue for others. Only packets on their way to the queue count (new and not yet settled connections); status and metrics count the drops as queue_rate_limited' -r
 complete -c appwall -n "__fish_appwall_using_subcommand run" -l queue-maxlen -d 'Most packets waiting in each kernel queue; beyond it the kernel accepts (fail-open) or drops (--fail-closed)' -r
 complete -c appwall -n "__fish_appwall_using_subcommand run" -l rcvbuf -d 'Netlink socket receive buffer per queue, bytes (set with SO_RCVBUFFORCE)' -r
 complete -c appwall -n "__fish_appwall_using_subcommand run" -l status-file -d 'JSON status file, rewritten every --stats-interval and at exit, with OpenMetrics text beside it (FILE with extension .prom, for node_exporter\'s textfile collector). Default: /run/appwall/status.json in the initial network namespace, /run/appwall/NETNS-ID/status.json in any other' -r -F

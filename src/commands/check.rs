@@ -4,15 +4,19 @@
 //! still valid, so `check` exits 0, but it warns on stderr: `run` with such a
 //! file filters nothing, which is rarely what was meant. Valid includes
 //! installable: kernel rules past what `appwall run` can install
-//! ([`iptables::validate`]) are refused here too.
+//! ([`iptables::validate`]) with the same kernel options (`--queues`,
+//! `--ipset-threshold`, `--queue-rate`...) are refused here too; the
+//! options' values themselves are checked by the command line parser.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use crate::cli::CheckArgs;
+use crate::commands::kernel_rules::rule_options;
 use crate::commands::{AppError, EXIT_BAD_INPUT, build_engine, load_policy};
 use crate::engine::EngineConfig;
-use crate::kernel::iptables::{self, Family, KernelRuleOptions};
+use crate::kernel::iptables::{self, Family};
+use crate::kernel::queue_rate::QueueRate;
 use crate::log::{Level, log};
 
 pub use crate::policy::no_hosts_warning;
@@ -20,6 +24,9 @@ pub use crate::policy::no_hosts_warning;
 /// Runs `appwall check`.
 pub fn run(args: &CheckArgs) -> Result<ExitCode, AppError> {
     let policy = load_policy(&args.policy, false)?;
+    if u32::from(args.kernel.queue) + u32::from(args.kernel.queues) > 65536 {
+        return Err(AppError::QueueRange);
+    }
     if let Some(w) = no_hosts_warning(&policy) {
         log(Level::Warning, format_args!("{w}"));
     }
@@ -76,7 +83,14 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, AppError> {
             }
         )?;
     }
-    let opts = KernelRuleOptions::default();
+    let opts = rule_options(&args.kernel);
+    match opts.queue_rate {
+        QueueRate::Off => writeln!(out, "queue rate: off (a flooding host can fill the queue)")?,
+        QueueRate::PerSource { pps, burst } => writeln!(
+            out,
+            "queue rate: {pps} packets/s per source, bursts of {burst} (above: dropped in the kernel)"
+        )?,
+    }
     let inspected = engine.inspected_apps();
     for fam in [Family::V4, Family::V6] {
         if !iptables::family_used(policy, fam) {

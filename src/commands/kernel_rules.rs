@@ -21,6 +21,7 @@ pub fn rule_options(k: &KernelArgs) -> KernelRuleOptions {
         reset: k.reset,
         ipset_threshold: k.ipset_threshold,
         queue_empty_segments: k.queue_empty_segments,
+        queue_rate: k.queue_rate,
         ..KernelRuleOptions::default()
     }
 }

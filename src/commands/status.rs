@@ -136,6 +136,12 @@ pub fn describe(v: &Value, path: &std::path::Path, running: bool) -> String {
         n(&t["socket_dropped"]),
         n(&t["overruns"]),
     );
+    s += &format!(
+        "per-source limit (--queue-rate): {} dropped ({} IPv4, {} IPv6)\n",
+        n(&t["queue_rate_limited"]),
+        n(&t["queue_rate_limited_ipv4"]),
+        n(&t["queue_rate_limited_ipv6"]),
+    );
     for q in v["queues"].as_array().into_iter().flatten() {
         s += &format!(
             "  queue {}: {} packets, {} connections tracked, {} waiting in the kernel\n",

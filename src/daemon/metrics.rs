@@ -198,6 +198,17 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         "Packets no queue took because it was full (passed uninspected when failing open).",
         t.queue_overflow,
     );
+    o.family(
+        "appwall_queue_rate_limited",
+        "counter",
+        "Packets the per-source queue limit (--queue-rate) dropped in the kernel, by family.",
+    );
+    for (family, n) in [
+        ("ipv4", t.queue_rate_limited_ipv4),
+        ("ipv6", t.queue_rate_limited_ipv6),
+    ] {
+        o.sample("appwall_queue_rate_limited_total", &[("family", family)], n);
+    }
     o.counter(
         "appwall_queue_dropped",
         "Packets the kernel dropped because a queue was full.",

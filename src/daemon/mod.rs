@@ -70,6 +70,7 @@ use signal_hook::iterator::Signals;
 
 use crate::engine::Engine;
 use crate::kernel::install::{self, SystemRunner};
+use crate::kernel::queue_rate::QueueRate;
 use crate::log::{Level, log};
 use crate::policy::Policy;
 use crate::policy::load::load_policy;
@@ -223,6 +224,31 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         );
         sources.push(src);
     }
+    match k.queue_rate {
+        QueueRate::Off => log(
+            Level::Info,
+            format_args!(
+                "per-source queue limit off (--queue-rate off): one flooding host can fill the queue"
+            ),
+        ),
+        QueueRate::PerSource { pps, burst } => {
+            log(
+                Level::Info,
+                format_args!(
+                    "per-source queue limit: {pps} packets/s, bursts of {burst}; a source's excess is dropped in the kernel"
+                ),
+            );
+            if burst > cfg.queue_maxlen {
+                log(
+                    Level::Warning,
+                    format_args!(
+                        "--queue-rate burst {burst} exceeds --queue-maxlen {}: one source's burst can fill the queue",
+                        cfg.queue_maxlen
+                    ),
+                );
+            }
+        }
+    }
 
     if cfg.accept_all {
         log(
@@ -263,6 +289,7 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         last_reload: std::sync::Mutex::new(None),
         metrics_cache: std::sync::Mutex::new(None),
         kernel_blocks: std::sync::Mutex::new(status::KernelBlocks::default()),
+        rate_limited: std::sync::Mutex::new(status::KernelBlocks::default()),
     };
     if let Some(r) = &resets {
         if r.usable() {
@@ -356,10 +383,18 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         let every = Duration::from_secs(cfg.stats_interval.max(1));
         move || {
             let mut next = Instant::now();
+            let mut limited = 0;
             while !stop.load(Relaxed) {
                 if Instant::now() >= next {
+                    // Sources over their share are read first: a source's
+                    // credit refills within BURST/PPS seconds of its flood
+                    // ending, sooner than the rule tools of a status write
+                    // may take on a busy machine.
+                    let over = sources_over_queue_rate();
                     let s = status.write_status(true);
                     log(Level::Info, format_args!("{}", s.summary()));
+                    warn_rate_limited(limited, s.totals.queue_rate_limited, &over);
+                    limited = s.totals.queue_rate_limited;
                     next += every;
                 }
                 thread::sleep(Duration::from_millis(100));
@@ -502,7 +537,8 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     }));
 
     // Last count while the rules (and their counters) still exist: the
-    // final status file reports it (reports never go down).
+    // final status file reports it (reports never go down); the per-source
+    // limit's drops are read in the same pass.
     let _ = status.overflow();
     installed.remove_now();
     stop.store(true, Relaxed);
@@ -532,4 +568,44 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         Some(f) => Err(f),
         None => Ok(()),
     }
+}
+
+/// Sources the kernel holds over their `--queue-rate` share at this moment,
+/// both families (none when the limit is off or the rules are gone).
+fn sources_over_queue_rate() -> Vec<std::net::IpAddr> {
+    let mut over = Vec::new();
+    for v6 in [false, true] {
+        if let Ok(list) = std::fs::read_to_string(crate::kernel::queue_rate::proc_path(v6)) {
+            over.extend(crate::kernel::queue_rate::sources_over(&list));
+        }
+    }
+    over
+}
+
+/// One warning per stats interval while the per-source queue limit drops
+/// packets (`before` -> `now`), naming the sources over their rate
+/// (`over`, from [`sources_over_queue_rate`], at most 8 shown).
+fn warn_rate_limited(before: u64, now: u64, over: &[std::net::IpAddr]) {
+    if now <= before {
+        return;
+    }
+    let shown: Vec<String> = over.iter().take(8).map(ToString::to_string).collect();
+    let more = over.len().saturating_sub(shown.len());
+    log(
+        Level::Warning,
+        format_args!(
+            "per-source queue limit (--queue-rate) dropped {} packets since the last report; over their share now: {}{}",
+            now - before,
+            if shown.is_empty() {
+                "none".to_string()
+            } else {
+                shown.join(", ")
+            },
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ),
+    );
 }

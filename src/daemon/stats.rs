@@ -218,6 +218,13 @@ pub struct Totals {
     /// uninspected in fail-open mode (the kernel counts these nowhere else),
     /// dropped in fail-closed mode (then also in `queue_dropped`).
     pub queue_overflow: u64,
+    /// Packets the per-source queue limit (`--queue-rate`) dropped in the
+    /// kernel before the queue, both families.
+    pub queue_rate_limited: u64,
+    /// ... of them IPv4.
+    pub queue_rate_limited_ipv4: u64,
+    /// ... of them IPv6.
+    pub queue_rate_limited_ipv6: u64,
 }
 
 /// One queue's counters.
@@ -349,7 +356,7 @@ impl Snapshot {
             .collect();
         format!(
             "stats: {} packets ({} accepted, {} dropped), {} connections blocked [{}], {} clean; \
-             kernel queue: {} waiting, {} queue-full drops, {} socket drops, {} overflowed; {} overruns",
+             kernel queue: {} waiting, {} queue-full drops, {} socket drops, {} overflowed, {} rate-limited; {} overruns",
             t.packets,
             t.accepted,
             t.dropped,
@@ -360,6 +367,7 @@ impl Snapshot {
             qdrop,
             udrop,
             t.queue_overflow,
+            t.queue_rate_limited,
             overruns
         )
     }

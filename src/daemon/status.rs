@@ -14,6 +14,11 @@
 //! - exact across reloads: a reload leaves the queueing chain, and so its
 //!   counters, untouched when its rules do not change (they depend on the
 //!   queue options only); when they do change, the count so far is carried.
+//!
+//! The per-source limit's drops (`queue_rate_limited`, per family) come
+//! from the same listing of the queueing chain: the packet counter of its
+//! hashlimit rule ([`crate::kernel::queue_rate`]), carried like the port
+//! rules' counts so they never go down.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -26,6 +31,7 @@ use crate::daemon::stats::{self, Snapshot, WorkerStats};
 use crate::daemon::worker::EngineHandle;
 use crate::kernel::install::{InstallReport, Runner, SystemRunner};
 use crate::kernel::iptables::{self, Family};
+use crate::kernel::queue_rate;
 use crate::log::{Level, log};
 use crate::policy::load::Sources;
 use crate::source::nfqueue::{self, KernelQueue};
@@ -65,6 +71,9 @@ pub struct Status {
     pub metrics_cache: Mutex<Option<(Instant, String)>>,
     /// Port-rule packet counts carried across rule rebuilds and removal.
     pub kernel_blocks: Mutex<KernelBlocks>,
+    /// Packets the per-source queue limit dropped, by family (`ipv4`,
+    /// `ipv6`), carried the same way.
+    pub rate_limited: Mutex<KernelBlocks>,
 }
 
 /// Packets the port rules blocked, per app, that never go down: a rule
@@ -218,15 +227,15 @@ pub fn nfqueue_rule_packets(list: &str) -> u64 {
         .sum()
 }
 
-/// Packets the NFQUEUE rules of both families have sent to the queues;
-/// `None` when no family has the chain (the rules are gone).
-fn rule_packets() -> Option<u64> {
-    let counts: Vec<u64> = ["iptables", "ip6tables"]
+/// The queueing chain's listing with counters (`iptables -nvxL
+/// APPWALL_INSPECT`), per family that has it.
+fn inspect_listings() -> Vec<(Family, String)> {
+    [Family::V4, Family::V6]
         .into_iter()
-        .filter_map(|cmd| {
+        .filter_map(|fam| {
             SystemRunner
                 .run(
-                    cmd,
+                    fam.command(),
                     &[
                         "-w",
                         "-t",
@@ -240,10 +249,17 @@ fn rule_packets() -> Option<u64> {
                     None,
                 )
                 .ok()
+                .map(|out| (fam, out))
         })
-        .map(|out| nfqueue_rule_packets(&out))
-        .collect();
-    (!counts.is_empty()).then(|| counts.iter().sum())
+        .collect()
+}
+
+/// The family label of status and metrics: `ipv4`, `ipv6`.
+pub fn family_label(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ipv4",
+        Family::V6 => "ipv6",
+    }
 }
 
 impl Status {
@@ -291,10 +307,22 @@ impl Status {
 
     /// Packets the kernel passed (fail-open) or dropped (fail-closed)
     /// because a queue was full, so far; never less than reported before.
+    /// The same reading of the queueing chain updates the per-source
+    /// limit's drops ([`Status::rate_limited_totals`]).
     pub fn overflow(&self) -> u64 {
         // Rules first, queues second: a packet is counted by its rule before
         // it is queued, so this order can only under-count, never invent.
-        let now = rule_packets().map(|rules| {
+        let listings = inspect_listings();
+        let limited: Vec<(String, u64)> = listings
+            .iter()
+            .map(|(fam, l)| (family_label(*fam).to_string(), queue_rate::limited_packets(l)))
+            .collect();
+        if let Ok(mut r) = self.rate_limited.lock() {
+            r.update(&limited);
+        }
+        let rules = (!listings.is_empty())
+            .then(|| listings.iter().map(|(_, l)| nfqueue_rule_packets(l)).sum::<u64>());
+        let now = rules.map(|rules| {
             let queued = self
                 .queued_now()
                 .saturating_sub(self.queued_at_install.load(Relaxed));
@@ -302,6 +330,22 @@ impl Status {
         });
         let now = now.unwrap_or(0);
         self.overflow_reported.fetch_max(now, Relaxed).max(now)
+    }
+
+    /// Packets the per-source queue limit dropped so far, (IPv4, IPv6), as
+    /// of the last reading ([`Status::overflow`]); never down.
+    pub fn rate_limited_totals(&self) -> (u64, u64) {
+        let totals = match self.rate_limited.lock() {
+            Ok(mut r) => r.update(&[]),
+            Err(_) => Vec::new(),
+        };
+        let get = |fam| {
+            totals
+                .iter()
+                .find(|(k, _)| k == family_label(fam))
+                .map_or(0, |(_, n)| *n)
+        };
+        (get(Family::V4), get(Family::V6))
     }
 
     /// Everything summed now.
@@ -317,6 +361,10 @@ impl Status {
         let kernel = nfqueue::kernel_queues();
         let mut s = stats::snapshot(&self.workers, &kernel, &names);
         s.totals.queue_overflow = self.overflow();
+        let (v4, v6) = self.rate_limited_totals();
+        s.totals.queue_rate_limited_ipv4 = v4;
+        s.totals.queue_rate_limited_ipv6 = v6;
+        s.totals.queue_rate_limited = v4 + v6;
         s.running = running;
         s.uptime = self.started.elapsed().as_secs_f64();
         s.reloads = self.reloads.load(Relaxed);

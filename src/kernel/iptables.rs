@@ -25,8 +25,9 @@
 //!    listed host opening a connection into its apps' `addresses`
 //!    ([`super::addresses`]);
 //! 5. both directions of listed hosts' TCP/UDP go to `APPWALL_INSPECT`,
-//!    which keeps pure ACKs and SYN-ACKs in the kernel and queues the rest
-//!    to userspace, spread per connection over the queues.
+//!    which keeps pure ACKs and SYN-ACKs in the kernel, drops a source's
+//!    packets above its `--queue-rate` ([`super::queue_rate`]), and queues
+//!    the rest to userspace, spread per connection over the queues.
 //!
 //! Order guarantee: no FIN or RST of a connection overtakes its data
 //! waiting in the queue, before or after the decision. What may still
@@ -41,6 +42,7 @@ use std::fmt::Write as _;
 use ipnet::IpNet;
 
 use super::marks::MarkBits;
+use super::queue_rate::{self, QueueRate};
 use crate::packet::Proto;
 use crate::policy::{AppSet, Policy, PortSpec};
 
@@ -126,6 +128,9 @@ pub struct KernelRuleOptions {
     /// them, and skipping them (xt_u32) halves the verdicts of a short
     /// connection. On for kernels without xt_u32.
     pub queue_empty_segments: bool,
+    /// Per-source limit on packets sent to the queue (xt_hashlimit);
+    /// above it packets are dropped in the kernel, never passed uninspected.
+    pub queue_rate: QueueRate,
 }
 
 impl Default for KernelRuleOptions {
@@ -140,6 +145,7 @@ impl Default for KernelRuleOptions {
             marks: MarkBits::default(),
             jumps: true,
             queue_empty_segments: false,
+            queue_rate: QueueRate::DEFAULT,
         }
     }
 }
@@ -535,6 +541,10 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
             for rule in empty_segment_skips(family) {
                 p.mangle.push((CHAIN_INSPECT.to_string(), rule));
             }
+        }
+        // A source's packets above its share are dropped before the queue.
+        for rule in queue_rate::rules(family == Family::V6, opts.queue_rate) {
+            p.mangle.push((CHAIN_INSPECT.to_string(), rule));
         }
         for rule in queue_rules(family, opts) {
             p.mangle.push((CHAIN_INSPECT.to_string(), rule));
@@ -980,5 +990,51 @@ mod tests {
         // Few ports: ordinary rules, no set.
         let few = policy("192.0.2.20:3306\n");
         assert!(set_names(&few, !0, Family::V4, &opts()).is_empty());
+    }
+
+    /// In the generated rules: after the pure-ACK skips (which never count),
+    /// before every NFQUEUE rule, once per family, whatever the queues; gone
+    /// with `off`; the connmark fast path returns before any of it.
+    #[test]
+    fn the_limit_sits_between_the_skips_and_the_queue() {
+        use super::super::queue_rate::table_name;
+        let hosts = HostsFile::parse(
+            std::path::Path::new("hosts"),
+            "192.0.2.10 msn\n2001:db8:1::10 msn\n",
+        )
+        .unwrap();
+        let policy = Policy::new(AppLibrary::embedded().unwrap(), &hosts, None).unwrap();
+        for queues in [1u16, 3] {
+            for fail_closed in [false, true] {
+                let opts = KernelRuleOptions {
+                    queues,
+                    fail_closed,
+                    ..KernelRuleOptions::default()
+                };
+                for fam in [Family::V4, Family::V6] {
+                    let text = restore_input(&policy, !0, fam, &opts);
+                    let inspect: Vec<&str> = text
+                        .lines()
+                        .filter(|l| l.starts_with(&format!("-A {CHAIN_INSPECT} ")))
+                        .collect();
+                    let at = |what: &str| inspect.iter().position(|l| l.contains(what));
+                    let limit = at("hashlimit").expect("a limit rule");
+                    assert_eq!(text.matches("-m hashlimit").count(), 2, "{text}");
+                    assert!(at("-j RETURN").unwrap() < limit, "{text}");
+                    assert!(inspect[limit..].iter().filter(|l| l.contains("NFQUEUE")).count() >= 2);
+                    assert!(!inspect[..limit].iter().any(|l| l.contains("NFQUEUE")), "{text}");
+                    assert!(inspect[limit].contains(table_name(fam == Family::V6)));
+                    // Settled connections return in APPWALL, before any jump here.
+                    let clean_return = text.find("-j RETURN").unwrap();
+                    assert!(clean_return < text.find("hashlimit").unwrap());
+                    let off = KernelRuleOptions {
+                        queue_rate: QueueRate::Off,
+                        ..opts.clone()
+                    };
+                    let text = restore_input(&policy, !0, fam, &off);
+                    assert!(!text.contains("hashlimit"), "{text}");
+                }
+            }
+        }
     }
 }

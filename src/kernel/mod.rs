@@ -6,6 +6,8 @@
 //! - [`install`]: applying and removing that text atomically, and finding
 //!   what an earlier instance left;
 //! - [`addresses`]: apps' address lists as ipsets and the rules that use them;
+//! - [`queue_rate`]: the per-source limit in front of the queue
+//!   (`--queue-rate`), so one flooding host cannot fill it;
 //! - [`marks`]: the connmark contract shared by the queue workers and every
 //!   rule backend.
 //!
@@ -17,3 +19,4 @@ pub mod install;
 pub mod iptables;
 pub mod marks;
 pub mod nflog;
+pub mod queue_rate;

@@ -12,6 +12,7 @@ cases![
     check_reports_every_error_with_path_and_line,
     check_reports_rule_file_errors_with_line,
     rules_output_is_golden,
+    queue_rate_values_are_checked_by_check_rules_and_run,
     rules_merge_overlaps_and_use_ipsets_for_large_lists,
     sample_capture_scans_as_expected,
     damaged_captures_are_reported_not_fatal,
@@ -126,7 +127,13 @@ fn rules_output_is_golden() {
                 "--queue",
                 "3",
                 "--fail-closed",
+                "--queue-rate",
+                "500",
             ],
+        ),
+        (
+            "example.no-queue-rate.ipv4.rules",
+            &["--family", "ipv4", "--queue-rate", "off"],
         ),
         (
             "example.ipset.ipv4.rules",
@@ -143,6 +150,34 @@ fn rules_output_is_golden() {
         let (code, out, err) = run(&args);
         assert_eq!(code, 0, "{name}: {err}");
         golden(name, &out);
+    }
+}
+
+/// `check`, `rules` and `run` take the same `--queue-rate`; bad values are
+/// usage errors (exit 2) naming the option, before anything is read.
+fn queue_rate_values_are_checked_by_check_rules_and_run() {
+    let ex = example();
+    let (code, out, err) = run(&["check", "--hosts", &ex, "--queue-rate", "800/80"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("queue rate: 800 packets/s per source, bursts of 80"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["check", "--hosts", &ex]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("queue rate: 10000 packets/s per source, bursts of 2000"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["check", "--hosts", &ex, "--queue-rate", "off"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("queue rate: off"), "{out}");
+    for cmd in ["check", "rules", "run"] {
+        for bad in ["0", "fast", "10/0", "2000000", "10/x", ""] {
+            let (code, _, err) = run(&[cmd, "--hosts", &ex, "--queue-rate", bad]);
+            assert_eq!(code, 2, "{cmd} --queue-rate {bad:?}: {err}");
+            assert!(err.contains("--queue-rate"), "{cmd} {bad:?}: {err}");
+        }
     }
 }
 

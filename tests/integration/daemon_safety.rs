@@ -379,7 +379,15 @@ fn safety_queue_overflow_is_zero_without_a_flood_through_start_reloads_and_exit(
 fn safety_queue_overflow_under_a_flood_is_monotonic_and_exact_at_exit() {
     with_lab(|lab| {
         let h = lab.hosts(HOSTS);
-        let args = ["--queue-maxlen", "8", "--depth-bytes", "100000000"];
+        // No per-source limit: the queue itself must overflow.
+        let args = [
+            "--queue-maxlen",
+            "8",
+            "--depth-bytes",
+            "100000000",
+            "--queue-rate",
+            "off",
+        ];
         let mut f = lab.start(&h, &args, "a");
         let watch = OverflowWatch::start(&f.status);
         let flood = flood(lab, Duration::from_millis(2500), 2_000_000);
@@ -419,6 +427,8 @@ fn safety_queue_full_drop_lets_nothing_through_a_flood_while_bypass_still_serves
             "100000000",
             "--queue-full",
             "drop",
+            "--queue-rate",
+            "off",
         ];
         let mut f = lab.start(&h, &args, "a");
         assert!(

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use appwall::kernel::iptables::{self, Family, KernelRuleOptions, PortAction};
 use appwall::kernel::marks::MarkBits;
+use appwall::kernel::queue_rate::QueueRate;
 use appwall::policy::{AppLibrary, HostsFile, Policy};
 use proptest::prelude::*;
 
@@ -255,6 +256,14 @@ fn option_sets() -> Vec<KernelRuleOptions> {
             marks: MarkBits::default(),
             jumps: false,
             queue_empty_segments: true,
+            queue_rate: QueueRate::PerSource {
+                pps: 1,
+                burst: 1_000_000,
+            },
+        },
+        KernelRuleOptions {
+            queue_rate: QueueRate::Off,
+            ..KernelRuleOptions::default()
         },
     ]
 }

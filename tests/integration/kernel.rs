@@ -71,7 +71,15 @@ fn kernel_accepts_generated_rules_in_every_variant() {
         &[],
         &["--port-action", "reject", "--reset"],
         &["--reset"],
-        &["--queues", "2", "--fail-closed"],
+        &[
+            "--queues",
+            "2",
+            "--fail-closed",
+            "--queue-rate",
+            "1000000/1000000",
+        ],
+        &["--queue-rate", "off"],
+        &["--queue-rate", "1/1"],
     ];
     for extra in variants {
         for (fam, cmd) in [("ipv4", "iptables-restore"), ("ipv6", "ip6tables-restore")] {
@@ -92,6 +100,12 @@ fn kernel_accepts_generated_rules_in_every_variant() {
             assert!(ok);
             assert!(saved.contains(":APPWALL - "), "{saved}");
             assert!(saved.contains("-j NFQUEUE"), "{saved}");
+            // The per-source limit (xt_hashlimit), on unless told off.
+            assert_eq!(
+                saved.contains("--hashlimit-mode srcip"),
+                !extra.contains(&"off"),
+                "{saved}"
+            );
         }
     }
     // Large lists through ipsets.
