@@ -14,6 +14,8 @@ mod tracker;
 
 use std::io;
 
+pub use crate::flow::CtDir;
+
 pub use tracker::{Judged, Tracker};
 
 /// What the worker tells the kernel about one packet.
