@@ -11,7 +11,9 @@
 # run --queues 2; appwall run with 100,000 listed hosts. Optional: kset1,
 # kset100k, kset1m (appwall's kernel rules with every host list in an ipset
 # of 1 / 100k / 1M entries and no queue: the kernel rule cost alone) and
-# hosts1m. The bulk host entries are 10.x addresses that only fill sets; no
+# hosts1m; with --baseline PATH, baseline and baseline-acceptall (appwall run,
+# and run --accept-all, with another appwall binary, e.g. the one before a
+# change, measured in the same run as the new one). The bulk host entries are 10.x addresses that only fill sets; no
 # packet is ever sent to them. Traffic: iperf3 TCP bulk; UDP datagrams of 64 payload
 # bytes from one thread as fast as it can send (benches/e2e/udp.rs),
 # counted where they arrive (server interface); wrk HTTP keep-alive against
@@ -32,7 +34,8 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 usage: benches/e2e.sh [--quick] [--runs N] [--seconds S] [--scenarios LIST]
-                      [--traffic LIST] [--out DIR] [--appwall PATH] [--queues N]
+                      [--traffic LIST] [--out DIR] [--appwall PATH] [--baseline PATH]
+                      [--queues N]
 
   --quick           1 round of 3 s per cell (about 2 minutes)
   --runs N          rounds (default 3); each figure is the median of N runs
@@ -42,6 +45,9 @@ usage: benches/e2e.sh [--quick] [--runs N] [--seconds S] [--scenarios LIST]
   --traffic LIST    tcp,udp,http,conn (default: all)
   --out DIR         results directory (default target/e2e)
   --appwall PATH    appwall binary (default: cargo build --release, then a copy)
+  --baseline PATH   another appwall binary for the scenarios baseline (appwall run)
+                    and baseline-acceptall (run --accept-all), added to the list
+                    unless --scenarios names them; compare two builds in one run
   --queues N        appwall --queues (default 1)
 EOF
 }
@@ -52,16 +58,19 @@ SCENARIOS=plain,ports,string,cqueue,cqueue-nogso,acceptall,appwall,nofast,queues
 TRAFFIC=tcp,udp,http,conn
 OUT=
 APPWALL=
+BASELINE=
+SCENARIOS_SET=
 QUEUES=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) RUNS=1; SECS=3 ;;
         --runs) RUNS=$2; shift ;;
         --seconds) SECS=$2; shift ;;
-        --scenarios) SCENARIOS=$2; shift ;;
+        --scenarios) SCENARIOS=$2; SCENARIOS_SET=1; shift ;;
         --traffic) TRAFFIC=$2; shift ;;
         --out) OUT=$2; shift ;;
         --appwall) APPWALL=$2; shift ;;
+        --baseline) BASELINE=$2; shift ;;
         --queues) QUEUES=$2; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "e2e: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -72,6 +81,14 @@ case "$RUNS$SECS$QUEUES" in *[!0-9]*) echo "e2e: --runs, --seconds, --queues tak
 [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 20 ] && [ "$SECS" -ge 1 ] && [ "$SECS" -le 60 ] ||
     { echo "e2e: --runs 1..20, --seconds 1..60" >&2; exit 2; }
 
+if [ -n "$BASELINE" ]; then
+    [ -x "$BASELINE" ] || { echo "e2e: --baseline $BASELINE is not an executable" >&2; exit 2; }
+    [ -n "$SCENARIOS_SET" ] || SCENARIOS=$SCENARIOS,baseline,baseline-acceptall
+fi
+case ",$SCENARIOS," in
+    *,baseline,*|*,baseline-acceptall,*)
+        [ -n "$BASELINE" ] || { echo "e2e: scenario baseline needs --baseline PATH" >&2; exit 2; } ;;
+esac
 [ "$(id -u)" = 0 ] || { echo "e2e: needs root (network namespaces, iptables, NFQUEUE)" >&2; exit 1; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/target/e2e}
@@ -131,6 +148,10 @@ fi
 # Private copies: others may rebuild target/ while we measure.
 cp "$APPWALL" "$WORK/appwall"
 APPWALL=$WORK/appwall
+if [ -n "$BASELINE" ]; then
+    cp "$BASELINE" "$WORK/appwall-baseline"
+    BASELINE=$WORK/appwall-baseline
+fi
 # The UDP sender uses std only: rustc builds it directly.
 rustc --edition 2021 -O -o "$WORK/e2e_udp" "$ROOT/benches/e2e/udp.rs"
 cc -O2 -o "$WORK/e2e_nfq_accept" "$ROOT/benches/e2e/nfq_accept.c" -lnetfilter_queue
@@ -217,11 +238,11 @@ flush_rules() {
     inns "$NS_G" iptables -t filter -X
 }
 
-start_appwall() {   # [--hosts FILE] extra options...
-    local i hosts=$WORK/hosts t0
+start_appwall() {   # [--hosts FILE] extra options...; AWBIN: another binary
+    local i hosts=$WORK/hosts t0 bin=${AWBIN:-$APPWALL}
     if [ "${1:-}" = --hosts ]; then hosts=$2; shift 2; fi
     t0=$(date +%s.%N)
-    ip netns exec "$NS_G" "$APPWALL" run --hosts "$hosts" --queues "$QUEUES" \
+    ip netns exec "$NS_G" "$bin" run --hosts "$hosts" --queues "$QUEUES" \
         --fail-closed --status-file "$WORK/status.json" --stats-interval 3600 "$@" \
         >"$WORK/appwall.log" 2>&1 &
     AW_PID=$!
@@ -282,6 +303,8 @@ setup() {
             done ;;
         appwall) start_appwall ;;
         acceptall) start_appwall --accept-all ;;
+        baseline) AWBIN=$BASELINE start_appwall ;;
+        baseline-acceptall) AWBIN=$BASELINE start_appwall --accept-all ;;
         nofast) start_appwall --no-fast-path ;;
         queues2) QUEUES=2 start_appwall ;;
         hosts100k) gen_hosts 100000 "$WORK/hosts-100000"; start_appwall --hosts "$WORK/hosts-100000" ;;

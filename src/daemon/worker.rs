@@ -6,8 +6,8 @@
 //! - every packet received gets exactly one verdict, on every path: a
 //!   packet that cannot be parsed is accepted, a judging panic is caught and
 //!   answered with the fail-mode verdict, and a verdict the kernel refuses is
-//!   counted (an nfq `Message` dropped without a verdict would stay stuck in
-//!   the kernel);
+//!   counted (a packet dropped without a verdict would stay stuck in the
+//!   kernel);
 //! - verdicts leave in the order packets arrived on each queue (one worker
 //!   per queue, judged and answered in turn), which keeps the kernel's
 //!   queue walk short;
@@ -273,6 +273,9 @@ impl<S: PacketSource> Worker<S> {
                     self.handle(p);
                 }
                 Ok(Received::Idle) => failures = 0,
+                Ok(Received::Malformed) => bump(&self.stats.recv_errors),
+                // The kernel refused a verdict: counted, not a receive failure.
+                Err(QueueError::Verdict { .. }) => bump(&self.stats.verdict_errors),
                 Ok(Received::Overrun) => {
                     bump(&self.stats.overruns);
                     let n = self.stats.overruns.load(Relaxed);
@@ -309,6 +312,8 @@ impl<S: PacketSource> Worker<S> {
             match self.source.recv() {
                 Ok(Received::Packet(p)) => self.handle(p),
                 Ok(Received::Overrun) => bump(&self.stats.overruns),
+                Ok(Received::Malformed) => bump(&self.stats.recv_errors),
+                Err(QueueError::Verdict { .. }) => bump(&self.stats.verdict_errors),
                 Ok(Received::Idle) | Err(_) => break,
             }
         }

@@ -1,21 +1,27 @@
-//! The NFQUEUE packet source: a kernel queue bound through the `nfq` crate.
+//! The NFQUEUE packet source: a kernel queue bound through appwall's own
+//! netlink client ([`netlink`]), which receives packets in batches and
+//! answers runs of accepts with one batch verdict.
 //!
 //! Guarantees: the socket is configured before the first packet (fail-open
 //! flag, GSO packets up to 64 KiB, queue length, an enlarged receive buffer,
 //! ENOBUFS reporting so overruns are counted instead of hidden, a receive
 //! timeout so a worker notices a stop); a queue owned by another process is
-//! reported as [`QueueError::Busy`] with the owner's port id; the kernel's
-//! own drop counters of the socket are readable ([`socket_drops`]).
-//! What to answer is not decided here: see [`crate::daemon::worker`].
+//! reported as [`QueueError::Busy`] with the owner's port id; the socket is
+//! close-on-exec from the start; the kernel's own drop counters of the
+//! socket are readable ([`socket_drops`]). Verdicts reach the kernel in
+//! queue order: accepts wait in a batch only until the next other verdict
+//! or the next receive. What to answer is not decided here: see
+//! [`crate::daemon::worker`].
 
-use std::collections::HashSet;
+pub mod netlink;
+
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::Mutex;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use serde::Serialize;
 
+use self::netlink::{NfqSocket, NlPacket, NlVerdict, Recv};
 use super::{PacketSource, QueueError, QueueVerdict, Received};
 
 /// Kernel-side settings of a queue.
@@ -42,24 +48,21 @@ impl Default for QueueOptions {
     }
 }
 
-/// A queue bound through the nfq crate: the production [`PacketSource`].
+/// A bound queue: the production [`PacketSource`].
 pub struct NfqSource {
-    queue: nfq::Queue,
+    sock: NfqSocket,
     num: u16,
-    /// The socket's fd, found by [`find_new_netlink_fd`] (nfq does not expose it).
-    fd: Option<RawFd>,
     /// The socket's inode, to read its drop counter in `/proc/net/netlink`.
     pub inode: Option<u64>,
     /// Receive buffer the kernel granted, bytes.
     pub rcvbuf: Option<usize>,
 }
 
-static OPEN_LOCK: Mutex<()> = Mutex::new(());
-
 impl NfqSource {
-    /// Opens a netlink socket and binds queue `num`: fail-open flag, GSO
-    /// packets (up to 64 KiB), queue length, enlarged receive buffer, and
-    /// ENOBUFS reporting so overruns are counted instead of hidden.
+    /// Opens a netlink socket and binds queue `num`: enlarged receive
+    /// buffer and receive timeout, then the queue with the whole packet
+    /// copied, fail-open flag, GSO packets (up to 64 KiB) and queue length.
+    /// ENOBUFS stays reported (the socket default), so overruns are counted.
     pub fn open(num: u16, opts: &QueueOptions) -> Result<NfqSource, QueueError> {
         let cfg = |what: &'static str| {
             move |source| QueueError::Config {
@@ -68,13 +71,11 @@ impl NfqSource {
                 source,
             }
         };
-        let (mut queue, fd) = {
-            let _guard = OPEN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            let before: HashSet<u64> = socket_fds().into_iter().map(|(_, ino)| ino).collect();
-            let queue = nfq::Queue::open().map_err(QueueError::Open)?;
-            (queue, find_new_netlink_fd(&before))
-        };
-        if let Err(e) = queue.bind(num) {
+        let mut sock = NfqSocket::open(num).map_err(QueueError::Open)?;
+        let rcvbuf =
+            set_socket_options(sock.fd(), opts.rcvbuf, opts.poll).map_err(cfg("size the socket buffer"))?;
+        let inode = nix::sys::stat::fstat(sock.fd()).ok().map(|st| st.st_ino);
+        if let Err(e) = sock.bind_queue() {
             let owner = kernel_queues().into_iter().find(|k| k.queue == num);
             return Err(match owner {
                 Some(k) => QueueError::Busy {
@@ -84,41 +85,18 @@ impl NfqSource {
                 None => cfg("bind")(e),
             });
         }
-        queue
-            .set_fail_open(num, opts.fail_open)
+        sock.set_copy_range().map_err(cfg("set the copy range"))?;
+        sock.set_fail_open(opts.fail_open)
             .map_err(cfg("set the fail-open flag"))?;
-        queue
-            .set_recv_gso(num, true)
-            .map_err(cfg("ask for GSO packets"))?;
-        queue
-            .set_queue_max_len(num, opts.max_len)
+        sock.set_gso(true).map_err(cfg("ask for GSO packets"))?;
+        sock.set_max_len(opts.max_len)
             .map_err(cfg("set the queue length"))?;
-        queue
-            .set_recv_enobufs(true)
-            .map_err(cfg("enable overrun reports"))?;
-        let mut src = NfqSource {
-            queue,
+        Ok(NfqSource {
+            sock,
             num,
-            fd: fd.map(|(fd, _)| fd),
-            inode: fd.map(|(_, ino)| ino),
-            rcvbuf: None,
-        };
-        match src.fd {
-            Some(fd) => {
-                set_close_on_exec(fd).map_err(cfg("make the socket close-on-exec"))?;
-                src.rcvbuf = Some(
-                    set_socket_options(fd, opts.rcvbuf, opts.poll).map_err(cfg("size the socket buffer"))?,
-                )
-            }
-            None => {
-                // Without the fd there is no receive timeout, and a worker
-                // could not notice a stop: refuse rather than hang.
-                return Err(cfg("find its netlink socket")(io::Error::other(
-                    "not listed in /proc/self/fd and /proc/net/netlink",
-                )));
-            }
-        }
-        Ok(src)
+            inode,
+            rcvbuf: Some(rcvbuf),
+        })
     }
 
     /// The queue number.
@@ -128,141 +106,61 @@ impl NfqSource {
 
     /// The socket's descriptor (close-on-exec).
     pub fn raw_fd(&self) -> Option<RawFd> {
-        self.fd
-    }
-}
-
-impl Drop for NfqSource {
-    fn drop(&mut self) {
-        // Closing the socket unbinds too; this just says it explicitly.
-        let _ = self.queue.unbind(self.num);
+        Some(self.sock.fd().as_raw_fd())
     }
 }
 
 impl PacketSource for NfqSource {
-    type Packet = nfq::Message;
+    type Packet = NlPacket;
 
-    fn recv(&mut self) -> Result<Received<nfq::Message>, QueueError> {
-        match self.queue.recv() {
-            Ok(m) => Ok(Received::Packet(m)),
-            Err(e) => match e.raw_os_error() {
-                Some(libc_errno::EAGAIN | libc_errno::EINTR) => Ok(Received::Idle),
-                Some(libc_errno::ENOBUFS) => Ok(Received::Overrun),
-                _ if e.kind() == io::ErrorKind::WouldBlock => Ok(Received::Idle),
-                _ => Err(QueueError::Recv {
-                    queue: self.num,
-                    source: e,
-                }),
-            },
+    fn recv(&mut self) -> Result<Received<NlPacket>, QueueError> {
+        match self.sock.recv() {
+            Ok(Recv::Packet(p)) => Ok(Received::Packet(p)),
+            Ok(Recv::Idle) => Ok(Received::Idle),
+            Ok(Recv::Overrun) => Ok(Received::Overrun),
+            Ok(Recv::Malformed) => Ok(Received::Malformed),
+            Ok(Recv::Refused(errno)) => Err(QueueError::Verdict {
+                queue: self.num,
+                source: io::Error::from_raw_os_error(errno),
+            }),
+            Err(source) => Err(QueueError::Recv {
+                queue: self.num,
+                source,
+            }),
         }
     }
 
-    fn payload(p: &nfq::Message) -> &[u8] {
-        p.get_payload()
+    fn payload(p: &NlPacket) -> &[u8] {
+        p.payload()
     }
 
-    fn mark(p: &nfq::Message) -> u32 {
-        p.get_nfmark()
+    fn mark(p: &NlPacket) -> u32 {
+        p.mark()
     }
 
-    fn is_gso(p: &nfq::Message) -> bool {
-        p.is_seg_offloaded()
+    fn is_gso(p: &NlPacket) -> bool {
+        p.is_gso()
     }
 
-    fn is_truncated(p: &nfq::Message) -> bool {
-        p.get_original_len() > p.get_payload().len()
+    fn is_truncated(p: &NlPacket) -> bool {
+        p.is_truncated()
     }
 
-    fn verdict(&mut self, mut p: nfq::Message, v: QueueVerdict) -> Result<(), QueueError> {
-        match v {
-            QueueVerdict::Accept => p.set_verdict(nfq::Verdict::Accept),
-            QueueVerdict::Drop => p.set_verdict(nfq::Verdict::Drop),
-            QueueVerdict::Repeat(mark) => {
-                p.set_nfmark(mark);
-                p.set_verdict(nfq::Verdict::Repeat);
-            }
-        }
-        self.queue.verdict(p).map_err(|source| QueueError::Verdict {
+    fn verdict(&mut self, p: NlPacket, v: QueueVerdict) -> Result<(), QueueError> {
+        let v = match v {
+            QueueVerdict::Accept => NlVerdict::Accept,
+            QueueVerdict::Drop => NlVerdict::Drop,
+            QueueVerdict::Repeat(mark) => NlVerdict::Repeat(mark),
+        };
+        self.sock.verdict(p, v).map_err(|source| QueueError::Verdict {
             queue: self.num,
             source,
         })
     }
 
     fn start_draining(&mut self) {
-        self.queue.set_nonblocking(true);
+        self.sock.set_nonblocking(true);
     }
-}
-
-/// errno values used above (nix re-exports them as an enum; plain numbers
-/// compare directly with `raw_os_error`).
-mod libc_errno {
-    pub const EAGAIN: i32 = nix::errno::Errno::EAGAIN as i32;
-    pub const EINTR: i32 = nix::errno::Errno::EINTR as i32;
-    pub const ENOBUFS: i32 = nix::errno::Errno::ENOBUFS as i32;
-}
-
-/// (fd, socket inode) of every socket this process holds.
-fn socket_fds() -> Vec<(RawFd, u64)> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| {
-        let e = e.ok()?;
-        let fd: RawFd = e.file_name().to_str()?.parse().ok()?;
-        let link = std::fs::read_link(e.path()).ok()?;
-        let ino = link
-            .to_str()?
-            .strip_prefix("socket:[")?
-            .strip_suffix(']')?
-            .parse()
-            .ok()?;
-        Some((fd, ino))
-    })
-    .collect()
-}
-
-/// Inodes of this namespace's NETLINK_NETFILTER sockets, from `/proc/net/netlink`.
-fn netfilter_netlink_inodes() -> HashSet<u64> {
-    std::fs::read_to_string("/proc/net/netlink")
-        .map(|t| {
-            t.lines()
-                .skip(1)
-                .filter_map(|l| {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    (f.len() >= 10 && f[1] == "12").then(|| f[9].parse().ok())?
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The netfilter netlink socket that appeared since `before` (socket
-/// inodes, not fd numbers, which get reused): the nfq crate keeps its fd
-/// private, and setting the receive buffer needs it. `None` unless exactly
-/// one candidate is found.
-fn find_new_netlink_fd(before: &HashSet<u64>) -> Option<(RawFd, u64)> {
-    let inodes = netfilter_netlink_inodes();
-    let mut found = socket_fds()
-        .into_iter()
-        .filter(|(_, ino)| !before.contains(ino) && inodes.contains(ino));
-    let first = found.next()?;
-    found.next().is_none().then_some(first)
-}
-
-/// Sets FD_CLOEXEC: the nfq crate opens its socket without it, and a rule
-/// tool started later (iptables-restore on reload) would inherit the bound
-/// queue; orphaned by a crash, it would keep the queue bound.
-#[allow(unsafe_code)]
-fn set_close_on_exec(fd: RawFd) -> io::Result<()> {
-    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-    // SAFETY: as in `set_socket_options`: the Queue owning `fd` outlives this call.
-    let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
-    let bits = fcntl(bfd, FcntlArg::F_GETFD)?;
-    fcntl(
-        bfd,
-        FcntlArg::F_SETFD(FdFlag::from_bits_truncate(bits) | FdFlag::FD_CLOEXEC),
-    )?;
-    Ok(())
 }
 
 /// True when `fd` is close-on-exec (tests and start-up checks).
@@ -276,21 +174,17 @@ pub fn is_close_on_exec(fd: RawFd) -> bool {
 
 /// Sets SO_RCVBUFFORCE (falling back to SO_RCVBUF) and the receive timeout;
 /// returns the buffer size the kernel reports.
-#[allow(unsafe_code)]
-fn set_socket_options(fd: RawFd, rcvbuf: usize, poll: Duration) -> io::Result<usize> {
+fn set_socket_options(fd: BorrowedFd<'_>, rcvbuf: usize, poll: Duration) -> io::Result<usize> {
     use nix::sys::socket::{getsockopt, setsockopt, sockopt};
-    // SAFETY: `fd` is the nfq Queue's socket, found by inode right after it
-    // was opened; the Queue lives in the same NfqSource and outlives this call.
-    let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
-    if setsockopt(&bfd, sockopt::RcvBufForce, &rcvbuf).is_err() {
-        setsockopt(&bfd, sockopt::RcvBuf, &rcvbuf)?;
+    if setsockopt(&fd, sockopt::RcvBufForce, &rcvbuf).is_err() {
+        setsockopt(&fd, sockopt::RcvBuf, &rcvbuf)?;
     }
     let tv = nix::sys::time::TimeVal::new(
         i64::try_from(poll.as_secs()).unwrap_or(i64::MAX),
         i64::from(poll.subsec_micros()),
     );
-    setsockopt(&bfd, sockopt::ReceiveTimeout, &tv)?;
-    Ok(getsockopt(&bfd, sockopt::RcvBuf)?)
+    setsockopt(&fd, sockopt::ReceiveTimeout, &tv)?;
+    Ok(getsockopt(&fd, sockopt::RcvBuf)?)
 }
 
 /// Netlink socket drop counter of an inode (`/proc/net/netlink`, column Drops).
