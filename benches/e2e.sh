@@ -17,7 +17,11 @@
 # packet is ever sent to them. Traffic: iperf3 TCP bulk; UDP datagrams of 64 payload
 # bytes from one thread as fast as it can send (benches/e2e/udp.rs),
 # counted where they arrive (server interface); wrk HTTP keep-alive against
-# nginx; wrk with "Connection: close" (one connection per request).
+# nginx; wrk with "Connection: close" (one connection per request); the
+# verdict ceiling ("ceiling": the listener is stopped by pid while one second
+# of 64-byte datagrams fills its queue, then resumed; verdicts per second
+# while it works off that backlog alone, nothing else running in the lab;
+# queue listeners then run with --queue-maxlen 300000 and a 512 MiB buffer).
 # Medians over --runs rounds, interleaved so that load from elsewhere
 # spreads over every scenario alike. Queued scenarios run fail-closed: in
 # fail-open mode the kernel accepts overflow uninspected and counts it
@@ -42,7 +46,8 @@ usage: benches/e2e.sh [--quick] [--runs N] [--seconds S] [--scenarios LIST]
   --seconds S       seconds per run (default 4)
   --scenarios LIST  plain,ports,string,cqueue,cqueue-nogso,acceptall,appwall,nofast,
                     queues2,hosts100k (default); also kset1,kset100k,kset1m,hosts1m
-  --traffic LIST    tcp,udp,http,conn (default: all)
+  --traffic LIST    tcp,udp,http,conn (default: all); also ceiling (verdict ceiling:
+                    backlog drained per second, queue listeners only)
   --out DIR         results directory (default target/e2e)
   --appwall PATH    appwall binary (default: cargo build --release, then a copy)
   --baseline PATH   another appwall binary for the scenarios baseline (appwall run)
@@ -81,6 +86,10 @@ case "$RUNS$SECS$QUEUES" in *[!0-9]*) echo "e2e: --runs, --seconds, --queues tak
 [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 20 ] && [ "$SECS" -ge 1 ] && [ "$SECS" -le 60 ] ||
     { echo "e2e: --runs 1..20, --seconds 1..60" >&2; exit 2; }
 
+CEIL_OPTS=() CEIL_C=()
+case ",$TRAFFIC," in
+    *,ceiling,*) CEIL_OPTS=(--queue-maxlen 300000 --rcvbuf 536870912); CEIL_C=(300000 536870912) ;;
+esac
 if [ -n "$BASELINE" ]; then
     [ -x "$BASELINE" ] || { echo "e2e: --baseline $BASELINE is not an executable" >&2; exit 2; }
     [ -n "$SCENARIOS_SET" ] || SCENARIOS=$SCENARIOS,baseline,baseline-acceptall
@@ -118,6 +127,7 @@ NS_INO=        # gateway netns inode, for appwall's lock file
 stop_pid() {   # SIGTERM, wait up to 5 s, then SIGKILL; by pid only
     local p=$1 i
     kill -0 "$p" 2>/dev/null || return 0
+    kill -CONT "$p" 2>/dev/null || true   # stopped by the ceiling measurement
     kill -TERM "$p" 2>/dev/null || true
     for i in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
     kill -KILL "$p" 2>/dev/null || true
@@ -243,7 +253,7 @@ start_appwall() {   # [--hosts FILE] extra options...; AWBIN: another binary
     if [ "${1:-}" = --hosts ]; then hosts=$2; shift 2; fi
     t0=$(date +%s.%N)
     ip netns exec "$NS_G" "$bin" run --hosts "$hosts" --queues "$QUEUES" \
-        --fail-closed --status-file "$WORK/status.json" --stats-interval 3600 "$@" \
+        --fail-closed --status-file "$WORK/status.json" --stats-interval 3600 "${CEIL_OPTS[@]}" "$@" \
         >"$WORK/appwall.log" 2>&1 &
     AW_PID=$!
     for i in $(seq 300); do
@@ -294,7 +304,7 @@ setup() {
         cqueue|cqueue-nogso)
             "$APPWALL" rules --hosts "$WORK/hosts" --family ipv4 --fail-closed |
                 inns "$NS_G" iptables-restore --noflush
-            ip netns exec "$NS_G" "$WORK/e2e_nfq_accept" 0 $([ "$1" = cqueue-nogso ] && echo nogso) >"$WORK/cqueue.log" 2>&1 &
+            ip netns exec "$NS_G" "$WORK/e2e_nfq_accept" 0 $([ "$1" = cqueue-nogso ] && echo nogso || echo gso) "${CEIL_C[@]}" >"$WORK/cqueue.log" 2>&1 &
             AW_PID=$!
             for i in $(seq 50); do
                 grep -q bound "$WORK/cqueue.log" && break
@@ -359,6 +369,23 @@ retrans() {          # TCP segments retransmitted by the server and the client
         awk '/^Tcp:/{ if (!h) { for (i = 1; i <= NF; i++) if ($i == "RetransSegs") c = i; h = 1 } else { s += $c; h = 0 } } END{print s+0}'
 }
 
+# The verdict ceiling: the listener (by pid) stopped while one second of
+# datagrams fills its queue, then resumed; python in the gateway namespace
+# polls the queue's backlog every millisecond until it is worked off.
+PY_DRAIN='
+import os, signal, sys, time
+pid = int(sys.argv[1])
+def waiting():
+    with open("/proc/net/netfilter/nfnetlink_queue") as f:
+        return sum(int(l.split()[2]) for l in f if l.strip())
+n = waiting()
+t0 = time.monotonic()
+os.kill(pid, signal.SIGCONT)
+while waiting() > 0 and time.monotonic() - t0 < 30:
+    time.sleep(0.001)
+print(n, time.monotonic() - t0)
+'
+
 # Runs one traffic type; prints "value unit".
 traffic() {
     local t=$1 lim=$((SECS + 20)) j
@@ -382,6 +409,13 @@ traffic() {
             j=$(timeout -k 2 "$lim" ip netns exec "$NS_C" wrk -t1 -c64 -d"${SECS}s" "${hdr[@]}" http://198.51.100.10/ 2>&1) || true
             echo "$j" >>"$WORK/wrk.log"
             echo "$j" | awk '/^Requests\/sec:/{r=$2} END{print (r==""?0:r), "req/s"}' ;;
+        ceiling)
+            [ -n "$AW_PID" ] || { echo "0 kverdict/s"; return 0; }
+            kill -STOP "$AW_PID"
+            timeout -k 2 "$lim" ip netns exec "$NS_C" "$WORK/e2e_udp" 198.51.100.10:9 1 64 >>"$WORK/udp.log" || true
+            timeout -k 2 40 ip netns exec "$NS_G" python3 -c "$PY_DRAIN" "$AW_PID" |
+                awk '{ if ($2 > 0) print $1 / $2 / 1000, "kverdict/s"; else print 0, "kverdict/s" }'
+            kill -CONT "$AW_PID" 2>/dev/null || true ;;
         *) echo "e2e: unknown traffic $t" >&2; exit 2 ;;
     esac
 }
@@ -434,7 +468,7 @@ REPORT="${RAW%.tsv}.md"
     echo "# appwall e2e: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cpus, kernel $(uname -r)"
     echo
     echo "$RUNS round(s) x ${SECS} s per cell, interleaved, medians. Machine outside the lab, 1 s samples: before $LOAD_START; after $LOAD_END."
-    echo "Cells: median [ratio to plain] {ratio to acceptall}. TCP Gbit/s, UDP 64-byte kpkt/s received, HTTP req/s keep-alive, new connections/s."
+    echo "Cells: median [ratio to plain] {ratio to acceptall}. TCP Gbit/s, UDP 64-byte kpkt/s received, HTTP req/s keep-alive, new connections/s, verdicts/s working off a stopped listener's backlog."
     echo
     awk -F'\t' -v scen="$SCENARIOS" -v traf="$TRAFFIC" '
         function median(key,   n, i, j, a, tmp) {
@@ -446,6 +480,7 @@ REPORT="${RAW%.tsv}.md"
         function fmt(t, v) {
             if (t == "tcp") return sprintf("%.2f", v)
             if (t == "udp") return sprintf("%.0fk", v/1000)
+            if (t == "ceiling") return sprintf("%.0fk", v)
             return sprintf("%.1fk", v/1000)
         }
         NR > 1 {
@@ -457,7 +492,7 @@ REPORT="${RAW%.tsv}.md"
         }
         END {
             ns = split(scen, S, ","); nt = split(traf, T, ",")
-            name["tcp"] = "TCP bulk Gbit/s"; name["udp"] = "UDP 64 B pkt/s"; name["http"] = "HTTP req/s"; name["conn"] = "new conn/s"
+            name["tcp"] = "TCP bulk Gbit/s"; name["udp"] = "UDP 64 B pkt/s"; name["http"] = "HTTP req/s"; name["conn"] = "new conn/s"; name["ceiling"] = "verdict ceiling /s"
             printf "| scenario |"; for (j = 1; j <= nt; j++) printf " %s |", name[T[j]]; print ""
             printf "|---|"; for (j = 1; j <= nt; j++) printf "---:|"; print ""
             for (i = 1; i <= ns; i++) {
