@@ -20,7 +20,9 @@
 //!   handed out in queue order and the worker answers in that order, so
 //!   every packet a batch covers is one appwall accepted;
 //! - **checked parsing**: every length is checked before use; a malformed
-//!   message is skipped and reported ([`Recv::Malformed`]), never a panic;
+//!   message is skipped and reported ([`Recv::Malformed`]), never a panic,
+//!   and a damaged packet whose id is readable is dropped (uninspected, it
+//!   must not ride along with a later batch accept);
 //!   an error the kernel sends back for a verdict is reported too
 //!   ([`Recv::Refused`]).
 //!
@@ -406,7 +408,14 @@ impl NfqSocket {
                             more.push(meta.into_packet(copy));
                         }
                     }
-                    None => self.malformed += 1,
+                    None => {
+                        self.malformed += 1;
+                        // Unreadable but for its id: no inspection, so no
+                        // accept either (a later batch would cover it).
+                        if let Some(id) = packet_id(msg) {
+                            let _ = self.send_verdict(MSG_VERDICT, id, NF_DROP, None);
+                        }
+                    }
                 },
                 Message::Error { seq, errno } => {
                     if errno != 0 && seq != self.seq {
@@ -609,6 +618,23 @@ fn parse_packet(msg: &[u8]) -> Option<Meta> {
     has_hdr.then_some(meta)
 }
 
+/// The packet id of a damaged packet message, when its header attribute
+/// comes before the damage.
+fn packet_id(msg: &[u8]) -> Option<u32> {
+    let mut at = NLMSG_HDRLEN + NFGEN_HDRLEN;
+    while at < msg.len() {
+        let len = usize::from(u16_at(msg, at)?);
+        if len < NLA_HDRLEN || at + len > msg.len() {
+            return None;
+        }
+        if u16_at(msg, at + 2)? & NLA_TYPE_MASK == ATTR_PACKET_HDR {
+            return be32(&msg[at + NLA_HDRLEN..at + len]);
+        }
+        at += align4(len);
+    }
+    None
+}
+
 /// Writes one request into `out`: nlmsghdr, nfgenmsg (queue number in
 /// network order) and attributes, each padded to four bytes.
 fn build_message(out: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, queue: u16, attrs: &[(u16, &[u8])]) {
@@ -780,6 +806,13 @@ mod tests {
         peer.send(&[1, 2, 3]).unwrap();
         assert!(matches!(s.recv().unwrap(), Recv::Malformed));
         assert_eq!(s.malformed(), 1);
+        // A packet damaged after its header: dropped by id, never accepted.
+        let mut bad = packet(7, 0, b"\x45", false, None);
+        let last = bad.len() - 8;
+        bad[last..last + 2].copy_from_slice(&200u16.to_ne_bytes());
+        peer.send(&bad).unwrap();
+        assert!(matches!(s.recv().unwrap(), Recv::Malformed));
+        assert_eq!(verdicts_sent(&peer), [(MSG_VERDICT, NF_DROP, 7, None)]);
         assert!(s.pool.len() <= 2 * BATCH);
     }
 
