@@ -39,21 +39,25 @@ usage() {
     cat <<'EOF'
 usage: benches/e2e.sh [--quick] [--runs N] [--seconds S] [--scenarios LIST]
                       [--traffic LIST] [--out DIR] [--appwall PATH] [--baseline PATH]
-                      [--queues N]
+                      [--queues N] [--perf]
 
   --quick           1 round of 3 s per cell (about 2 minutes)
   --runs N          rounds (default 3); each figure is the median of N runs
   --seconds S       seconds per run (default 4)
   --scenarios LIST  plain,ports,string,cqueue,cqueue-nogso,acceptall,appwall,nofast,
                     queues2,hosts100k (default); also kset1,kset100k,kset1m,hosts1m
-  --traffic LIST    tcp,udp,http,conn (default: all); also ceiling (verdict ceiling:
-                    backlog drained per second, queue listeners only)
+  --traffic LIST    tcp,udp,http,conn (default); also dl (HTTP keep-alive download),
+                    ceiling (verdict ceiling: backlog drained per second, queue
+                    listeners only)
   --out DIR         results directory (default target/e2e)
   --appwall PATH    appwall binary (default: cargo build --release, then a copy)
   --baseline PATH   another appwall binary for the scenarios baseline (appwall run)
                     and baseline-acceptall (run --accept-all), added to the list
                     unless --scenarios names them; compare two builds in one run
   --queues N        appwall --queues (default 1)
+  --perf            profile every cell system-wide (perf record -a) and split the
+                    CPU time into stages (benches/e2e/perf-stages.sh): CPU per
+                    request and per verdict, in perf-*.md beside the report
 EOF
 }
 
@@ -66,6 +70,7 @@ APPWALL=
 BASELINE=
 SCENARIOS_SET=
 QUEUES=1
+PERF=
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) RUNS=1; SECS=3 ;;
@@ -77,6 +82,7 @@ while [ $# -gt 0 ]; do
         --appwall) APPWALL=$2; shift ;;
         --baseline) BASELINE=$2; shift ;;
         --queues) QUEUES=$2; shift ;;
+        --perf) PERF=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "e2e: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -109,6 +115,7 @@ for t in ip iptables iptables-restore iperf3 wrk nginx jq timeout cc; do
     command -v "$t" >/dev/null || need+=("$t")
 done
 [ -e /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || need+=(libnetfilter-queue-dev)
+[ -z "$PERF" ] || command -v perf >/dev/null || { echo "e2e: --perf needs perf (apt-get install linux-perf)" >&2; exit 1; }
 if [ ${#need[@]} -gt 0 ]; then
     echo "e2e: missing: ${need[*]}; installing iperf3 wrk nginx-light jq gcc libnetfilter-queue-dev with apt-get" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y iperf3 wrk nginx-light jq gcc libnetfilter-queue-dev >&2 ||
@@ -204,7 +211,8 @@ gen_hosts() {   # N FILE
 }
 
 # Servers: iperf3 and nginx (one process, no master: a pid is the whole server).
-mkdir -p "$WORK/nginx"
+mkdir -p "$WORK/nginx" "$WORK/www"
+head -c $((16 << 20)) /dev/urandom >"$WORK/www/big"
 cat >"$WORK/nginx.conf" <<EOF
 daemon off;
 master_process off;
@@ -224,6 +232,8 @@ http {
     server {
         listen 198.51.100.10:80 reuseport backlog=4096;
         location / { default_type text/plain; return 200 "hello from the e2e server\n"; }
+        # 16 MiB body for the keep-alive download (dl): read from the page cache.
+        location = /big { root $WORK/www; default_type application/octet-stream; }
     }
 }
 EOF
@@ -409,6 +419,13 @@ traffic() {
             j=$(timeout -k 2 "$lim" ip netns exec "$NS_C" wrk -t1 -c64 -d"${SECS}s" "${hdr[@]}" http://198.51.100.10/ 2>&1) || true
             echo "$j" >>"$WORK/wrk.log"
             echo "$j" | awk '/^Requests\/sec:/{r=$2} END{print (r==""?0:r), "req/s"}' ;;
+        dl)
+            # HTTP bulk download over keep-alive: 16 MiB responses, 4 connections;
+            # every request is judged (issue 11), the replies ride the fast path.
+            j=$(timeout -k 2 "$lim" ip netns exec "$NS_C" wrk -t1 -c4 -d"${SECS}s" http://198.51.100.10/big 2>&1) || true
+            echo "$j" >>"$WORK/wrk.log"
+            echo "$j" | awk '/^Transfer\/sec:/{v=$2; m=1; if (v ~ /GB$/) m=8; else if (v ~ /MB$/) m=8/1024; else if (v ~ /KB$/) m=8/1048576;
+                sub(/[KMG]?B$/, "", v); g=v*m} END{print (g==""?0:g), "Gbit/s"}' ;;
         ceiling)
             [ -n "$AW_PID" ] || { echo "0 kverdict/s"; return 0; }
             kill -STOP "$AW_PID"
@@ -423,6 +440,9 @@ traffic() {
 RAW="$OUT/raw-$(date +%Y%m%d-%H%M%S).tsv"
 printf 'round\tscenario\ttraffic\tvalue\tunit\tcpu_busy_pct\tlistener_cpu_pct\tverdicts_per_s\tqueue_dropped\tuser_dropped\tretrans\ttop_queue_pct\n' >"$RAW"
 HZ=$(getconf CLK_TCK)
+PERF_FREQ=997
+PERF_RAW="${RAW%.tsv}.perf.tsv"
+[ -z "$PERF" ] || printf 'round\tscenario\ttraffic\tstage\tcpu_seconds\trequests\tqueued\n' >"$PERF_RAW"
 NCPU=$(nproc)
 
 LOAD_START=$(machine_load)
@@ -441,13 +461,26 @@ for r in $(seq "$RUNS"); do
             qi0=$(queue_ids)
             rt0=$(retrans)
             s0=$(date +%s.%N)
+            PERF_PID=
+            if [ -n "$PERF" ]; then
+                timeout -k 2 $((SECS + 10)) perf record -q -a -F "$PERF_FREQ" -o "$WORK/perf.data" -- sleep "$SECS" \
+                    >/dev/null 2>"$WORK/perf.log" &
+                PERF_PID=$!
+            fi
             read -r v unit < <(traffic "$t")
             s1=$(date +%s.%N)
+            [ -z "$PERF_PID" ] || wait "$PERF_PID" || true
             read -r b1 t1 < <(cpu_ticks)
             a1=$(aw_ticks)
             read -r q1 qd1 ud1 < <(queue_counters)
             rt=$(( $(retrans) - rt0 ))
             tq=$(top_queue_pct "$qi0" "$(queue_ids)")
+            if [ -n "$PERF_PID" ]; then
+                "$ROOT/benches/e2e/perf-stages.sh" "$WORK/perf.data" "$PERF_FREQ" '^(appwall-q|e2e_nfq_accept)' |
+                    awk -v r="$r" -v s="$s" -v t="$t" -v n="$(awk -v v="$v" -v d="$SECS" -v t="$t" 'BEGIN{print (t=="http"||t=="conn") ? v*d : 0}')" \
+                        -v q="$((q1 - q0 - (ud1 - ud0)))" -F'\t' '{printf "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", r, s, t, $1, $2, n, q}' >>"$PERF_RAW"
+                mv "$WORK/perf.data" "${RAW%.tsv}.$s.$t.perf.data"   # last round kept, for perf report
+            fi
             line=$(awk -v r="$r" -v s="$s" -v t="$t" -v v="$v" -v u="$unit" \
                 -v b="$((b1 - b0))" -v tt="$((t1 - t0))" -v a="$((a1 - a0))" -v hz="$HZ" -v n="$NCPU" \
                 -v q="$((q1 - q0 - (ud1 - ud0)))" -v qd="$((qd1 - qd0))" -v ud="$((ud1 - ud0))" -v s0="$s0" -v s1="$s1" \
@@ -478,7 +511,7 @@ REPORT="${RAW%.tsv}.md"
             return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
         }
         function fmt(t, v) {
-            if (t == "tcp") return sprintf("%.2f", v)
+            if (t == "tcp" || t == "dl") return sprintf("%.2f", v)
             if (t == "udp") return sprintf("%.0fk", v/1000)
             if (t == "ceiling") return sprintf("%.0fk", v)
             return sprintf("%.1fk", v/1000)
@@ -492,7 +525,7 @@ REPORT="${RAW%.tsv}.md"
         }
         END {
             ns = split(scen, S, ","); nt = split(traf, T, ",")
-            name["tcp"] = "TCP bulk Gbit/s"; name["udp"] = "UDP 64 B pkt/s"; name["http"] = "HTTP req/s"; name["conn"] = "new conn/s"; name["ceiling"] = "verdict ceiling /s"
+            name["tcp"] = "TCP bulk Gbit/s"; name["udp"] = "UDP 64 B pkt/s"; name["http"] = "HTTP req/s"; name["conn"] = "new conn/s"; name["dl"] = "HTTP download Gbit/s"; name["ceiling"] = "verdict ceiling /s"
             printf "| scenario |"; for (j = 1; j <= nt; j++) printf " %s |", name[T[j]]; print ""
             printf "|---|"; for (j = 1; j <= nt; j++) printf "---:|"; print ""
             for (i = 1; i <= ns; i++) {
@@ -523,6 +556,44 @@ REPORT="${RAW%.tsv}.md"
         }
     ' "$RAW"
 } >"$REPORT.tmp"
+if [ -n "$PERF" ]; then
+    {
+        echo
+        echo "## Where the CPU time goes (perf record -a, $PERF_FREQ Hz, self time by function)"
+        echo
+        echo "Microseconds of CPU (all cores) per request, medians over rounds; k-: kernel netfilter in any process (rules, conntrack, queue hand-off); l-: the rest of the kernel in the listener (syscall, forwarding resumed after a verdict); u-: the listener's own code; lab: client, server and packet forwarding (wrk, nginx, iperf3, softirq threads, idle-time softirq); outside (the rest of the machine) and idle are left out of the total. Stages: benches/e2e/perf-stages.sh."
+        echo
+        awk -F'\t' '
+            function median(key,   n, i, j, a, tmp) {
+                n = split(vals[key], a, " ")
+                for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1]+0 > a[j]+0; j--) { tmp = a[j]; a[j] = a[j-1]; a[j-1] = tmp }
+                if (n == 0) return 0
+                return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+            }
+            NR > 1 && $6 > 0 {
+                k = $2 " / " $3
+                if (!(k in seen)) { seen[k] = 1; order[++nk] = k }
+                st[$4] = 1
+                vals[k SUBSEP $4] = vals[k SUBSEP $4] " " (1e6 * $5 / $6)
+                vq[k SUBSEP $1] = $7 / $6
+                if ($4 != "outside" && $4 != "idle") tot[k SUBSEP $1] += 1e6 * $5 / $6
+            }
+            END {
+                ns = split("k-rules k-conntrack k-queue l-syscall l-forward u-parse u-table u-judge u-queue u-other lab", S, " ")
+                printf "| scenario / traffic | verdicts per request |"; for (i = 1; i <= ns; i++) printf " %s |", S[i]; print " total |"
+                printf "|---|---:|"; for (i = 1; i <= ns; i++) printf "---:|"; print "---:|"
+                for (o = 1; o <= nk; o++) {
+                    k = order[o]; v = ""; t = ""
+                    for (x in vq) { split(x, y, SUBSEP); if (y[1] == k) { v = v " " vq[x]; t = t " " tot[x] } }
+                    vals[k SUBSEP "vq"] = v; vals[k SUBSEP "tot"] = t
+                    printf "| %s | %.1f |", k, median(k SUBSEP "vq")
+                    for (i = 1; i <= ns; i++) printf " %.1f |", median(k SUBSEP S[i])
+                    printf " %.1f |\n", median(k SUBSEP "tot")
+                }
+            }
+        ' "$PERF_RAW"
+    } >>"$REPORT.tmp"
+fi
 mv "$REPORT.tmp" "$REPORT"
 cat "$REPORT"
-echo "e2e: raw figures in $RAW, report in $REPORT" >&2
+echo "e2e: raw figures in $RAW${PERF:+ and $PERF_RAW}, report in $REPORT" >&2

@@ -2,8 +2,10 @@
 # CI for the package: build the .deb (dist/build-deb.sh), install it, check
 # the installed unit (systemd-analyze verify, and security exposure <= 2.5),
 # the logrotate snippet and the completions, run the installed binary's
-# `demo`, then purge the package. Needs root (apt-get, the demo's
-# namespaces); works without systemd as PID 1 (nothing here starts the unit).
+# `demo`, run the installed unit's whole life (dist/ci-lifecycle.sh: its
+# Exec* lines in a private network namespace, with a notification
+# listener), then purge the package. Needs root (apt-get, namespaces); works
+# without systemd as PID 1 (the unit's commands are run as systemd would).
 #
 #   dist/ci-package.sh                               # release build, as shipped
 #   APPWALL_BIN=target/debug/appwall dist/ci-package.sh  # reuse a build: faster
@@ -20,6 +22,8 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v logrotate >/dev/null || missing+=(logrotate)
 command -v strip >/dev/null || missing+=(binutils)
 command -v dpkg-deb >/dev/null || missing+=(dpkg)
+command -v curl >/dev/null || missing+=(curl)
+command -v python3 >/dev/null || missing+=(python3)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -73,6 +77,9 @@ rm -f "$bad"
 
 step "installed demo"
 /usr/bin/appwall demo
+
+step "lifecycle of the installed unit (dist/ci-lifecycle.sh)"
+timeout 180 dist/ci-lifecycle.sh
 
 step "purge"
 purge

@@ -165,6 +165,17 @@ fn the_unit_keeps_the_policy_across_a_crash_and_checks_before_reload() {
     for dir in ["RuntimeDirectory", "StateDirectory", "LogsDirectory"] {
         assert_eq!(get(dir), ["appwall"], "{dir}");
     }
+    // Readiness and the watchdog come from the daemon (daemon/notify.rs),
+    // and only from it; a watchdog abort is a crash, restarted.
+    assert_eq!(get("Type"), ["notify"]);
+    assert_eq!(get("NotifyAccess"), ["main"]);
+    let wd = get("WatchdogSec");
+    let secs: u64 = wd
+        .first()
+        .and_then(|v| v.strip_suffix('s'))
+        .and_then(|v| v.parse().ok())
+        .expect("WatchdogSec=<n>s");
+    assert!((10..=120).contains(&secs), "WatchdogSec={secs}s");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use crate::cli::ScanArgs;
 use crate::commands::{AppError, build_engine, engine_config, load_policy};
 use crate::daemon::eve::{self, Alert, FlowFields};
 use crate::decap::{DecapStats, Decapsulator, DefragStats, Outcome};
-use crate::engine::{Engine, Reason, Verdict};
+use crate::engine::{Engine, MatchedRequest, Reason, Verdict};
 use crate::packet::LinkType;
 use crate::policy::Proto;
 use crate::source::Tracker;
@@ -48,6 +48,8 @@ pub struct FlowReport {
     pub last: Reason,
     /// Packets that retransmitted bytes differing from the inspected ones.
     pub conflicts: u64,
+    /// The host and URL a message rule judged when it blocked the flow.
+    pub request: Option<MatchedRequest>,
 }
 
 /// Counts of one capture's frames, so that none is dropped silently.
@@ -125,6 +127,7 @@ pub fn scan_capture(
                 blocked_at: None,
                 last: Reason::Inspecting,
                 conflicts: 0,
+                request: None,
             });
             flows.len() - 1
         });
@@ -136,6 +139,7 @@ pub fn scan_capture(
         if d.verdict == Verdict::Drop && r.blocked.is_none() {
             r.blocked = Some(d.reason);
             r.blocked_at = Some(r.packets);
+            r.request = flow.state.matched_request().cloned();
         }
     };
     decap.finish();
@@ -222,7 +226,8 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode, AppError> {
         if args.json {
             for f in &res.flows {
                 let reason = f.blocked.unwrap_or(f.last);
-                let alert = Alert::new(&engine, &reason, f.blocked.is_some());
+                let alert =
+                    Alert::new(&engine, &reason, f.blocked.is_some()).with_request(f.request.as_ref());
                 let app = if f.blocked.is_some() {
                     alert.app.as_deref()
                 } else {

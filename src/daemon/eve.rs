@@ -19,7 +19,7 @@ use base64::Engine as _;
 use serde::Serialize;
 use sha1::{Digest, Sha1};
 
-use crate::engine::{Engine, Reason};
+use crate::engine::{Engine, MatchedRequest, Reason};
 use crate::packet::Proto;
 
 /// RFC 3339 text of `t` in UTC with microseconds
@@ -109,6 +109,19 @@ pub struct Alert {
     /// Reason kind, one of [`Reason::KINDS`] ("port", "signature", "rule",
     /// "quic", "evasion", "clean", ...).
     pub category: &'static str,
+    /// For a message rule (`category` "rule"): the normalised host of the
+    /// request it judged (HTTP host, TLS or QUIC server name, tunnel
+    /// destination); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// For a message rule on an HTTP request: the normalised URL it judged
+    /// (`http://host/path?query`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Present (true) when `host` or `url` was cut to
+    /// [`crate::engine::verdict::MAX_MATCHED`] bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
 }
 
 impl Alert {
@@ -125,7 +138,21 @@ impl Alert {
             app,
             reason: engine.reason_text(reason),
             category: reason.kind(),
+            host: None,
+            url: None,
+            truncated: None,
         }
+    }
+
+    /// Adds the host and URL a message rule judged ([`MatchedRequest`]).
+    pub fn with_request(mut self, request: Option<&MatchedRequest>) -> Alert {
+        if let Some(m) = request {
+            self.host = m.host.as_ref().map(|h| h.text.clone());
+            self.url = m.url.as_ref().map(|u| u.text.clone());
+            let cut = m.host.iter().chain(&m.url).any(|t| t.cut);
+            self.truncated = cut.then_some(true);
+        }
+        self
     }
 }
 

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::daemon::eve::{self, Alert, FlowFields};
 use crate::daemon::outfile::{self, OutputError};
-use crate::engine::{Engine, Reason};
+use crate::engine::{Engine, MatchedRequest, Reason};
 use crate::log::{Level, log};
 use crate::packet::Proto;
 
@@ -48,6 +48,9 @@ pub struct BlockEvent {
     pub reason: Reason,
     /// The engine (policy) that decided, to name app and signature.
     pub engine: Arc<Engine>,
+    /// The host and URL a message rule judged (`reason` is a rule), boxed:
+    /// only rule blocks carry one.
+    pub request: Option<Box<MatchedRequest>>,
 }
 
 /// One line of the event log (docs/schemas/event.json): eve.json's
@@ -70,7 +73,7 @@ pub struct EventRecord {
 impl BlockEvent {
     /// The record of this event.
     pub fn record(&self) -> EventRecord {
-        let alert = Alert::new(&self.engine, &self.reason, true);
+        let alert = Alert::new(&self.engine, &self.reason, true).with_request(self.request.as_deref());
         EventRecord {
             timestamp: eve::timestamp(self.time),
             event_type: "alert",
@@ -136,17 +139,26 @@ pub fn event_writer(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        let request = ev
+            .request
+            .as_deref()
+            .map_or(String::new(), |m| match (&m.url, &m.host) {
+                (Some(u), _) => format!(" (url {})", u.text),
+                (None, Some(h)) => format!(" (host {})", h.text),
+                (None, None) => String::new(),
+            });
         log(
             Level::Info,
             format_args!(
-                "blocked {} {}:{} -> {}:{} app {}: {}",
+                "blocked {} {}:{} -> {}:{} app {}: {}{}",
                 ev.proto,
                 ev.src,
                 ev.sport,
                 ev.dst,
                 ev.dport,
                 ev.engine.reason_app(&ev.reason).unwrap_or("-"),
-                ev.engine.reason_text(&ev.reason)
+                ev.engine.reason_text(&ev.reason),
+                request.escape_debug()
             ),
         );
         if let Some(w) = out.as_mut() {

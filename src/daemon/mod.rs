@@ -33,7 +33,15 @@
 //! share), [`metrics`] (OpenMetrics file and endpoint), [`reset`] (resets
 //! for blocked connections), [`nflog`] (events for kernel port-rule
 //! blocks), [`outfile`] (files written without following links),
+//! [`notify`] (systemd's `Type=notify` readiness, reload and stop
+//! notifications and its watchdog, fed by the workers' heartbeats),
 //! [`reload`], [`lock`], [`privilege`], [`error`].
+//!
+//! Under systemd (`NOTIFY_SOCKET` set), `READY=1` is sent once the rules
+//! are installed and every worker has entered its receive loop; a SIGHUP
+//! reload is framed by `RELOADING=1` and `READY=1`; shutdown starts with
+//! `STOPPING=1`; and `WATCHDOG=1` goes out every half `WATCHDOG_USEC` only
+//! while every worker's loop keeps turning.
 
 pub mod config;
 pub mod error;
@@ -42,6 +50,7 @@ pub mod events;
 pub mod lock;
 pub mod metrics;
 pub mod nflog;
+pub mod notify;
 pub mod outfile;
 pub mod privilege;
 pub mod reload;
@@ -70,6 +79,7 @@ pub use config::Config;
 pub use error::DaemonError;
 use events::{BlockEvent, event_writer};
 pub use lock::{InstanceLock, LOCK_DIR, lock_path};
+use notify::{Heartbeats, Notifier, State, Watchdog};
 use reload::RulesGuard;
 use stats::WorkerStats;
 use status::Status;
@@ -116,6 +126,15 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     // acted on once the filter runs. signal-hook's handler thread is not
     // started yet (`pending` is polled), so privileges can still be dropped.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]).map_err(DaemonError::Signals)?;
+    // systemd's notification socket (Type=notify), read once; without one
+    // every notification is a no-op.
+    let notifier = Notifier::from_env().unwrap_or_else(|e| {
+        log(
+            Level::Warning,
+            format_args!("{e}: systemd is not told of readiness"),
+        );
+        Notifier::default()
+    });
     let k = &cfg.rules;
     if u32::from(k.queue) + u32::from(k.queues) > 65536 {
         return Err(DaemonError::QueueRange);
@@ -261,6 +280,7 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         }
     }
     let mut workers = Vec::new();
+    let mut beats = Heartbeats::default();
     for src in sources {
         let q = src.queue_num();
         let st = Arc::new(WorkerStats::new(q));
@@ -274,7 +294,8 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
             accept_all: cfg.accept_all,
             no_fast_path: cfg.no_fast_path,
         };
-        let mut w = Worker::new(src, Arc::clone(&handle), st, Some(ev_tx.clone()), wcfg);
+        let mut w =
+            Worker::new(src, Arc::clone(&handle), st, Some(ev_tx.clone()), wcfg).with_heartbeat(beats.add());
         if let Some(r) = &resets {
             w = w.with_resets(Arc::clone(r));
         }
@@ -369,7 +390,25 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
             .map(|d| Instant::now() + d + Duration::from_millis(1))
     };
     let mut next_turn = turn(&full);
+    // READY=1 once the rules are in (above) and every worker receives.
+    let filtering = format!("filtering on queues {}..{}", k.queue, k.queue + k.queues - 1);
+    let mut ready = false;
+    let mut watchdog = notifier.watchdog().map(Watchdog::new);
     'main: loop {
+        if !ready && beats.all_started() {
+            notifier.tell(State::Ready(&filtering));
+            ready = true;
+        }
+        if ready
+            && let Some(w) = &mut watchdog
+            && w.due(
+                Instant::now(),
+                &mut beats,
+                !workers.iter().any(|w| w.is_finished()),
+            )
+        {
+            notifier.tell(State::Watchdog);
+        }
         if next_turn.is_some_and(|t| Instant::now() >= t) {
             next_turn = match reload::swap_in(cfg, &handle, &status, full.at(clock.now())) {
                 Ok(()) => {
@@ -396,36 +435,55 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
             }
             match sig {
                 SIGUSR1 => {}
-                SIGHUP => match reload::reload(cfg, &handle, &status, clock.now()) {
-                    Ok(p) => {
-                        full = p;
-                        next_turn = turn(&full);
-                        status.reloads.fetch_add(1, Relaxed);
-                        if let Ok(mut l) = status.last_reload.lock() {
-                            *l = Some((std::time::SystemTime::now(), true));
-                        }
-                        if let Ok(mut h) = status.policy_hash.lock() {
-                            *h = status::policy_hash(&cfg.sources);
-                        }
-                        if let Some(w) = crate::policy::no_hosts_warning(handle.load().policy()) {
-                            log(Level::Warning, format_args!("{w}"));
-                        }
-                        log(Level::Info, format_args!("policy reloaded"));
+                SIGHUP => {
+                    // Told only once READY was: systemd knows no reload
+                    // before start-up is over.
+                    let told = ready;
+                    if told {
+                        notifier.tell(State::Reloading {
+                            monotonic_usec: notify::monotonic_usec(),
+                            status: "reloading the policy",
+                        });
                     }
-                    Err(e) => {
-                        status.reload_failures.fetch_add(1, Relaxed);
-                        if let Ok(mut l) = status.last_reload.lock() {
-                            *l = Some((std::time::SystemTime::now(), false));
+                    match reload::reload(cfg, &handle, &status, clock.now()) {
+                        Ok(p) => {
+                            full = p;
+                            next_turn = turn(&full);
+                            status.reloads.fetch_add(1, Relaxed);
+                            if let Ok(mut l) = status.last_reload.lock() {
+                                *l = Some((std::time::SystemTime::now(), true));
+                            }
+                            if let Ok(mut h) = status.policy_hash.lock() {
+                                *h = status::policy_hash(&cfg.sources);
+                            }
+                            if let Some(w) = crate::policy::no_hosts_warning(handle.load().policy()) {
+                                log(Level::Warning, format_args!("{w}"));
+                            }
+                            log(Level::Info, format_args!("policy reloaded"));
+                            if told {
+                                notifier.tell(State::Ready(&format!("{filtering}; policy reloaded")));
+                            }
                         }
-                        for line in e.to_string().lines() {
-                            log(Level::Error, format_args!("{line}"));
+                        Err(e) => {
+                            status.reload_failures.fetch_add(1, Relaxed);
+                            if let Ok(mut l) = status.last_reload.lock() {
+                                *l = Some((std::time::SystemTime::now(), false));
+                            }
+                            for line in e.to_string().lines() {
+                                log(Level::Error, format_args!("{line}"));
+                            }
+                            log(
+                                Level::Error,
+                                format_args!("reload refused; the running policy stays in force"),
+                            );
+                            if told {
+                                notifier.tell(State::Ready(&format!(
+                                    "{filtering}; reload refused, the running policy stays in force"
+                                )));
+                            }
                         }
-                        log(
-                            Level::Error,
-                            format_args!("reload refused; the running policy stays in force"),
-                        );
                     }
-                },
+                }
                 _ => {
                     log(Level::Info, format_args!("signal {sig}: shutting down"));
                     break 'main;
@@ -438,6 +496,10 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         }
         thread::sleep(Duration::from_millis(50));
     }
+    notifier.tell(State::Stopping(match failed {
+        Some(_) => "a queue worker stopped: removing the rules",
+        None => "stopping: removing the rules",
+    }));
 
     // Last count while the rules (and their counters) still exist: the
     // final status file reports it (reports never go down).

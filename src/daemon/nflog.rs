@@ -371,6 +371,7 @@ pub fn run_reader(mut src: NflogSource, handle: EngineHandle, tx: Sender<BlockEv
                 dport: b.dst.1,
                 reason,
                 engine,
+                request: None,
             };
             let _ = tx.try_send(ev);
         }

@@ -24,7 +24,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -77,6 +77,7 @@ pub struct Worker<S: PacketSource> {
     epoch: Instant,
     draining: bool,
     resets: Option<Arc<ResetSender>>,
+    heartbeat: Option<Arc<AtomicU64>>,
 }
 
 impl<S: PacketSource> Worker<S> {
@@ -98,6 +99,7 @@ impl<S: PacketSource> Worker<S> {
             epoch: Instant::now(),
             draining: false,
             resets: None,
+            heartbeat: None,
         }
     }
 
@@ -105,6 +107,14 @@ impl<S: PacketSource> Worker<S> {
     /// ([`crate::daemon::reset`]) through `sender`.
     pub fn with_resets(mut self, sender: Arc<ResetSender>) -> Worker<S> {
         self.resets = Some(sender);
+        self
+    }
+
+    /// Bumps `beat` once per turn of the receive loop (which wakes at
+    /// least every receive timeout): the watchdog's sign of life
+    /// ([`crate::daemon::notify::Heartbeats`]).
+    pub fn with_heartbeat(mut self, beat: Arc<AtomicU64>) -> Worker<S> {
+        self.heartbeat = Some(beat);
         self
     }
 
@@ -177,6 +187,7 @@ impl<S: PacketSource> Worker<S> {
                         dport: flow.orig_dport,
                         reason: d.reason,
                         engine: Arc::clone(engine),
+                        request: flow.state.matched_request().cloned().map(Box::new),
                     };
                     if let Err(TrySendError::Full(_)) = tx.try_send(ev) {
                         bump(&self.stats.events_dropped);
@@ -267,6 +278,9 @@ impl<S: PacketSource> Worker<S> {
     pub fn run(mut self, stop: &AtomicBool) -> Result<(), QueueError> {
         let mut failures = 0u32;
         while !stop.load(Relaxed) {
+            if let Some(b) = &self.heartbeat {
+                b.fetch_add(1, Relaxed);
+            }
             match self.source.recv() {
                 Ok(Received::Packet(p)) => {
                     failures = 0;
@@ -436,6 +450,31 @@ mod tests {
         assert_eq!(v["flow_id"].as_u64().unwrap() >> 48, 3, "queue in the id");
         assert_eq!(w.stats().marked_blocked.load(Relaxed), 1);
         assert_eq!(w.stats().packets.load(Relaxed), 3);
+    }
+
+    #[test]
+    fn a_message_rule_event_names_the_host_and_url_it_judged() {
+        let mut mock = Mock::default();
+        let req = b"GET /api/rtm.connect?x=1 HTTP/1.1\r\nHost: App.Slack.com:80\r\n\r\n";
+        mock.input.push_back((tcp4(C, 40002, S, 80, 1, req), 0));
+        let (tx, rx) = crossbeam_channel::bounded(8);
+        let mut w = worker(mock, engine("192.0.2.10 slack\n"), Some(tx));
+        while let Ok(Received::Packet(p)) = w.source.recv() {
+            w.handle(p);
+        }
+        let ev: Vec<BlockEvent> = rx.try_iter().collect();
+        assert_eq!(ev.len(), 1);
+        let json = ev[0].to_json();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["alert"]["category"], "rule", "{json}");
+        assert_eq!(v["alert"]["signature"], "slack/slack-names", "{json}");
+        // Normalised: lower case, default port dropped.
+        assert_eq!(v["alert"]["host"], "app.slack.com", "{json}");
+        assert_eq!(
+            v["alert"]["url"], "http://app.slack.com/api/rtm.connect?x=1",
+            "{json}"
+        );
+        assert!(v["alert"].get("truncated").is_none(), "{json}");
     }
 
     #[test]
@@ -656,6 +695,85 @@ mod tests {
         let stats = Arc::clone(w.stats());
         w.run(&stop).unwrap();
         assert_eq!(stats.packets.load(Relaxed), 1);
+    }
+
+    /// A source that idles, then hangs in `recv` while `stuck` is set: a
+    /// worker stuck somewhere in its loop.
+    struct Stalling {
+        stuck: Arc<AtomicBool>,
+    }
+
+    impl PacketSource for Stalling {
+        type Packet = (Vec<u8>, u32);
+        fn recv(&mut self) -> Result<Received<Self::Packet>, QueueError> {
+            while self.stuck.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            Ok(Received::Idle)
+        }
+        fn payload(p: &Self::Packet) -> &[u8] {
+            &p.0
+        }
+        fn mark(p: &Self::Packet) -> u32 {
+            p.1
+        }
+        fn is_gso(_: &Self::Packet) -> bool {
+            false
+        }
+        fn is_truncated(_: &Self::Packet) -> bool {
+            false
+        }
+        fn verdict(&mut self, _: Self::Packet, _: QueueVerdict) -> Result<(), QueueError> {
+            Ok(())
+        }
+    }
+
+    /// The watchdog's view of a real worker loop: pings while it turns,
+    /// none while it is stuck, pings again once it moves.
+    #[test]
+    fn a_stuck_worker_stops_the_watchdog_pings() {
+        use crate::daemon::notify::{Heartbeats, Watchdog};
+        let stuck = Arc::new(AtomicBool::new(false));
+        let src = Stalling {
+            stuck: Arc::clone(&stuck),
+        };
+        let mut beats = Heartbeats::default();
+        let cfg = WorkerConfig {
+            queue: 0,
+            marks: MarkBits::default(),
+            fail_closed: false,
+            max_flows: 10,
+            flow_timeout_ns: 1,
+            accept_all: false,
+            no_fast_path: false,
+        };
+        let w = Worker::new(src, engine(""), Arc::new(WorkerStats::new(0)), None, cfg)
+            .with_heartbeat(beats.add());
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = std::thread::spawn({
+            let stop = Arc::clone(&stop);
+            move || w.run(&stop)
+        });
+        let every = Duration::from_millis(100);
+        let mut dog = Watchdog::new(every);
+        // One due time per `every`: whether a ping went out.
+        let window = |dog: &mut Watchdog, beats: &mut Heartbeats| {
+            std::thread::sleep(every + Duration::from_millis(5));
+            dog.due(Instant::now(), beats, true)
+        };
+        assert!(window(&mut dog, &mut beats), "a turning loop earns pings");
+        assert!(window(&mut dog, &mut beats));
+        stuck.store(true, Relaxed);
+        std::thread::sleep(Duration::from_millis(20));
+        window(&mut dog, &mut beats); // the turn it may have begun
+        assert!(!window(&mut dog, &mut beats), "stuck: no ping");
+        assert!(!window(&mut dog, &mut beats), "still stuck: still none");
+        stuck.store(false, Relaxed);
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(window(&mut dog, &mut beats), "moving again");
+        stop.store(true, Relaxed);
+        t.join().unwrap().unwrap();
     }
 
     #[test]

@@ -42,7 +42,7 @@ use message_rules::Message;
 use quic::{QuicHello, QuicStatus};
 pub use state::{ConnState, Connection, FlowDecision};
 use stream::Found;
-pub use verdict::{Decision, FlowMark, Reason, Verdict};
+pub use verdict::{BoundedText, Decision, FlowMark, MatchedRequest, Reason, Verdict};
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -409,10 +409,10 @@ impl Engine {
                     src: Some(src),
                     ..Message::default()
                 };
-                self.compiled
-                    .rules
-                    .eval(&msg, flow.apps & !self.quic_allow)
-                    .map(Reason::Rule)
+                let r = self.compiled.rules.eval(&msg, flow.apps & !self.quic_allow)?;
+                flow.dirs[Side::Orig as usize].matched =
+                    Some(Box::new(MatchedRequest::new(Some(&lower[..n]), None)));
+                Some(Reason::Rule(r))
             }
         }
     }

@@ -14,7 +14,7 @@ use crate::engine::matcher::StartState;
 use crate::engine::msnp::MsnpDir;
 use crate::engine::quic::QuicHello;
 use crate::engine::tunnel::{Lines, Socks, StartTls};
-use crate::engine::verdict::Reason;
+use crate::engine::verdict::{MatchedRequest, Reason};
 use crate::flow::{Flow, FlowState};
 use crate::policy::AppSet;
 
@@ -96,6 +96,9 @@ pub struct DirState {
     /// The stream was restarted as a tunnel by this direction's own request
     /// (CONNECT, SOCKS): the reply that opens it must not restart it again.
     pub tunnel_requested: bool,
+    /// What a message rule that held on this direction judged (host, URL):
+    /// set only when it blocks, for events ([`ConnState::matched_request`]).
+    pub matched: Option<Box<MatchedRequest>>,
 }
 
 /// Segments that arrived ahead of a gap, waiting for it to fill.
@@ -136,6 +139,7 @@ impl Default for DirState {
             answers: Lines::default(),
             starttls: StartTls::None,
             tunnel_requested: false,
+            matched: None,
         }
     }
 }
@@ -210,6 +214,15 @@ pub struct ConnState {
 }
 
 impl ConnState {
+    /// The host and URL a message rule blocked this connection for; `None`
+    /// unless the connection is blocked by a message rule.
+    pub fn matched_request(&self) -> Option<&MatchedRequest> {
+        if !matches!(self.decision, FlowDecision::Blocked(Reason::Rule(_))) {
+            return None;
+        }
+        self.dirs.iter().find_map(|d| d.matched.as_deref())
+    }
+
     /// Opens again a decision of an older policy that a new one may change:
     /// `Clean` inspects again from here (mid-stream, depth counted afresh),
     /// `Ignored` starts over as a connection first seen now. `Blocked`

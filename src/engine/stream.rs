@@ -26,10 +26,12 @@ use crate::engine::config::EngineConfig;
 use crate::engine::hello::{HelloAssembler, Status};
 use crate::engine::http::{Fed, HttpHit, host_sigs_on};
 use crate::engine::matcher::{Hit, Matcher};
+use crate::engine::message_rules::HeadFields;
 use crate::engine::message_rules::{Message, RuleRef};
 use crate::engine::msnp;
 use crate::engine::state::{DirState, MAX_CARRY, Reorder};
 use crate::engine::tunnel::{self, Socks, StartTls};
+use crate::engine::verdict::MatchedRequest;
 use crate::packet::TcpInfo;
 use crate::policy::{AppSet, PortSpec};
 
@@ -206,6 +208,12 @@ fn consume(x: Ctx<'_>, p: Pair<'_>, fresh: &[u8], segment_start: bool) -> Option
     }
 }
 
+/// The host and URL of a resolved request head (a reply head has none).
+fn http_request(f: Option<&HeadFields>) -> Option<Box<MatchedRequest>> {
+    let f = f.filter(|f| !f.url.is_empty())?;
+    Some(Box::new(MatchedRequest::new(Some(f.url_host()), Some(&f.url))))
+}
+
 /// How a unit of bytes ends early: the stream restarts at this offset.
 type Cut = Option<usize>;
 
@@ -225,7 +233,13 @@ fn consume_unit(x: Ctx<'_>, p: Pair<'_>, data: &[u8], segment_start: bool) -> (O
             Some((Fed::Hit(h), end)) => {
                 found = Some(match h {
                     HttpHit::Sig(s, _) => (Found::Sig(Hit { sig: s, end }), end),
-                    HttpHit::Rule(r) => (Found::Rule(r), end),
+                    HttpHit::Rule(r) => {
+                        // A request rule: this head's host and URL. A reply
+                        // rule judged headers only; the request it answers
+                        // is gone (or a later one is in), so it names none.
+                        dir.matched = http_request(dir.http.fields());
+                        (Found::Rule(r), end)
+                    }
                     HttpHit::Oversized => (Found::OversizedHead, end),
                 });
             }
@@ -376,6 +390,9 @@ fn probe_tunnels(x: Ctx<'_>, p: Pair<'_>, data: &[u8]) -> (Option<Found>, Option
             Some(None) => {}
             Some(Some(tunnel::Event::Request(d, end))) => {
                 if let Some(f) = judge_dest(x, &d) {
+                    if matches!(f, Found::Rule(_)) {
+                        dir.matched = Some(Box::new(MatchedRequest::new(Some(&d.host), None)));
+                    }
                     return (Some(f), None);
                 }
                 return (None, Some((end, false)));
@@ -441,7 +458,11 @@ fn hello(c: &Compiled, dir: &mut DirState, fresh: &[u8], apps: AppSet, port: u16
                 src: dir.http.src,
                 ..Message::default()
             };
-            c.rules.eval(&msg, apps)
+            let r = c.rules.eval(&msg, apps);
+            if r.is_some() {
+                dir.matched = Some(Box::new(MatchedRequest::new(Some(lower), None)));
+            }
+            r
         }
         _ => None,
     };

@@ -597,3 +597,45 @@ fn message_rules_table() {
         }
     }
 }
+
+/// Host and URL text of a request.
+type Named = (Option<String>, Option<String>);
+
+/// `None` when the connection passes, else the host and URL the blocked
+/// connection keeps ([`crate::engine::ConnState::matched_request`]).
+fn matched_of(e: &Engine, script: &[(bool, &[u8])], port: u16) -> Option<Option<Named>> {
+    let b = TcpFlowBuilder::new((ip("192.0.2.10"), 40000), (ip("198.51.100.1"), port));
+    let mut table = FlowTable::new(16, u64::MAX);
+    for (i, p) in b.packets(script).iter().enumerate() {
+        let v = PacketView::from_ip(p).unwrap();
+        let conn = table.get_or_insert(&v, i as u64);
+        let d = e.judge(&v, &mut *conn);
+        if d.verdict == Verdict::Drop {
+            let text = |t: &Option<crate::engine::BoundedText>| t.as_ref().map(|t| t.text.clone());
+            return Some(
+                conn.state
+                    .matched_request()
+                    .map(|m| (text(&m.host), text(&m.url))),
+            );
+        }
+    }
+    None
+}
+
+#[test]
+fn message_rule_blocks_keep_the_host_and_url_they_judged() {
+    let e = rules_engine();
+    let c = true;
+    let hello = crate::sample::tls_client_hello("GW.messenger.test");
+    let s = |x: &str| Some(x.to_string());
+    let table: Vec<(&str, Script, u16, Option<Option<Named>>)> = vec![
+        ("origin form + Host", vec![(c, b"GET /x/gateway.dll?a=1 HTTP/1.1\r\nHost: www.EXAMPLE.net:80\r\n\r\n")], 80, Some(Some((s("www.example.net"), s("http://www.example.net/x/gateway.dll?a=1"))))),
+        ("absolute form", vec![(c, b"GET http://A.example.net:80/gateway.dll HTTP/1.1\r\n\r\n")], 80, Some(Some((s("a.example.net"), s("http://a.example.net/gateway.dll"))))),
+        ("TLS server name: host only", vec![(c, &hello)], 443, Some(Some((s("gw.messenger.test"), None)))),
+        ("reply rule: headers only, no request named", vec![(c, b"POST /a HTTP/1.1\r\nHost: h.test\r\nContent-Length: 0\r\n\r\n"), (false, b"HTTP/1.1 200 OK\r\nContent-Type: application/x-msn-messenger\r\nContent-Length: 0\r\n\r\n")], 80, Some(None)),
+        ("benign: passes", vec![(c, b"GET /index.html HTTP/1.1\r\nHost: www.example.org\r\n\r\n")], 80, None),
+    ];
+    for (name, script, port, want) in table {
+        assert_eq!(matched_of(&e, &script, port), want, "{name}");
+    }
+}

@@ -101,6 +101,28 @@ fn quic_server_names_are_judged_like_tls_ones() {
 }
 
 #[test]
+fn a_quic_rule_block_keeps_the_server_name() {
+    let e = engine("\".example.org\"", "");
+    let c: IpAddr = "192.0.2.10".parse().unwrap();
+    let s: IpAddr = "198.51.100.1".parse().unwrap();
+    let mut conn: Option<Connection> = None;
+    for d in datagrams(ONE) {
+        let b = udp_packet((c, 50000), (s, 443), &d);
+        let p = PacketView::from_ip(&b).unwrap();
+        let conn = conn.get_or_insert_with(|| Flow::new(1, &p, 0));
+        e.judge(&p, conn);
+    }
+    let m = conn
+        .unwrap()
+        .state
+        .matched_request()
+        .cloned()
+        .expect("blocked by the rule");
+    assert_eq!(m.host.map(|h| h.text).as_deref(), Some("quic.example.org"));
+    assert!(m.url.is_none());
+}
+
+#[test]
 fn a_hello_over_three_initials_is_judged_on_the_last() {
     let d = datagrams(SPLIT);
     assert_eq!(d.len(), 3);

@@ -182,3 +182,102 @@ impl Decision {
         self
     }
 }
+
+/// Longest host or URL kept with a blocked connection, bytes
+/// ([`MatchedRequest`]).
+pub const MAX_MATCHED: usize = 512;
+
+/// Text of untrusted bytes, at most [`MAX_MATCHED`] bytes of UTF-8 (other
+/// bytes shown as U+FFFD), cut on a character boundary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundedText {
+    /// The text, cut when longer than [`MAX_MATCHED`] bytes.
+    pub text: String,
+    /// True when `text` is only the start of the original.
+    pub cut: bool,
+}
+
+impl BoundedText {
+    /// The bounded text of `bytes`.
+    pub fn new(bytes: &[u8]) -> BoundedText {
+        // Lossy decoding only grows the text: decode what can be kept.
+        let head = &bytes[..bytes.len().min(MAX_MATCHED)];
+        let mut text = String::from_utf8_lossy(head).into_owned();
+        let mut cut = head.len() < bytes.len();
+        if text.len() > MAX_MATCHED {
+            let mut end = MAX_MATCHED;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            cut = true;
+        } else if cut {
+            // The byte limit may have split a character: its start bytes
+            // became U+FFFD; drop that stub rather than show it.
+            let valid = match std::str::from_utf8(head) {
+                Ok(_) => head.len(),
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                Err(_) => head.len(),
+            };
+            if valid < head.len() {
+                text = String::from_utf8_lossy(&head[..valid]).into_owned();
+            }
+        }
+        BoundedText { text, cut }
+    }
+}
+
+/// What a message rule judged when it blocked a connection: the request's
+/// normalised host (lower case, no port) and, for HTTP, its resolved URL
+/// (`scheme://authority/path?query`, as the rule saw it). A rule on a
+/// reply head judges headers only and keeps none. Kept only on the
+/// blocking path (once per connection), so accepted traffic never
+/// allocates one; events and `scan --json` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchedRequest {
+    /// The host the rule saw (HTTP `Host` or URL host, TLS or QUIC server
+    /// name, tunnel destination), if any.
+    pub host: Option<BoundedText>,
+    /// The URL the rule saw (HTTP requests only).
+    pub url: Option<BoundedText>,
+}
+
+impl MatchedRequest {
+    /// The request of `host` and `url` (empty ones count as absent).
+    pub fn new(host: Option<&[u8]>, url: Option<&[u8]>) -> MatchedRequest {
+        let keep = |b: Option<&[u8]>| b.filter(|b| !b.is_empty()).map(BoundedText::new);
+        MatchedRequest {
+            host: keep(host),
+            url: keep(url),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_text_is_cut_on_a_char_boundary_and_marked() {
+        let short = BoundedText::new(b"messenger.msn.com");
+        assert_eq!(short.text, "messenger.msn.com");
+        assert!(!short.cut);
+        let exact = BoundedText::new(&[b'a'; MAX_MATCHED]);
+        assert_eq!((exact.text.len(), exact.cut), (MAX_MATCHED, false));
+        let long = BoundedText::new(&[b'a'; MAX_MATCHED + 1]);
+        assert_eq!((long.text.len(), long.cut), (MAX_MATCHED, true));
+        // A two-byte character across the limit is left out whole.
+        let mut split = vec![b'a'; MAX_MATCHED - 1];
+        split.extend_from_slice("é tail".as_bytes());
+        let s = BoundedText::new(&split);
+        assert!(s.cut && s.text.len() == MAX_MATCHED - 1, "{}", s.text.len());
+        assert!(s.text.chars().all(|c| c == 'a'));
+        // Invalid bytes become U+FFFD (three bytes each), still bounded.
+        let bad = BoundedText::new(&[0xff; MAX_MATCHED]);
+        assert!(bad.cut && bad.text.len() <= MAX_MATCHED);
+        assert!(bad.text.chars().all(|c| c == '\u{fffd}'));
+        let m = MatchedRequest::new(Some(b"h"), Some(b""));
+        assert_eq!(m.host.map(|h| h.text), Some("h".into()));
+        assert!(m.url.is_none());
+    }
+}

@@ -18,6 +18,7 @@ mod bench;
 mod captures;
 mod cli;
 mod daemon_events;
+mod daemon_notify;
 mod daemon_safety;
 mod faults_flood;
 mod faults_kill;
@@ -58,6 +59,7 @@ fn main() {
         captures::cases(),
         cli::cases(),
         daemon_events::cases(),
+        daemon_notify::cases(),
         daemon_safety::cases(),
         faults_flood::cases(),
         faults_kill::cases(),

@@ -180,9 +180,30 @@ fn event_lines_match_their_schema() {
         first: 1863,
         last: 1863,
     };
-    for (reason, src, dst) in [
-        (Reason::Port { app: Some(0), port }, "192.0.2.10", "198.51.100.1"),
-        (Reason::Evasion, "2001:db8::10", "2001:db8::80"),
+    // A message rule's event carries the host and URL it judged (here one
+    // cut to 512 bytes).
+    let app = e
+        .policy()
+        .library()
+        .apps()
+        .iter()
+        .position(|a| !a.rules.is_empty())
+        .unwrap();
+    let rule = Reason::Rule(appwall::engine::message_rules::RuleRef {
+        app: u8::try_from(app).unwrap(),
+        rule: 0,
+    });
+    let long = format!("http://a.example/{}", "x".repeat(600));
+    let request = appwall::engine::MatchedRequest::new(Some(b"a.example"), Some(long.as_bytes()));
+    for (reason, src, dst, request) in [
+        (
+            Reason::Port { app: Some(0), port },
+            "192.0.2.10",
+            "198.51.100.1",
+            None,
+        ),
+        (Reason::Evasion, "2001:db8::10", "2001:db8::80", None),
+        (rule, "192.0.2.10", "198.51.100.1", Some(Box::new(request))),
     ] {
         let ev = BlockEvent {
             time: std::time::SystemTime::now(),
@@ -195,9 +216,15 @@ fn event_lines_match_their_schema() {
             dport: 1863,
             reason,
             engine: Arc::clone(&e),
+            request,
         };
         let v: Value = serde_json::from_str(&ev.to_json()).unwrap();
         assert_valid("event.json", &v);
+        if v["alert"]["category"] == "rule" {
+            assert_eq!(v["alert"]["host"], "a.example", "{v}");
+            assert_eq!(v["alert"]["url"].as_str().unwrap().len(), 512, "{v}");
+            assert_eq!(v["alert"]["truncated"], true, "{v}");
+        }
     }
 }
 

@@ -93,6 +93,11 @@ fn imported_rules_judge_traffic_like_squid() {
         toml
     );
 
+    // A request whose URL is longer than an event keeps (512 bytes).
+    let long = format!(
+        "GET /gateway.dll?{} HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        "q=é".repeat(200)
+    );
     // Traffic: (client port, server port, request, expected verdict by Squid's rules)
     let cases: Vec<(u16, &[u8], bool)> = vec![
         (80, b"POST /gateway/gateway.dll?Action=open HTTP/1.1\r\nHost: 198.51.100.80\r\n\r\n", true),
@@ -104,6 +109,26 @@ fn imported_rules_judge_traffic_like_squid() {
         (3128, b"CONNECT www.example:443 HTTP/1.1\r\nHost: www.example:443\r\n\r\n", false),
         (80, b"GET /news/msn.html HTTP/1.1\r\nHost: www.msn.com\r\nUser-Agent: Mozilla/5.0 (skype-compatible)\r\n\r\n", false),
         (80, b"POST /x HTTP/1.1\r\nHost: a.example\r\nContent-Type: application/x-msn-messenger-like\r\nContent-Length: 0\r\n\r\n", false),
+        (80, long.as_bytes(), true),
+    ];
+    // The host and URL each blocked request's event names (normalised).
+    let matched = [
+        Some((
+            "198.51.100.80",
+            "http://198.51.100.80/gateway/gateway.dll?Action=open",
+        )),
+        Some((
+            "gateway.messenger.hotmail.com",
+            "http://gateway.messenger.hotmail.com/",
+        )),
+        Some(("a.example", "http://a.example/x")),
+        Some(("a.example", "http://a.example/")),
+        None,
+        Some(("chat.example", "chat.example:5222")),
+        None,
+        None,
+        None,
+        None,
     ];
     let mut frames = Vec::new();
     for (i, (port, req, _)) in cases.iter().enumerate() {
@@ -116,9 +141,16 @@ fn imported_rules_judge_traffic_like_squid() {
     }
     let (out, flows) = scan_flows(dir.path(), &frames, "192.0.2.0/24 site\n", &rules);
     assert_eq!(flows.len(), cases.len(), "{out}");
-    for (flow, (_, req, blocked)) in flows.iter().zip(&cases) {
+    for ((flow, (_, req, blocked)), want) in flows.iter().zip(&cases).zip(matched) {
         let got = flow["alert"]["action"] == "blocked";
         assert_eq!(got, *blocked, "{}\n{flow}", String::from_utf8_lossy(req));
+        if let Some((host, url)) = want {
+            assert_eq!(flow["alert"]["host"], host, "{flow}");
+            assert_eq!(flow["alert"]["url"], url, "{flow}");
+            assert!(flow["alert"].get("truncated").is_none(), "{flow}");
+        } else if !got {
+            assert!(flow["alert"].get("url").is_none(), "{flow}");
+        }
         if got {
             assert_eq!(flow["app_proto"], "site", "{flow}");
             assert_eq!(flow["alert"]["category"], "rule", "{flow}");
@@ -128,6 +160,17 @@ fn imported_rules_judge_traffic_like_squid() {
             );
         }
     }
+    // The long URL: its first 512 bytes at most, cut between characters
+    // (`é` is two bytes), and marked.
+    let cut = &flows[cases.len() - 1]["alert"];
+    let url = cut["url"].as_str().unwrap();
+    let prefix = "http://a.example/gateway.dll?";
+    let query = url.strip_prefix(prefix).expect("the normalised URL");
+    // A prefix of the query; 511 or 512 bytes in all, as `é` is two.
+    assert!("q=é".repeat(200).starts_with(query), "{cut}");
+    assert!(matches!(url.len(), 511 | 512), "{cut}");
+    assert_eq!(cut["truncated"], true, "{cut}");
+    assert_eq!(cut["host"], "a.example", "{cut}");
 }
 
 fn import_reports_unreadable_input() {

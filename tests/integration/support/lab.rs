@@ -84,6 +84,18 @@ impl LiveLab {
     /// waits for start-up to finish): for tests of start-up itself. Its log
     /// is `name.log` in the scratch directory.
     pub fn spawn(&self, hosts: &Path, status: &Path, extra: &[&str], name: &str) -> Raw {
+        self.spawn_env(hosts, status, extra, name, &[])
+    }
+
+    /// [`LiveLab::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        &self,
+        hosts: &Path,
+        status: &Path,
+        extra: &[&str],
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> Raw {
         let log = self.dir().join(format!("{name}.log"));
         let mut args = vec![
             "run",
@@ -96,6 +108,7 @@ impl LiveLab {
         let child = self
             .command(&self.gateway, exe().to_str().unwrap(), &args)
             .env_remove("JOURNAL_STREAM")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
