@@ -23,7 +23,8 @@
 //! connection tracking instead ([`CtDir`]): a connection first seen in the
 //! reply direction (a server's banner) gets the conntrack original source
 //! as its opener, and a closed connection that sends again with payload
-//! (port reuse, its SYN kept in the kernel) starts a new connection.
+//! that does not continue its own stream (port reuse, its SYN kept in the
+//! kernel) starts a new connection.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -127,6 +128,9 @@ pub struct Flow<T> {
     pub reset: bool,
     /// FIN seen, per [`Side`].
     pub fin: [bool; 2],
+    /// TCP: the sequence number after the last segment seen, per [`Side`]
+    /// (a closed connection's own stream continuing is not a new one).
+    pub seq_end: [Option<u32>; 2],
     /// A packet came back from the other side (the connection is two-way).
     pub replied: bool,
     /// This connection was dropped from the table mid-inspection (table
@@ -164,6 +168,7 @@ impl<T: Default> Flow<T> {
             last_seen: now,
             reset: false,
             fin: [false; 2],
+            seq_end: [None; 2],
             replied: false,
             evicted_undecided: false,
             state: T::default(),
@@ -345,8 +350,9 @@ impl<T: FlowState> FlowTable<T> {
     /// `p` (the live filter, whose rules keep bare SYNs in the kernel): a
     /// new connection first seen in the reply direction is opened by `p`'s
     /// receiver, and a closed connection that sends again with payload (not
-    /// a FIN or RST) is taken as a new one on the same ports, as a capture
-    /// takes a fresh SYN. With `dir` `None` this is exactly
+    /// a FIN or RST) whose sequence number does not continue its own stream
+    /// is taken as a new one on the same ports, as a capture takes a fresh
+    /// SYN. With `dir` `None` this is exactly
     /// [`FlowTable::get_or_insert`].
     pub fn get_or_insert_tracked(
         &mut self,
@@ -357,13 +363,16 @@ impl<T: FlowState> FlowTable<T> {
         let key = FlowKey::of(p);
         let fresh_syn = p.tcp.is_some_and(|t| t.syn && !t.ack);
         // Without the SYN: payload after both FINs (or a RST) belongs to the
-        // next connection on these ports. The old one's data was queued
-        // before its FINs; a late retransmission of it is inspected afresh.
-        let fresh =
-            fresh_syn || (dir.is_some() && !p.payload.is_empty() && p.tcp.is_some_and(|t| !t.fin && !t.rst));
+        // next connection on these ports, unless it continues the closed
+        // one's own stream (a forged RST or FIN must not restart the
+        // inspection mid-stream). A new connection's sequence numbers start
+        // anywhere (Linux reusing its own TIME_WAIT starts 64 KiB + 2 past
+        // the old end, just outside the window below).
+        let data = dir.is_some() && !p.payload.is_empty() && p.tcp.is_some_and(|t| !t.fin && !t.rst);
         let idx = match self.index.get(&key) {
             Some(&i) => {
                 let s = &self.slots[i as usize].flow;
+                let fresh = fresh_syn || (data && !Self::continues(s, p));
                 let stale = now.saturating_sub(s.last_seen) > self.timeout_of(s);
                 if stale || (fresh && s.is_closed()) {
                     // Port reuse or a stale entry: a new connection instance.
@@ -424,6 +433,21 @@ impl<T: FlowState> FlowTable<T> {
         if let Some(t) = p.tcp {
             s.reset |= t.rst;
             s.fin[side] |= t.fin;
+            let len = u32::try_from(p.payload.len()).unwrap_or(u32::MAX);
+            let end = t
+                .seq
+                .wrapping_add(len)
+                .wrapping_add(u32::from(t.syn) + u32::from(t.fin));
+            // The furthest end (wrapping order): retransmissions do not move
+            // it back, and neither a RST nor a jump of more than 16 MiB (a
+            // forged segment the receiver would discard) moves it on.
+            let ahead = s.seq_end[side].is_none_or(|old| {
+                let d = end.wrapping_sub(old).cast_signed();
+                d > 0 && d <= 1 << 24
+            });
+            if ahead && !t.rst {
+                s.seq_end[side] = Some(end);
+            }
         }
         let list = Self::list_of(s);
         self.push_front(idx, list);
@@ -450,6 +474,17 @@ impl<T: FlowState> FlowTable<T> {
     pub fn for_each(&self, mut f: impl FnMut(&Flow<T>)) {
         for &i in self.index.values() {
             f(&self.slots[i as usize].flow);
+        }
+    }
+
+    /// True when TCP packet `p` continues `f`'s stream on its side: its
+    /// sequence number within 64 KiB of where that side's last segment ended.
+    fn continues(f: &Flow<T>, p: &PacketView<'_>) -> bool {
+        const WINDOW: u32 = 1 << 16;
+        let side = f.side_of(p) as usize;
+        match (p.tcp, f.seq_end[side]) {
+            (Some(t), Some(end)) => t.seq.wrapping_sub(end).cast_signed().unsigned_abs() <= WINDOW,
+            _ => false,
         }
     }
 
@@ -802,19 +837,60 @@ mod tests {
             assert!(f.is_closed());
             // A late FIN is still the old connection.
             assert_eq!(t.get_or_insert_tracked(&view(&fin_c), 4, dir).id, id);
-            // Same ports again, the SYN kept in the kernel: payload tells
-            // (a capture without the SYN cannot tell).
-            let f = t.get_or_insert_tracked(&view(&get), 5, dir);
+            // Same ports again, the SYN kept in the kernel: payload with
+            // sequence numbers of its own tells (a capture without the SYN
+            // cannot tell).
+            let again = tcp4(
+                [192, 0, 2, 10],
+                40000,
+                [198, 51, 100, 1],
+                80,
+                3_000_000,
+                b"GET / HTTP/1.0\r\n\r\n",
+            );
+            let f = t.get_or_insert_tracked(&view(&again), 5, dir);
             assert_eq!(f.id != id, new, "{dir:?}");
             assert_eq!(f.is_closed(), !new);
             assert!(!f.evicted_undecided);
         }
+        // A forged RST, then the same stream going on: not a new connection.
+        let mut t = FlowTable::<Busy>::new(8, u64::MAX);
+        let id = t.get_or_insert_tracked(&view(&get), 0, o).id;
+        let mut rst = tcp4([192, 0, 2, 10], 40000, [198, 51, 100, 1], 80, 900_000, b"");
+        rst[33] |= 0x04;
+        assert!(t.get_or_insert_tracked(&view(&rst), 1, o).is_closed());
+        let next = tcp4(
+            [192, 0, 2, 10],
+            40000,
+            [198, 51, 100, 1],
+            80,
+            19,
+            b"more of the request",
+        );
+        assert_eq!(t.get_or_insert_tracked(&view(&next), 2, o).id, id);
+        // Linux reusing its TIME_WAIT tuple starts 64 KiB + 2 past the old end.
+        let reused = tcp4(
+            [192, 0, 2, 10],
+            40000,
+            [198, 51, 100, 1],
+            80,
+            38 + 65_538,
+            b"GET / HTTP/1.0\r\n\r\n",
+        );
+        assert_ne!(t.get_or_insert_tracked(&view(&reused), 3, o).id, id);
         // A server-first reuse: the banner opens it, oriented by conntrack.
         let mut t = FlowTable::<Busy>::new(8, u64::MAX);
         t.get_or_insert_tracked(&view(&get), 0, o);
         t.get_or_insert_tracked(&view(&fin_c), 1, o);
         t.get_or_insert_tracked(&view(&fin_s), 2, r);
-        let banner = tcp4([198, 51, 100, 1], 80, [192, 0, 2, 10], 40000, 1, b"hello\r\n");
+        let banner = tcp4(
+            [198, 51, 100, 1],
+            80,
+            [192, 0, 2, 10],
+            40000,
+            5_000_000,
+            b"hello\r\n",
+        );
         let f = t.get_or_insert_tracked(&view(&banner), 3, r);
         assert!(!f.is_closed());
         assert_eq!(f.orig_sport, 40000);
