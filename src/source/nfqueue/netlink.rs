@@ -10,8 +10,9 @@
 //!
 //! - **batched receive**: one `recvmmsg` returns up to [`BATCH`] queued
 //!   packets (the kernel sends one packet per datagram), each into its own
-//!   preallocated buffer that travels with the packet and comes back to a
-//!   pool with its verdict: no allocation per packet once warm;
+//!   buffer that travels with the packet and comes back to a pool with its
+//!   verdict; the buffers for a whole batch in flight are allocated when
+//!   the socket opens, so receiving does not allocate;
 //! - **batched verdicts**: a plain accept is only remembered
 //!   ([`NfqSocket::verdict`]); the run of accepts goes to the kernel as one
 //!   `NFQNL_MSG_VERDICT_BATCH` ("accept every packet up to this id") before
@@ -215,7 +216,13 @@ impl NfqSocket {
             slots: std::array::from_fn(|_| vec![0u8; BUF_LEN]),
             headers: Headers(MultiHeaders::preallocate(BATCH, None)),
             ready: VecDeque::with_capacity(BATCH),
-            pool: Vec::with_capacity(2 * BATCH),
+            // As many spare buffers as slots: enough for a whole batch in
+            // flight, so receiving never allocates after this.
+            pool: {
+                let mut pool = Vec::with_capacity(2 * BATCH);
+                pool.resize_with(BATCH, || vec![0u8; BUF_LEN]);
+                pool
+            },
             pending: None,
             out: Vec::with_capacity(64),
             seq: 0,
