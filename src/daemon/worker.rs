@@ -10,7 +10,9 @@
 //!   kernel);
 //! - verdicts leave in the order packets arrived on each queue (one worker
 //!   per queue, judged and answered in turn), which keeps the kernel's
-//!   queue walk short;
+//!   queue walk short; the NFQUEUE source batches runs of plain accepts
+//!   into one message and sends them before any other verdict and before
+//!   it waits ([`crate::source::nfqueue::netlink`]), so the order holds;
 //! - a connection's fate is handed to the kernel once: the settling packet
 //!   gets `NF_REPEAT` with appwall's mark bits ([`crate::kernel::marks`]);
 //!   the mangle chain saves that mark to conntrack and drops or returns, so
