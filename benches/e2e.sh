@@ -11,11 +11,17 @@
 # run --queues 2; appwall run with 100,000 listed hosts. Optional: kset1,
 # kset100k, kset1m (appwall's kernel rules with every host list in an ipset
 # of 1 / 100k / 1M entries and no queue: the kernel rule cost alone) and
-# hosts1m. The bulk host entries are 10.x addresses that only fill sets; no
+# hosts1m; with --baseline PATH, baseline and baseline-acceptall (appwall run,
+# and run --accept-all, with another appwall binary, e.g. the one before a
+# change, measured in the same run as the new one). The bulk host entries are 10.x addresses that only fill sets; no
 # packet is ever sent to them. Traffic: iperf3 TCP bulk; UDP datagrams of 64 payload
 # bytes from one thread as fast as it can send (benches/e2e/udp.rs),
 # counted where they arrive (server interface); wrk HTTP keep-alive against
-# nginx; wrk with "Connection: close" (one connection per request).
+# nginx; wrk with "Connection: close" (one connection per request); the
+# verdict ceiling ("ceiling": the listener is stopped by pid while one second
+# of 64-byte datagrams fills its queue, then resumed; verdicts per second
+# while it works off that backlog alone, nothing else running in the lab;
+# queue listeners then run with --queue-maxlen 300000 and a 512 MiB buffer).
 # Medians over --runs rounds, interleaved so that load from elsewhere
 # spreads over every scenario alike. Queued scenarios run fail-closed: in
 # fail-open mode the kernel accepts overflow uninspected and counts it
@@ -32,17 +38,22 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 usage: benches/e2e.sh [--quick] [--runs N] [--seconds S] [--scenarios LIST]
-                      [--traffic LIST] [--out DIR] [--appwall PATH] [--queues N]
-                      [--perf]
+                      [--traffic LIST] [--out DIR] [--appwall PATH] [--baseline PATH]
+                      [--queues N] [--perf]
 
   --quick           1 round of 3 s per cell (about 2 minutes)
   --runs N          rounds (default 3); each figure is the median of N runs
   --seconds S       seconds per run (default 4)
   --scenarios LIST  plain,ports,string,cqueue,cqueue-nogso,acceptall,appwall,nofast,
                     queues2,hosts100k (default); also kset1,kset100k,kset1m,hosts1m
-  --traffic LIST    tcp,udp,http,conn (default); also dl (HTTP keep-alive download)
+  --traffic LIST    tcp,udp,http,conn (default); also dl (HTTP keep-alive download),
+                    ceiling (verdict ceiling: backlog drained per second, queue
+                    listeners only)
   --out DIR         results directory (default target/e2e)
   --appwall PATH    appwall binary (default: cargo build --release, then a copy)
+  --baseline PATH   another appwall binary for the scenarios baseline (appwall run)
+                    and baseline-acceptall (run --accept-all), added to the list
+                    unless --scenarios names them; compare two builds in one run
   --queues N        appwall --queues (default 1)
   --perf            profile every cell system-wide (perf record -a) and split the
                     CPU time into stages (benches/e2e/perf-stages.sh): CPU per
@@ -56,6 +67,8 @@ SCENARIOS=plain,ports,string,cqueue,cqueue-nogso,acceptall,appwall,nofast,queues
 TRAFFIC=tcp,udp,http,conn
 OUT=
 APPWALL=
+BASELINE=
+SCENARIOS_SET=
 QUEUES=1
 PERF=
 while [ $# -gt 0 ]; do
@@ -63,10 +76,11 @@ while [ $# -gt 0 ]; do
         --quick) RUNS=1; SECS=3 ;;
         --runs) RUNS=$2; shift ;;
         --seconds) SECS=$2; shift ;;
-        --scenarios) SCENARIOS=$2; shift ;;
+        --scenarios) SCENARIOS=$2; SCENARIOS_SET=1; shift ;;
         --traffic) TRAFFIC=$2; shift ;;
         --out) OUT=$2; shift ;;
         --appwall) APPWALL=$2; shift ;;
+        --baseline) BASELINE=$2; shift ;;
         --queues) QUEUES=$2; shift ;;
         --perf) PERF=1 ;;
         -h|--help) usage; exit 0 ;;
@@ -78,6 +92,18 @@ case "$RUNS$SECS$QUEUES" in *[!0-9]*) echo "e2e: --runs, --seconds, --queues tak
 [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 20 ] && [ "$SECS" -ge 1 ] && [ "$SECS" -le 60 ] ||
     { echo "e2e: --runs 1..20, --seconds 1..60" >&2; exit 2; }
 
+CEIL_OPTS=() CEIL_C=()
+case ",$TRAFFIC," in
+    *,ceiling,*) CEIL_OPTS=(--queue-maxlen 300000 --rcvbuf 536870912); CEIL_C=(300000 536870912) ;;
+esac
+if [ -n "$BASELINE" ]; then
+    [ -x "$BASELINE" ] || { echo "e2e: --baseline $BASELINE is not an executable" >&2; exit 2; }
+    [ -n "$SCENARIOS_SET" ] || SCENARIOS=$SCENARIOS,baseline,baseline-acceptall
+fi
+case ",$SCENARIOS," in
+    *,baseline,*|*,baseline-acceptall,*)
+        [ -n "$BASELINE" ] || { echo "e2e: scenario baseline needs --baseline PATH" >&2; exit 2; } ;;
+esac
 [ "$(id -u)" = 0 ] || { echo "e2e: needs root (network namespaces, iptables, NFQUEUE)" >&2; exit 1; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/target/e2e}
@@ -108,6 +134,7 @@ NS_INO=        # gateway netns inode, for appwall's lock file
 stop_pid() {   # SIGTERM, wait up to 5 s, then SIGKILL; by pid only
     local p=$1 i
     kill -0 "$p" 2>/dev/null || return 0
+    kill -CONT "$p" 2>/dev/null || true   # stopped by the ceiling measurement
     kill -TERM "$p" 2>/dev/null || true
     for i in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
     kill -KILL "$p" 2>/dev/null || true
@@ -138,6 +165,10 @@ fi
 # Private copies: others may rebuild target/ while we measure.
 cp "$APPWALL" "$WORK/appwall"
 APPWALL=$WORK/appwall
+if [ -n "$BASELINE" ]; then
+    cp "$BASELINE" "$WORK/appwall-baseline"
+    BASELINE=$WORK/appwall-baseline
+fi
 # The UDP sender uses std only: rustc builds it directly.
 rustc --edition 2021 -O -o "$WORK/e2e_udp" "$ROOT/benches/e2e/udp.rs"
 cc -O2 -o "$WORK/e2e_nfq_accept" "$ROOT/benches/e2e/nfq_accept.c" -lnetfilter_queue
@@ -227,14 +258,17 @@ flush_rules() {
     inns "$NS_G" iptables -t filter -X
 }
 
-start_appwall() {   # [--hosts FILE] extra options...
-    local i hosts=$WORK/hosts t0
+start_appwall() {   # [--hosts FILE] extra options...; AWBIN: another binary
+    local i hosts=$WORK/hosts t0 bin=${AWBIN:-$APPWALL}
     if [ "${1:-}" = --hosts ]; then hosts=$2; shift 2; fi
     t0=$(date +%s.%N)
     # --queue-rate off: the traffic comes from one load generator address,
     # far above any per-source share; the bench measures the queue path.
-    ip netns exec "$NS_G" "$APPWALL" run --hosts "$hosts" --queues "$QUEUES" \
-        --fail-closed --queue-rate off --status-file "$WORK/status.json" --stats-interval 3600 "$@" \
+    # (Older binaries, run as --baseline, have no such limit or option.)
+    local qr=()
+    "$bin" run --help 2>/dev/null | grep -q -- --queue-rate && qr=(--queue-rate off)
+    ip netns exec "$NS_G" "$bin" run --hosts "$hosts" --queues "$QUEUES" \
+        --fail-closed "${qr[@]}" --status-file "$WORK/status.json" --stats-interval 3600 "${CEIL_OPTS[@]}" "$@" \
         >"$WORK/appwall.log" 2>&1 &
     AW_PID=$!
     for i in $(seq 300); do
@@ -285,7 +319,7 @@ setup() {
         cqueue|cqueue-nogso)
             "$APPWALL" rules --hosts "$WORK/hosts" --family ipv4 --fail-closed --queue-rate off |
                 inns "$NS_G" iptables-restore --noflush
-            ip netns exec "$NS_G" "$WORK/e2e_nfq_accept" 0 $([ "$1" = cqueue-nogso ] && echo nogso) >"$WORK/cqueue.log" 2>&1 &
+            ip netns exec "$NS_G" "$WORK/e2e_nfq_accept" 0 $([ "$1" = cqueue-nogso ] && echo nogso || echo gso) "${CEIL_C[@]}" >"$WORK/cqueue.log" 2>&1 &
             AW_PID=$!
             for i in $(seq 50); do
                 grep -q bound "$WORK/cqueue.log" && break
@@ -294,6 +328,8 @@ setup() {
             done ;;
         appwall) start_appwall ;;
         acceptall) start_appwall --accept-all ;;
+        baseline) AWBIN=$BASELINE start_appwall ;;
+        baseline-acceptall) AWBIN=$BASELINE start_appwall --accept-all ;;
         nofast) start_appwall --no-fast-path ;;
         queues2) QUEUES=2 start_appwall ;;
         hosts100k) gen_hosts 100000 "$WORK/hosts-100000"; start_appwall --hosts "$WORK/hosts-100000" ;;
@@ -348,6 +384,23 @@ retrans() {          # TCP segments retransmitted by the server and the client
         awk '/^Tcp:/{ if (!h) { for (i = 1; i <= NF; i++) if ($i == "RetransSegs") c = i; h = 1 } else { s += $c; h = 0 } } END{print s+0}'
 }
 
+# The verdict ceiling: the listener (by pid) stopped while one second of
+# datagrams fills its queue, then resumed; python in the gateway namespace
+# polls the queue's backlog every millisecond until it is worked off.
+PY_DRAIN='
+import os, signal, sys, time
+pid = int(sys.argv[1])
+def waiting():
+    with open("/proc/net/netfilter/nfnetlink_queue") as f:
+        return sum(int(l.split()[2]) for l in f if l.strip())
+n = waiting()
+t0 = time.monotonic()
+os.kill(pid, signal.SIGCONT)
+while waiting() > 0 and time.monotonic() - t0 < 30:
+    time.sleep(0.001)
+print(n, time.monotonic() - t0)
+'
+
 # Runs one traffic type; prints "value unit".
 traffic() {
     local t=$1 lim=$((SECS + 20)) j
@@ -378,6 +431,13 @@ traffic() {
             echo "$j" >>"$WORK/wrk.log"
             echo "$j" | awk '/^Transfer\/sec:/{v=$2; m=1; if (v ~ /GB$/) m=8; else if (v ~ /MB$/) m=8/1024; else if (v ~ /KB$/) m=8/1048576;
                 sub(/[KMG]?B$/, "", v); g=v*m} END{print (g==""?0:g), "Gbit/s"}' ;;
+        ceiling)
+            [ -n "$AW_PID" ] || { echo "0 kverdict/s"; return 0; }
+            kill -STOP "$AW_PID"
+            timeout -k 2 "$lim" ip netns exec "$NS_C" "$WORK/e2e_udp" 198.51.100.10:9 1 64 >>"$WORK/udp.log" || true
+            timeout -k 2 40 ip netns exec "$NS_G" python3 -c "$PY_DRAIN" "$AW_PID" |
+                awk '{ if ($2 > 0) print $1 / $2 / 1000, "kverdict/s"; else print 0, "kverdict/s" }'
+            kill -CONT "$AW_PID" 2>/dev/null || true ;;
         *) echo "e2e: unknown traffic $t" >&2; exit 2 ;;
     esac
 }
@@ -446,7 +506,7 @@ REPORT="${RAW%.tsv}.md"
     echo "# appwall e2e: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cpus, kernel $(uname -r)"
     echo
     echo "$RUNS round(s) x ${SECS} s per cell, interleaved, medians. Machine outside the lab, 1 s samples: before $LOAD_START; after $LOAD_END."
-    echo "Cells: median [ratio to plain] {ratio to acceptall}. TCP Gbit/s, UDP 64-byte kpkt/s received, HTTP req/s keep-alive, new connections/s."
+    echo "Cells: median [ratio to plain] {ratio to acceptall}. TCP Gbit/s, UDP 64-byte kpkt/s received, HTTP req/s keep-alive, new connections/s, verdicts/s working off a stopped listener's backlog."
     echo
     awk -F'\t' -v scen="$SCENARIOS" -v traf="$TRAFFIC" '
         function median(key,   n, i, j, a, tmp) {
@@ -458,6 +518,7 @@ REPORT="${RAW%.tsv}.md"
         function fmt(t, v) {
             if (t == "tcp" || t == "dl") return sprintf("%.2f", v)
             if (t == "udp") return sprintf("%.0fk", v/1000)
+            if (t == "ceiling") return sprintf("%.0fk", v)
             return sprintf("%.1fk", v/1000)
         }
         NR > 1 {
@@ -469,7 +530,7 @@ REPORT="${RAW%.tsv}.md"
         }
         END {
             ns = split(scen, S, ","); nt = split(traf, T, ",")
-            name["tcp"] = "TCP bulk Gbit/s"; name["udp"] = "UDP 64 B pkt/s"; name["http"] = "HTTP req/s"; name["conn"] = "new conn/s"; name["dl"] = "HTTP download Gbit/s"
+            name["tcp"] = "TCP bulk Gbit/s"; name["udp"] = "UDP 64 B pkt/s"; name["http"] = "HTTP req/s"; name["conn"] = "new conn/s"; name["dl"] = "HTTP download Gbit/s"; name["ceiling"] = "verdict ceiling /s"
             printf "| scenario |"; for (j = 1; j <= nt; j++) printf " %s |", name[T[j]]; print ""
             printf "|---|"; for (j = 1; j <= nt; j++) printf "---:|"; print ""
             for (i = 1; i <= ns; i++) {

@@ -150,7 +150,7 @@ pub struct KernelArgs {
     /// Answer blocked TCP connections with a reset so clients fail fast.
     #[arg(long)]
     pub reset: bool,
-    /// Also queue TCP segments without payload other than the opening SYN (by default the kernel skips them with xt_u32; use this on kernels without xt_u32).
+    /// Also queue TCP segments without payload (pure ACKs, SYNs, SYN-ACKs; by default the kernel skips them with xt_u32; use this on kernels without xt_u32).
     #[arg(long)]
     pub queue_empty_segments: bool,
     /// Host groups larger than this are matched through an ipset (hash:net).

@@ -16,6 +16,15 @@
 //! timed out) its key is remembered in a bounded set; if it comes back it is
 //! not a new connection: [`Flow::evicted_undecided`] is set and the user's
 //! [`FlowState::resume_undecided`] decides (the engine blocks it: fail closed).
+//!
+//! Who opened a connection: a capture has only the packets, so the first
+//! packet seen names the opener (normally the SYN). The live filter keeps
+//! bare SYNs in the kernel and learns each packet's direction from
+//! connection tracking instead ([`CtDir`]): a connection first seen in the
+//! reply direction (a server's banner) gets the conntrack original source
+//! as its opener, and a closed connection that sends again with payload
+//! that does not continue its own stream (port reuse, its SYN kept in the
+//! kernel) starts a new connection.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -83,6 +92,17 @@ pub enum Side {
     Reply = 1,
 }
 
+/// Which way a queued packet travels according to the kernel's connection
+/// tracking (the conntrack entry's original or reply direction): it stands
+/// in for the SYN that the kernel keeps to itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtDir {
+    /// From the connection's opener (conntrack `ORIGINAL`).
+    Original,
+    /// Towards the opener (conntrack `REPLY`).
+    Reply,
+}
+
 /// One connection: its identity and lifecycle, and the user's state `T`.
 #[derive(Debug, Clone)]
 pub struct Flow<T> {
@@ -108,6 +128,9 @@ pub struct Flow<T> {
     pub reset: bool,
     /// FIN seen, per [`Side`].
     pub fin: [bool; 2],
+    /// TCP: the sequence number after the last segment seen, per [`Side`]
+    /// (a closed connection's own stream continuing is not a new one).
+    pub seq_end: [Option<u32>; 2],
     /// A packet came back from the other side (the connection is two-way).
     pub replied: bool,
     /// This connection was dropped from the table mid-inspection (table
@@ -120,18 +143,32 @@ pub struct Flow<T> {
 impl<T: Default> Flow<T> {
     /// A new connection opened by packet `p`.
     pub fn new(id: u64, p: &PacketView<'_>, now: u64) -> Flow<T> {
+        Flow::tracked(id, p, now, None)
+    }
+
+    /// A new connection first seen with packet `p`: opened by `p`'s sender,
+    /// unless conntrack says `p` travels in the reply direction, then by its
+    /// receiver.
+    pub fn tracked(id: u64, p: &PacketView<'_>, now: u64, dir: Option<CtDir>) -> Flow<T> {
+        let reply = dir == Some(CtDir::Reply);
+        let ((src, sport), (dst, dport)) = if reply {
+            ((p.dst, p.dport), (p.src, p.sport))
+        } else {
+            ((p.src, p.sport), (p.dst, p.dport))
+        };
         Flow {
             id,
-            orig_src: p.src,
-            orig_sport: p.sport,
-            orig_dst: p.dst,
-            orig_dport: p.dport,
+            orig_src: src,
+            orig_sport: sport,
+            orig_dst: dst,
+            orig_dport: dport,
             proto: p.proto,
-            from_syn: p.tcp.is_some_and(|t| t.syn && !t.ack),
+            from_syn: !reply && p.tcp.is_some_and(|t| t.syn && !t.ack),
             packets: 0,
             last_seen: now,
             reset: false,
             fin: [false; 2],
+            seq_end: [None; 2],
             replied: false,
             evicted_undecided: false,
             state: T::default(),
@@ -306,20 +343,45 @@ impl<T: FlowState> FlowTable<T> {
     /// Also keeps the connection's lifecycle: FIN and RST flags are recorded
     /// here, before the engine sees the packet.
     pub fn get_or_insert(&mut self, p: &PacketView<'_>, now: u64) -> &mut Flow<T> {
+        self.get_or_insert_tracked(p, now, None)
+    }
+
+    /// [`FlowTable::get_or_insert`] with the direction conntrack reports for
+    /// `p` (the live filter, whose rules keep bare SYNs in the kernel): a
+    /// new connection first seen in the reply direction is opened by `p`'s
+    /// receiver, and a closed connection that sends again with payload (not
+    /// a FIN or RST) whose sequence number does not continue its own stream
+    /// is taken as a new one on the same ports, as a capture takes a fresh
+    /// SYN. With `dir` `None` this is exactly
+    /// [`FlowTable::get_or_insert`].
+    pub fn get_or_insert_tracked(
+        &mut self,
+        p: &PacketView<'_>,
+        now: u64,
+        dir: Option<CtDir>,
+    ) -> &mut Flow<T> {
         let key = FlowKey::of(p);
         let fresh_syn = p.tcp.is_some_and(|t| t.syn && !t.ack);
+        // Without the SYN: payload after both FINs (or a RST) belongs to the
+        // next connection on these ports, unless it continues the closed
+        // one's own stream (a forged RST or FIN must not restart the
+        // inspection mid-stream). A new connection's sequence numbers start
+        // anywhere (Linux reusing its own TIME_WAIT starts 64 KiB + 2 past
+        // the old end, just outside the window below).
+        let data = dir.is_some() && !p.payload.is_empty() && p.tcp.is_some_and(|t| !t.fin && !t.rst);
         let idx = match self.index.get(&key) {
             Some(&i) => {
                 let s = &self.slots[i as usize].flow;
+                let fresh = fresh_syn || (data && !Self::continues(s, p));
                 let stale = now.saturating_sub(s.last_seen) > self.timeout_of(s);
-                if stale || (fresh_syn && s.is_closed()) {
+                if stale || (fresh && s.is_closed()) {
                     // Port reuse or a stale entry: a new connection instance.
                     let resumed = stale && !fresh_syn && Self::is_undecided(s);
                     if stale && Self::is_undecided(s) {
                         self.stats.dropped_undecided += 1;
                     }
                     let id = self.take_id();
-                    self.slots[i as usize].flow = Flow::new(id, p, now);
+                    self.slots[i as usize].flow = Flow::tracked(id, p, now, dir);
                     if resumed {
                         self.resume(i);
                     }
@@ -338,7 +400,7 @@ impl<T: FlowState> FlowTable<T> {
                 let id = self.take_id();
                 let slot = Slot {
                     key,
-                    flow: Flow::new(id, p, now),
+                    flow: Flow::tracked(id, p, now, dir),
                     prev: NIL,
                     next: NIL,
                     list: NEW_LIST,
@@ -371,6 +433,21 @@ impl<T: FlowState> FlowTable<T> {
         if let Some(t) = p.tcp {
             s.reset |= t.rst;
             s.fin[side] |= t.fin;
+            let len = u32::try_from(p.payload.len()).unwrap_or(u32::MAX);
+            let end = t
+                .seq
+                .wrapping_add(len)
+                .wrapping_add(u32::from(t.syn) + u32::from(t.fin));
+            // The furthest end (wrapping order): retransmissions do not move
+            // it back, and neither a RST nor a jump of more than 16 MiB (a
+            // forged segment the receiver would discard) moves it on.
+            let ahead = s.seq_end[side].is_none_or(|old| {
+                let d = end.wrapping_sub(old).cast_signed();
+                d > 0 && d <= 1 << 24
+            });
+            if ahead && !t.rst {
+                s.seq_end[side] = Some(end);
+            }
         }
         let list = Self::list_of(s);
         self.push_front(idx, list);
@@ -397,6 +474,17 @@ impl<T: FlowState> FlowTable<T> {
     pub fn for_each(&self, mut f: impl FnMut(&Flow<T>)) {
         for &i in self.index.values() {
             f(&self.slots[i as usize].flow);
+        }
+    }
+
+    /// True when TCP packet `p` continues `f`'s stream on its side: its
+    /// sequence number within 64 KiB of where that side's last segment ended.
+    fn continues(f: &Flow<T>, p: &PacketView<'_>) -> bool {
+        const WINDOW: u32 = 1 << 16;
+        let side = f.side_of(p) as usize;
+        match (p.tcp, f.seq_end[side]) {
+            (Some(t), Some(end)) => t.seq.wrapping_sub(end).cast_signed().unsigned_abs() <= WINDOW,
+            _ => false,
         }
     }
 
@@ -699,6 +787,113 @@ mod tests {
         assert!(!f.evicted_undecided);
         assert_eq!(t.stats().dropped_undecided, 0);
         assert!(t.stats().evicted_full >= 190);
+    }
+
+    #[test]
+    fn conntrack_direction_names_the_opener_without_the_syn() {
+        let mut t = FlowTable::<Busy>::new(8, u64::MAX);
+        // A server's banner is the first packet seen: the client opened it.
+        let banner = tcp4([198, 51, 100, 1], 25, [192, 0, 2, 10], 40000, 1, b"220 mail\r\n");
+        let f = t.get_or_insert_tracked(&view(&banner), 0, Some(CtDir::Reply));
+        assert_eq!(
+            (f.orig_src, f.orig_sport, f.orig_dport),
+            ("192.0.2.10".parse().unwrap(), 40000, 25)
+        );
+        assert_eq!(f.side_of(&view(&banner)), Side::Reply);
+        assert!(!f.from_syn && f.replied);
+        let helo = tcp4([192, 0, 2, 10], 40000, [198, 51, 100, 1], 25, 1, b"HELO x\r\n");
+        let id = f.id;
+        let f = t.get_or_insert_tracked(&view(&helo), 1, Some(CtDir::Original));
+        assert_eq!((f.id, f.side_of(&view(&helo))), (id, Side::Orig));
+        // Without conntrack (a capture) the first packet seen opens it.
+        let mut t = FlowTable::<Busy>::new(8, u64::MAX);
+        let f = t.get_or_insert(&view(&banner), 0);
+        assert_eq!((f.orig_sport, f.orig_dport), (25, 40000));
+    }
+
+    #[test]
+    fn payload_on_a_closed_connection_is_the_next_one_on_its_ports() {
+        let o = Some(CtDir::Original);
+        let r = Some(CtDir::Reply);
+        let get = tcp4(
+            [192, 0, 2, 10],
+            40000,
+            [198, 51, 100, 1],
+            80,
+            1,
+            b"GET / HTTP/1.0\r\n\r\n",
+        );
+        let mut fin_c = tcp4([192, 0, 2, 10], 40000, [198, 51, 100, 1], 80, 20, b"");
+        fin_c[33] |= 0x01;
+        let mut fin_s = tcp4([198, 51, 100, 1], 80, [192, 0, 2, 10], 40000, 9, b"");
+        fin_s[33] |= 0x01;
+        for (dir, new) in [(o, true), (None, false)] {
+            let mut t = FlowTable::<Busy>::new(8, u64::MAX);
+            let id = t.get_or_insert_tracked(&view(&get), 0, dir).id;
+            // Payload on an open connection: the same one.
+            assert_eq!(t.get_or_insert_tracked(&view(&get), 1, dir).id, id);
+            t.get_or_insert_tracked(&view(&fin_c), 2, dir);
+            let f = t.get_or_insert_tracked(&view(&fin_s), 3, dir.map(|_| CtDir::Reply));
+            assert!(f.is_closed());
+            // A late FIN is still the old connection.
+            assert_eq!(t.get_or_insert_tracked(&view(&fin_c), 4, dir).id, id);
+            // Same ports again, the SYN kept in the kernel: payload with
+            // sequence numbers of its own tells (a capture without the SYN
+            // cannot tell).
+            let again = tcp4(
+                [192, 0, 2, 10],
+                40000,
+                [198, 51, 100, 1],
+                80,
+                3_000_000,
+                b"GET / HTTP/1.0\r\n\r\n",
+            );
+            let f = t.get_or_insert_tracked(&view(&again), 5, dir);
+            assert_eq!(f.id != id, new, "{dir:?}");
+            assert_eq!(f.is_closed(), !new);
+            assert!(!f.evicted_undecided);
+        }
+        // A forged RST, then the same stream going on: not a new connection.
+        let mut t = FlowTable::<Busy>::new(8, u64::MAX);
+        let id = t.get_or_insert_tracked(&view(&get), 0, o).id;
+        let mut rst = tcp4([192, 0, 2, 10], 40000, [198, 51, 100, 1], 80, 900_000, b"");
+        rst[33] |= 0x04;
+        assert!(t.get_or_insert_tracked(&view(&rst), 1, o).is_closed());
+        let next = tcp4(
+            [192, 0, 2, 10],
+            40000,
+            [198, 51, 100, 1],
+            80,
+            19,
+            b"more of the request",
+        );
+        assert_eq!(t.get_or_insert_tracked(&view(&next), 2, o).id, id);
+        // Linux reusing its TIME_WAIT tuple starts 64 KiB + 2 past the old end.
+        let reused = tcp4(
+            [192, 0, 2, 10],
+            40000,
+            [198, 51, 100, 1],
+            80,
+            38 + 65_538,
+            b"GET / HTTP/1.0\r\n\r\n",
+        );
+        assert_ne!(t.get_or_insert_tracked(&view(&reused), 3, o).id, id);
+        // A server-first reuse: the banner opens it, oriented by conntrack.
+        let mut t = FlowTable::<Busy>::new(8, u64::MAX);
+        t.get_or_insert_tracked(&view(&get), 0, o);
+        t.get_or_insert_tracked(&view(&fin_c), 1, o);
+        t.get_or_insert_tracked(&view(&fin_s), 2, r);
+        let banner = tcp4(
+            [198, 51, 100, 1],
+            80,
+            [192, 0, 2, 10],
+            40000,
+            5_000_000,
+            b"hello\r\n",
+        );
+        let f = t.get_or_insert_tracked(&view(&banner), 3, r);
+        assert!(!f.is_closed());
+        assert_eq!(f.orig_sport, 40000);
     }
 
     #[test]

@@ -2,8 +2,10 @@
  * what the kernel queue allows with one receive and one verdict per packet
  * (libnetfilter_queue, same queue settings as appwall: GSO, copy 64 KiB,
  * max length 4096, 8 MiB receive buffer, fail-closed). Runs until SIGTERM.
- * Usage: e2e_nfq_accept QUEUE [nogso]; "nogso" leaves the GSO flag off, so
- * the kernel segments every GSO packet before queueing it (the cost GSO saves).
+ * Usage: e2e_nfq_accept QUEUE [gso|nogso [MAXLEN RCVBUF]]; "nogso" leaves the GSO
+ * flag off, so the kernel segments every GSO packet before queueing it (the
+ * cost GSO saves); MAXLEN and RCVBUF replace 4096 and 8 MiB (the verdict
+ * ceiling measurement queues a large backlog).
  * Build: cc -O2 -o e2e_nfq_accept e2e_nfq_accept.c -lnetfilter_queue */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -36,11 +38,11 @@ int main(int argc, char **argv) {
     struct nfq_q_handle *qh = nfq_create_queue(h, qnum, cb, NULL);
     if (!qh) { perror("nfq_create_queue"); return 1; }
     if (nfq_set_mode(qh, NFQNL_COPY_PACKET, 0xffff) < 0) { perror("mode"); return 1; }
-    nfq_set_queue_maxlen(qh, 4096);
+    nfq_set_queue_maxlen(qh, argc > 3 ? (unsigned)atoi(argv[3]) : 4096);
     int gso = !(argc > 2 && strcmp(argv[2], "nogso") == 0);
     nfq_set_queue_flags(qh, NFQA_CFG_F_GSO, gso ? NFQA_CFG_F_GSO : 0);
     int fd = nfq_fd(h);
-    int rcv = 8 << 20;
+    int rcv = argc > 4 ? atoi(argv[4]) : 8 << 20;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof rcv);
     struct timeval tv = {0, 200000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);

@@ -18,7 +18,7 @@
 #   u-parse      listener userspace: packet parsing and decapsulation
 #   u-table      listener userspace: the connection table
 #   u-judge      listener userspace: the verdict engine
-#   u-queue      listener userspace: netlink message handling (nfq crate)
+#   u-queue      listener userspace: netlink message handling (source::nfqueue)
 #   u-other      listener userspace: the worker loop, allocation, libc
 #   lab          the lab's client, server and forwarding: wrk, nginx, iperf3,
 #                the UDP sender, softirq threads and softirqs run from idle
@@ -51,7 +51,7 @@ awk -v freq="$freq" -v lc="$comm" '
             if (sym ~ /appwall::engine|aho_corasick|memchr|regex/) s = "u-judge"
             else if (sym ~ /appwall::flow|hashbrown|foldhash/) s = "u-table"
             else if (sym ~ /appwall::packet|appwall::decap|etherparse/) s = "u-parse"
-            else if (sym ~ /nfq::|appwall::source::nfqueue/) s = "u-queue"
+            else if (sym ~ /appwall::source::nfqueue/) s = "u-queue"
             else s = "u-other"
         }
         t[s] += n

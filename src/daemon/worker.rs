@@ -6,11 +6,13 @@
 //! - every packet received gets exactly one verdict, on every path: a
 //!   packet that cannot be parsed is accepted, a judging panic is caught and
 //!   answered with the fail-mode verdict, and a verdict the kernel refuses is
-//!   counted (an nfq `Message` dropped without a verdict would stay stuck in
-//!   the kernel);
+//!   counted (a packet dropped without a verdict would stay stuck in the
+//!   kernel);
 //! - verdicts leave in the order packets arrived on each queue (one worker
 //!   per queue, judged and answered in turn), which keeps the kernel's
-//!   queue walk short;
+//!   queue walk short; the NFQUEUE source batches runs of plain accepts
+//!   into one message and sends them before any other verdict and before
+//!   it waits ([`crate::source::nfqueue::netlink`]), so the order holds;
 //! - a connection's fate is handed to the kernel once: the settling packet
 //!   gets `NF_REPEAT` with appwall's mark bits ([`crate::kernel::marks`]);
 //!   the mangle chain saves that mark to conntrack and drops or returns, so
@@ -38,7 +40,7 @@ use crate::engine::{Engine, FlowMark, Reason, Verdict};
 use crate::kernel::marks::MarkBits;
 use crate::log::{Level, log};
 use crate::packet::LinkType;
-use crate::source::{PacketSource, QueueError, QueueVerdict, Received, Tracker};
+use crate::source::{CtDir, PacketSource, QueueError, QueueVerdict, Received, Tracker};
 
 /// The engine in force, swapped whole on reload.
 pub type EngineHandle = Arc<ArcSwap<Engine>>;
@@ -130,9 +132,18 @@ impl<S: PacketSource> Worker<S> {
 
     /// Judges one packet's bytes. Never fails: unparsable bytes are accepted.
     pub fn decide(&mut self, bytes: &[u8], mark: u32) -> QueueVerdict {
+        self.decide_tracked(bytes, mark, None)
+    }
+
+    /// [`Worker::decide`] with the packet's conntrack direction, which
+    /// names the opener of a connection whose SYN stayed in the kernel.
+    pub fn decide_tracked(&mut self, bytes: &[u8], mark: u32, dir: Option<CtDir>) -> QueueVerdict {
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let engine = self.engine.load();
-        let Ok(j) = self.tracker.judge(engine, LinkType::RawIp, bytes, now) else {
+        let Ok(j) = self
+            .tracker
+            .judge_tracked(engine, LinkType::RawIp, bytes, now, dir)
+        else {
             self.stats
                 .count(bytes.len(), Verdict::Accept, &Reason::Unparsable);
             return QueueVerdict::Accept;
@@ -230,7 +241,14 @@ impl<S: PacketSource> Worker<S> {
             return;
         }
         let mark = S::mark(&p);
-        let v = match catch_unwind(AssertUnwindSafe(|| self.decide(bytes, mark))) {
+        // The rules mark reply-direction packets (kernel/marks.rs): the
+        // opener of a connection whose SYN stayed in the kernel.
+        let dir = if self.cfg.marks.is_queued_reply(mark) {
+            CtDir::Reply
+        } else {
+            CtDir::Original
+        };
+        let v = match catch_unwind(AssertUnwindSafe(|| self.decide_tracked(bytes, mark, Some(dir)))) {
             Ok(v) => v,
             Err(_) => {
                 // The table may be half-updated: start afresh, answer the packet.
@@ -271,6 +289,9 @@ impl<S: PacketSource> Worker<S> {
                     self.handle(p);
                 }
                 Ok(Received::Idle) => failures = 0,
+                Ok(Received::Malformed) => bump(&self.stats.recv_errors),
+                // The kernel refused a verdict: counted, not a receive failure.
+                Err(QueueError::Verdict { .. }) => bump(&self.stats.verdict_errors),
                 Ok(Received::Overrun) => {
                     bump(&self.stats.overruns);
                     let n = self.stats.overruns.load(Relaxed);
@@ -307,6 +328,8 @@ impl<S: PacketSource> Worker<S> {
             match self.source.recv() {
                 Ok(Received::Packet(p)) => self.handle(p),
                 Ok(Received::Overrun) => bump(&self.stats.overruns),
+                Ok(Received::Malformed) => bump(&self.stats.recv_errors),
+                Err(QueueError::Verdict { .. }) => bump(&self.stats.verdict_errors),
                 Ok(Received::Idle) | Err(_) => break,
             }
         }
@@ -491,6 +514,40 @@ mod tests {
         // Garbage is accepted and counted.
         assert_eq!(w.decide(b"\x45garbage", 0), QueueVerdict::Accept);
         assert_eq!(w.stats().outcomes[0][6].load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_connection_first_seen_in_the_reply_direction_is_judged_by_its_opener() {
+        // The SYN stayed in the kernel; the server speaks first. CtDir
+        // says the packet is a reply, so the opener's port (1863) applies.
+        let m = MarkBits::default();
+        let mut w = worker(Mock::default(), engine("192.0.2.10 msn\n"), None);
+        let banner = tcp4(S, 1863, C, 40100, 1, b"hello\r\n");
+        assert_eq!(
+            w.decide_tracked(&banner, 0, Some(CtDir::Reply)),
+            QueueVerdict::Repeat(m.blocked)
+        );
+        // Through the queue: the rules' direction mark says the same.
+        let mut mock = Mock::default();
+        mock.input
+            .push_back((tcp4(S, 1863, C, 40102, 1, b"hello\r\n"), m.queued_reply | 0x1));
+        let mut w = worker(mock, engine("192.0.2.10 msn\n"), None);
+        w.drain();
+        assert_eq!(w.source().verdicts, vec![QueueVerdict::Drop], "drained: no marks");
+        let mut mock = Mock::default();
+        mock.input
+            .push_back((tcp4(S, 1863, C, 40103, 1, b"hello\r\n"), m.queued_reply | 0x1));
+        let mut w = worker(mock, engine("192.0.2.10 msn\n"), None);
+        while let Ok(Received::Packet(p)) = w.source.recv() {
+            w.handle(p);
+        }
+        assert_eq!(w.source().verdicts, vec![QueueVerdict::Repeat(m.blocked | 0x1)]);
+        // Without conntrack the sender would count as the opener.
+        let mut w = worker(Mock::default(), engine("192.0.2.10 msn\n"), None);
+        assert_eq!(
+            w.decide(&tcp4(S, 1863, C, 40101, 1, b"hello\r\n"), 0),
+            QueueVerdict::Accept
+        );
     }
 
     #[test]

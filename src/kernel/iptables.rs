@@ -25,9 +25,11 @@
 //!    listed host opening a connection into its apps' `addresses`
 //!    ([`super::addresses`]);
 //! 5. both directions of listed hosts' TCP/UDP go to `APPWALL_INSPECT`,
-//!    which keeps pure ACKs and SYN-ACKs in the kernel, drops a source's
-//!    packets above its `--queue-rate` ([`super::queue_rate`]), and queues
-//!    the rest to userspace, spread per connection over the queues.
+//!    which keeps TCP segments without payload, FIN or RST in the kernel
+//!    (pure ACKs, SYNs, SYN-ACKs), drops a source's packets above its
+//!    `--queue-rate` ([`super::queue_rate`]), marks reply-direction packets
+//!    for the worker ([`MarkBits::queued_reply`]) and queues the rest to
+//!    userspace, spread per connection over the queues.
 //!
 //! Order guarantee: no FIN or RST of a connection overtakes its data
 //! waiting in the queue, before or after the decision. What may still
@@ -123,10 +125,11 @@ pub struct KernelRuleOptions {
     /// Emit the jumps from built-in chains (an installer that already has
     /// them leaves them out).
     pub jumps: bool,
-    /// Queue TCP segments that carry no payload and no SYN too (pure ACKs,
-    /// bare FINs and RSTs). Off by default: the engine learns nothing from
-    /// them, and skipping them (xt_u32) halves the verdicts of a short
-    /// connection. On for kernels without xt_u32.
+    /// Queue TCP segments that carry no payload, FIN or RST too (pure ACKs,
+    /// SYNs, SYN-ACKs). Off by default: the engine learns nothing from them
+    /// (the opener comes from the conntrack direction), and skipping them
+    /// (xt_u32) halves the verdicts of a short connection. On for kernels
+    /// without xt_u32.
     pub queue_empty_segments: bool,
     /// Per-source limit on packets sent to the queue (xt_hashlimit);
     /// above it packets are dropped in the kernel, never passed uninspected.
@@ -319,18 +322,22 @@ fn multiport_lists(ports: &[PortSpec], proto: Proto) -> Vec<String> {
 }
 
 /// Rules that keep segments which carry nothing to inspect and cannot
-/// overtake anything in the kernel: pure ACKs and SYN-ACKs without payload
-/// (`FIN,RST,ACK ACK`: ACK set, FIN and RST clear, SYN either way).
+/// overtake anything in the kernel: TCP segments without payload, FIN and
+/// RST clear (`FIN,RST NONE`): pure ACKs, SYN-ACKs and bare SYNs.
 ///
 /// A FIN or RST must never overtake its connection's data still waiting in
 /// the queue: the peer would see the end before the data (a FIN parked out
 /// of order and answered with duplicate ACKs and retransmissions; a RST
 /// tears the socket down and the waiting data is lost). So FINs and RSTs are
-/// queued behind the data, like the opening SYN. A pure ACK that overtakes
-/// data of its own direction is harmless: the receiver takes the
-/// acknowledgment, and a zero-length segment ahead of `rcv_nxt` is neither
-/// queued nor answered (RFC 9293 3.10.7.4; Linux does not echo its
-/// timestamp either). A SYN-ACK precedes any data of its direction.
+/// queued behind the data. A pure ACK that overtakes data of its own
+/// direction is harmless: the receiver takes the acknowledgment, and a
+/// zero-length segment ahead of `rcv_nxt` is neither queued nor answered
+/// (RFC 9293 3.10.7.4; Linux does not echo its timestamp either). A SYN or
+/// SYN-ACK precedes any data of its direction. The bare SYN used to be
+/// queued only so the engine learned who opened the connection; the queue
+/// now reports each packet's conntrack direction instead
+/// ([`crate::flow::Conntrack`]), which saves one verdict per connection. A
+/// SYN carrying data (TCP Fast Open) fails the length test and is queued.
 ///
 /// u32 cannot subtract, so one rule per TCP header length (20 to 44 bytes:
 /// none, timestamps, SACK); other shapes (IP options, IPv6 extension
@@ -342,7 +349,7 @@ fn empty_segment_skips(family: Family) -> Vec<String> {
                 Family::V4 => format!("0>>24=0x45 && 0&0xFFFF={} && 32>>28={doff}", 20 + 4 * doff),
                 Family::V6 => format!("4>>8&0xFF=6 && 4>>16={} && 52>>28={doff}", 4 * doff),
             };
-            format!("-p tcp --tcp-flags FIN,RST,ACK ACK -m u32 --u32 \"{u32}\" -j RETURN")
+            format!("-p tcp --tcp-flags FIN,RST NONE -m u32 --u32 \"{u32}\" -j RETURN")
         })
         .collect()
 }
@@ -546,6 +553,15 @@ fn plan(policy: &Policy, inspected: AppSet, family: Family, opts: &KernelRuleOpt
         for rule in queue_rate::rules(family == Family::V6, opts.queue_rate) {
             p.mangle.push((CHAIN_INSPECT.to_string(), rule));
         }
+        // The direction, for the worker: bare SYNs stay in the kernel, so
+        // the first packet queued may be the server's (see `marks.rs`).
+        p.mangle.push((
+            CHAIN_INSPECT.to_string(),
+            format!(
+                "-m conntrack --ctdir REPLY -j MARK --set-xmark 0x{:x}/0x{:x}",
+                m.queued_reply, m.mask
+            ),
+        ));
         for rule in queue_rules(family, opts) {
             p.mangle.push((CHAIN_INSPECT.to_string(), rule));
         }
@@ -816,12 +832,13 @@ mod tests {
             let skips = empty_segment_skips(fam);
             assert_eq!(skips.len(), 7);
             for r in &skips {
-                // ACK set, FIN and RST clear: a FIN or RST never matches.
-                assert!(r.contains("--tcp-flags FIN,RST,ACK ACK "), "{r}");
+                // FIN and RST clear: a FIN or RST never matches; SYNs and
+                // ACKs without payload do.
+                assert!(r.contains("--tcp-flags FIN,RST NONE "), "{r}");
             }
         }
         let with = restore_input(&policy("192.0.2.10 msn\n"), !0, Family::V4, &opts());
-        assert!(with.contains("-j RETURN") && with.contains("FIN,RST,ACK ACK"));
+        assert!(with.contains("-j RETURN") && with.contains("FIN,RST NONE"));
         let o = KernelRuleOptions {
             queue_empty_segments: true,
             ..opts()

@@ -14,6 +14,15 @@
 //! [`MarkBits::mask`] are ever read or
 //! written, so marks set by other tools on the same box survive. Every
 //! kernel backend and the worker take their bits from this one type.
+//!
+//! One more value travels the other way, on the packet only: the rules
+//! give a packet queued in conntrack's reply direction the nfmark value
+//! [`MarkBits::queued_reply`] under the same mask, so the worker knows
+//! which side opened a connection whose SYN stayed in the kernel (this
+//! kernel's NFQUEUE cannot attach conntrack information itself:
+//! `CONFIG_NETFILTER_NETLINK_GLUE_CT` is often off). The value is never
+//! saved to a connection: no rule matches it, and a decision's mark
+//! replaces it.
 
 /// Connection-mark bits appwall owns (only these bits are read or written).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +34,10 @@ pub struct MarkBits {
     /// Mark of a connection whose reply direction is clean (originator
     /// payload still queued).
     pub reply_clean: u32,
+    /// Packet mark (never a connection mark) of a packet queued in the
+    /// reply direction: a value under [`MarkBits::mask`] that no decision
+    /// uses.
+    pub queued_reply: u32,
     /// Mask covering all three.
     pub mask: u32,
 }
@@ -35,6 +48,7 @@ impl Default for MarkBits {
             blocked: 0x0010_0000,
             clean: 0x0020_0000,
             reply_clean: 0x0040_0000,
+            queued_reply: 0x0030_0000,
             mask: 0x0070_0000,
         }
     }
@@ -50,6 +64,12 @@ impl MarkBits {
     /// The nfmark that hands a connection to the kernel as clean.
     pub fn clean_mark(&self, current: u32) -> u32 {
         (current & !self.mask) | self.clean
+    }
+
+    /// True when a queued packet's nfmark says it travels in conntrack's
+    /// reply direction (towards the connection's opener).
+    pub fn is_queued_reply(&self, mark: u32) -> bool {
+        mark & self.mask == self.queued_reply
     }
 
     /// The nfmark that hands a connection's reply direction to the kernel.
@@ -77,5 +97,13 @@ mod tests {
             "the marks are distinct bits"
         );
         assert_eq!(m.blocked | m.clean | m.reply_clean, m.mask);
+        // The direction value is none of the decisions, and a decision replaces it.
+        for d in [m.blocked, m.clean, m.reply_clean, 0] {
+            assert_ne!(m.queued_reply, d);
+        }
+        assert_eq!(m.queued_reply & !m.mask, 0);
+        assert!(m.is_queued_reply(foreign | m.queued_reply));
+        assert!(!m.is_queued_reply(m.clean_mark(foreign | m.queued_reply)));
+        assert_eq!(m.clean_mark(m.queued_reply), m.clean);
     }
 }

@@ -14,6 +14,8 @@ mod tracker;
 
 use std::io;
 
+pub use crate::flow::CtDir;
+
 pub use tracker::{Judged, Tracker};
 
 /// What the worker tells the kernel about one packet.
@@ -38,6 +40,8 @@ pub enum Received<P> {
     /// The socket buffer overflowed (ENOBUFS): packets were lost before
     /// reaching userspace; keep going.
     Overrun,
+    /// A message from the kernel could not be read and was skipped; keep going.
+    Malformed,
 }
 
 /// Where queued packets come from and where their verdicts go.

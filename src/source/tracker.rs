@@ -6,7 +6,7 @@
 //! exactly what the live filter does with the same bytes.
 
 use crate::engine::{ConnState, Connection, Decision, Engine};
-use crate::flow::FlowTable;
+use crate::flow::{CtDir, FlowTable};
 use crate::packet::{LinkType, NotParsable, PacketView};
 
 /// A connection table and the step that feeds it.
@@ -49,6 +49,32 @@ impl Tracker {
         let p = PacketView::from_link(link, bytes)?;
         let conn = self.table.get_or_insert(&p, now_ns);
         Ok((p, conn))
+    }
+
+    /// [`Tracker::judge`] for a packet whose direction the kernel's
+    /// connection tracking reports (the live filter, which keeps bare SYNs
+    /// in the kernel): a connection first seen in the reply direction is
+    /// opened by the packet's receiver
+    /// ([`crate::flow::FlowTable::get_or_insert_tracked`]). With `dir`
+    /// `None` this is exactly [`Tracker::judge`] (the first packet seen
+    /// names the opener).
+    #[inline]
+    pub fn judge_tracked<'p>(
+        &mut self,
+        engine: &Engine,
+        link: LinkType,
+        bytes: &'p [u8],
+        now_ns: u64,
+        dir: Option<CtDir>,
+    ) -> Result<Judged<'_, 'p>, NotParsable> {
+        let packet = PacketView::from_link(link, bytes)?;
+        let conn = self.table.get_or_insert_tracked(&packet, now_ns, dir);
+        let decision = engine.judge(&packet, conn);
+        Ok(Judged {
+            packet,
+            conn,
+            decision,
+        })
     }
 
     /// Parses, tracks and judges one packet. Bytes that give no TCP/UDP

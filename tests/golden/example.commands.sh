@@ -32,15 +32,16 @@ iptables -t mangle -A APPWALL -s 198.51.100.7/32 -j APPWALL_INSPECT
 iptables -t mangle -A APPWALL -d 192.0.2.10/32 -j APPWALL_INSPECT
 iptables -t mangle -A APPWALL -d 192.0.2.32/28 -j APPWALL_INSPECT
 iptables -t mangle -A APPWALL -d 198.51.100.7/32 -j APPWALL_INSPECT
-iptables -t mangle -A APPWALL_INSPECT -p tcp --tcp-flags FIN,RST,ACK ACK -m u32 --u32 "0>>24=0x45 && 0&0xFFFF=40 && 32>>28=5" -j RETURN
-iptables -t mangle -A APPWALL_INSPECT -p tcp --tcp-flags FIN,RST,ACK ACK -m u32 --u32 "0>>24=0x45 && 0&0xFFFF=44 && 32>>28=6" -j RETURN
-iptables -t mangle -A APPWALL_INSPECT -p tcp --tcp-flags FIN,RST,ACK ACK -m u32 --u32 "0>>24=0x45 && 0&0xFFFF=48 && 32>>28=7" -j RETURN
-iptables -t mangle -A APPWALL_INSPECT -p tcp --tcp-flags FIN,RST,ACK ACK -m u32 --u32 "0>>24=0x45 && 0&0xFFFF=52 && 32>>28=8" -j RETURN
-iptables -t mangle -A APPWALL_INSPECT -p tcp --tcp-flags FIN,RST,ACK ACK -m u32 --u32 "0>>24=0x45 && 0&0xFFFF=56 && 32>>28=9" -j RETURN
-iptables -t mangle -A APPWALL_INSPECT -p tcp --tcp-flags FIN,RST,ACK ACK -m u32 --u32 "0>>24=0x45 && 0&0xFFFF=60 && 32>>28=10" -j RETURN
-iptables -t mangle -A APPWALL_INSPECT -p tcp --tcp-flags FIN,RST,ACK ACK -m u32 --u32 "0>>24=0x45 && 0&0xFFFF=64 && 32>>28=11" -j RETURN
+iptables -t mangle -A APPWALL_INSPECT -p tcp --tcp-flags FIN,RST NONE -m u32 --u32 "0>>24=0x45 && 0&0xFFFF=40 && 32>>28=5" -j RETURN
+iptables -t mangle -A APPWALL_INSPECT -p tcp --tcp-flags FIN,RST NONE -m u32 --u32 "0>>24=0x45 && 0&0xFFFF=44 && 32>>28=6" -j RETURN
+iptables -t mangle -A APPWALL_INSPECT -p tcp --tcp-flags FIN,RST NONE -m u32 --u32 "0>>24=0x45 && 0&0xFFFF=48 && 32>>28=7" -j RETURN
+iptables -t mangle -A APPWALL_INSPECT -p tcp --tcp-flags FIN,RST NONE -m u32 --u32 "0>>24=0x45 && 0&0xFFFF=52 && 32>>28=8" -j RETURN
+iptables -t mangle -A APPWALL_INSPECT -p tcp --tcp-flags FIN,RST NONE -m u32 --u32 "0>>24=0x45 && 0&0xFFFF=56 && 32>>28=9" -j RETURN
+iptables -t mangle -A APPWALL_INSPECT -p tcp --tcp-flags FIN,RST NONE -m u32 --u32 "0>>24=0x45 && 0&0xFFFF=60 && 32>>28=10" -j RETURN
+iptables -t mangle -A APPWALL_INSPECT -p tcp --tcp-flags FIN,RST NONE -m u32 --u32 "0>>24=0x45 && 0&0xFFFF=64 && 32>>28=11" -j RETURN
 iptables -t mangle -A APPWALL_INSPECT -p tcp -m hashlimit --hashlimit-above 10000/sec --hashlimit-burst 2000 --hashlimit-mode srcip --hashlimit-name appwall4 --hashlimit-htable-size 16384 --hashlimit-htable-max 131072 --hashlimit-htable-expire 2000 -m comment --comment "appwall queue-rate" -j DROP
 iptables -t mangle -A APPWALL_INSPECT -p udp -m hashlimit --hashlimit-above 10000/sec --hashlimit-burst 2000 --hashlimit-mode srcip --hashlimit-name appwall4 --hashlimit-htable-size 16384 --hashlimit-htable-max 131072 --hashlimit-htable-expire 2000 -m comment --comment "appwall queue-rate" -j DROP
+iptables -t mangle -A APPWALL_INSPECT -m conntrack --ctdir REPLY -j MARK --set-xmark 0x300000/0x700000
 iptables -t mangle -A APPWALL_INSPECT -p tcp -j NFQUEUE --queue-num 0 --queue-bypass
 iptables -t mangle -A APPWALL_INSPECT -p udp -j NFQUEUE --queue-num 0 --queue-bypass
 iptables -t mangle -I PREROUTING 1 -j APPWALL

@@ -202,7 +202,10 @@ fn flood_new_connections_past_max_flows_keeps_blocked_connections_blocked() {
         eprintln!(
             "new-connection flood: {queued} packets queued, table peak {max_flows} of 200, RSS {rss0} -> {rss1} KiB"
         );
-        assert!(queued >= 6000, "the flood reached the queue: {queued}");
+        // Bare SYNs stay in the kernel: the 3000 unanswered ones never reach
+        // the queue; the 3000 resets of the closed ports do, each a new
+        // connection to the table (first seen in the reply direction).
+        assert!(queued >= 3000, "the flood reached the queue: {queued}");
         assert!(max_flows <= 200, "table over its cap: {max_flows}");
         assert!(rss1 < rss0 + 4 * 1024, "RSS {rss0} -> {rss1} KiB");
         assert!(!answered, "the blocked connection came back to life");
@@ -233,6 +236,9 @@ fn flood_slow_drip_over_thousands_of_connections_has_bounded_memory() {
             &[lab::SERVER4, "5003", &conns, &rounds],
         );
         drip.expect("CONNECTED", Duration::from_secs(30));
+        // Bare SYNs stay in the kernel: a connection reaches the table with
+        // its first segment, so the reference is taken after the second round.
+        drip.expect("ROUND 2", Duration::from_secs(30));
         let rss_connected = rss_kib(pid);
         drip.expect("DONE", Duration::from_secs(30));
         let want = format!("TOTAL {}", CONNS * ROUNDS);
@@ -245,13 +251,13 @@ fn flood_slow_drip_over_thousands_of_connections_has_bounded_memory() {
         let per_conn = (rss1.saturating_sub(rss0) * 1024) / CONNS;
         eprintln!(
             "slow drip: {CONNS} connections x {ROUNDS} one-byte segments in {:?}; {queued} packets queued; \
-         {flows} connections tracked; RSS {rss0} -> {rss_connected} (connected) -> {rss1} KiB: {per_conn} bytes per connection",
+         {flows} connections tracked; RSS {rss0} -> {rss_connected} (two rounds) -> {rss1} KiB: {per_conn} bytes per connection",
             started.elapsed()
         );
         assert!(flows >= CONNS, "tracked {flows}");
-        // The opening SYN and every one-byte segment are queued (segments
-        // without payload are not).
-        assert!(queued >= CONNS * (ROUNDS + 1), "queued {queued}");
+        // Every one-byte segment is queued (segments without payload, the
+        // opening SYN included, are not).
+        assert!(queued >= CONNS * ROUNDS, "queued {queued}");
         // Documented bound (README, "Security and failure behaviour"): 4 KiB per tracked connection,
         // however many one-byte segments it sends.
         assert!(per_conn < 4096, "{per_conn} bytes per connection");

@@ -31,6 +31,7 @@ mod inspection;
 mod kernel;
 mod live;
 mod live_http;
+mod live_opener;
 mod live_retransmissions;
 mod live_stream;
 mod order;
@@ -71,6 +72,7 @@ fn main() {
         kernel::cases(),
         live::cases(),
         live_http::cases(),
+        live_opener::cases(),
         live_retransmissions::cases(),
         live_stream::cases(),
         order::cases(),
