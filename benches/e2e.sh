@@ -267,6 +267,9 @@ start_appwall() {   # [--hosts FILE] extra options...; AWBIN: another binary
     # (Older binaries, run as --baseline, have no such limit or option.)
     local qr=()
     "$bin" run --help 2>/dev/null | grep -q -- --queue-rate && qr=(--queue-rate off)
+    # --perf: the daemon's own latency histograms per stage as well.
+    [ -n "$PERF" ] && "$bin" run --help 2>/dev/null | grep -q -- --stage-timings && qr+=(--stage-timings)
+    rm -f "$WORK/status.json"
     ip netns exec "$NS_G" "$bin" run --hosts "$hosts" --queues "$QUEUES" \
         --fail-closed "${qr[@]}" --status-file "$WORK/status.json" --stats-interval 3600 "${CEIL_OPTS[@]}" "$@" \
         >"$WORK/appwall.log" 2>&1 &
@@ -338,8 +341,14 @@ setup() {
     esac
 }
 
-teardown() {
+teardown() {   # SCENARIO ROUND
     stop_appwall
+    # The final status write holds the scenario's stage latencies (--perf).
+    if [ -n "$PERF" ] && [ -s "$WORK/status.json" ]; then
+        jq -r --arg s "$1" --arg r "$2" '(.stages // [])[] |
+            [$r, $s, .stage, .count, (.p50_ns // 0), (.p90_ns // 0), (.p99_ns // 0), (if .count > 0 then .sum_ns / .count else 0 end)] | @tsv' \
+            "$WORK/status.json" >>"$STAGES_RAW" || true
+    fi
     flush_rules
     inns "$NS_G" ipset destroy 2>/dev/null || true   # this namespace's sets only
     inns "$NS_G" conntrack -F >/dev/null 2>&1 || true
@@ -447,7 +456,9 @@ printf 'round\tscenario\ttraffic\tvalue\tunit\tcpu_busy_pct\tlistener_cpu_pct\tv
 HZ=$(getconf CLK_TCK)
 PERF_FREQ=997
 PERF_RAW="${RAW%.tsv}.perf.tsv"
+STAGES_RAW="${RAW%.tsv}.stages.tsv"
 [ -z "$PERF" ] || printf 'round\tscenario\ttraffic\tstage\tcpu_seconds\trequests\tqueued\n' >"$PERF_RAW"
+[ -z "$PERF" ] || printf 'round\tscenario\tstage\tcount\tp50_ns\tp90_ns\tp99_ns\tmean_ns\n' >"$STAGES_RAW"
 NCPU=$(nproc)
 
 LOAD_START=$(machine_load)
@@ -495,7 +506,7 @@ for r in $(seq "$RUNS"); do
             printf '%s\n' "$line" >>"$RAW"
             printf '%s\n' "$line" | awk -F'\t' '{printf "  round %s %-9s %-4s %12.4g %-7s cpu %3s%% listener %3s%% verdicts/s %s drops %s/%s retrans %s top queue %s%%\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12}' >&2
         done
-        teardown
+        teardown "$s" "$r"
     done
 done
 LOAD_END=$(machine_load)
@@ -597,6 +608,19 @@ if [ -n "$PERF" ]; then
                 }
             }
         ' "$PERF_RAW"
+        if [ "$(wc -l <"$STAGES_RAW")" -gt 1 ]; then
+            echo
+            echo "## Latency per stage of a queued packet (appwall run --stage-timings)"
+            echo
+            echo "All traffic of a scenario together, last round; percentiles are upper bounds of power-of-two buckets, the mean is exact. queue_wait: kernel receive timestamp to the worker holding the packet (hooks before the queue, queue, socket, receive call); judge: parse, connection table, engine; verdict: handing the verdict over (a batch entry, or a system call when a batch or a drop/mark goes out)."
+            echo
+            echo "| scenario | stage | samples | p50 | p90 | p99 | mean |"
+            echo "|---|---|---:|---:|---:|---:|---:|"
+            awk -F'\t' 'NR > 1 { last[$2 SUBSEP $3] = $0; if (!(($2 SUBSEP $3) in seen)) { seen[$2 SUBSEP $3] = 1; order[++n] = $2 SUBSEP $3 } }
+                function us(ns) { return ns >= 67108864 * 2 ? ">67 ms" : sprintf("%.1f us", ns / 1000) }
+                END { for (i = 1; i <= n; i++) { split(last[order[i]], f, "\t")
+                    printf "| %s | %s | %d | %s | %s | %s | %s |\n", f[2], f[3], f[4], us(f[5]), us(f[6]), us(f[7]), us(f[8]) } }' "$STAGES_RAW"
+        fi
     } >>"$REPORT.tmp"
 fi
 mv "$REPORT.tmp" "$REPORT"

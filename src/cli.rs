@@ -304,6 +304,9 @@ pub struct RunArgs {
     /// Benchmarking: judge every packet but never hand a connection to the kernel fast path (no connmark), so every packet of a listed host is queued and judged.
     #[arg(long)]
     pub no_fast_path: bool,
+    /// Profiling: keep latency histograms per stage of a queued packet (queue wait from the kernel's receive timestamp, judging, verdict) in the status file, `appwall status` and the metrics. Turns on the kernel's receive timestamps for the whole machine and reads the clock a few times per packet.
+    #[arg(long)]
+    pub stage_timings: bool,
 }
 
 /// `appwall status`.

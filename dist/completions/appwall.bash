@@ -511,7 +511,7 @@ _appwall() {
             return 0
             ;;
         appwall__subcmd__run)
-            opts="-h -V --hosts --library --no-builtin-library --default-apps --depth-bytes --depth-packets --max-flows --flow-timeout --queue --queues --fail-closed --port-action --reset --queue-empty-segments --ipset-threshold --queue-rate --queue-maxlen --rcvbuf --status-file --metrics-listen --silent-drop --events --stats-interval --user --queue-full --accept-all --no-fast-path --help --version"
+            opts="-h -V --hosts --library --no-builtin-library --default-apps --depth-bytes --depth-packets --max-flows --flow-timeout --queue --queues --fail-closed --port-action --reset --queue-empty-segments --ipset-threshold --queue-rate --queue-maxlen --rcvbuf --status-file --metrics-listen --silent-drop --events --stats-interval --user --queue-full --accept-all --no-fast-path --stage-timings --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

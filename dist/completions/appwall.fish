@@ -50,7 +50,7 @@ complete -c appwall -n "__fish_appwall_using_subcommand check" -l queue-rate -d 
 complete -c appwall -n "__fish_appwall_using_subcommand check" -l no-builtin-library -d 'Use only the --library directories, not the library built into appwall. Old spelling: --no-builtin-rules'
 complete -c appwall -n "__fish_appwall_using_subcommand check" -l fail-closed -d 'Drop queued traffic when appwall is not running (default: fail open with --queue-bypass)'
 complete -c appwall -n "__fish_appwall_using_subcommand check" -l reset -d 'Answer blocked TCP connections with a reset so clients fail fast'
-complete -c appwall -n "__fish_appwall_using_subcommand check" -l queue-empty-segments -d 'Also queue TCP segments without payload other than the opening SYN (by default the kernel skips them with xt_u32; use this on kernels without xt_u32)'
+complete -c appwall -n "__fish_appwall_using_subcommand check" -l queue-empty-segments -d 'Also queue TCP segments without payload (pure ACKs, SYNs, SYN-ACKs; by default the kernel skips them with xt_u32; use this on kernels without xt_u32)'
 complete -c appwall -n "__fish_appwall_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c appwall -n "__fish_appwall_using_subcommand check" -s V -l version -d 'Print version'
 complete -c appwall -n "__fish_appwall_using_subcommand kernel-rules" -l hosts -d 'Hosts file: one address, network or IP:PORT per line, optional app list (`192.0.2.0/24 msn,yahoo`)' -r -F
@@ -116,6 +116,7 @@ complete -c appwall -n "__fish_appwall_using_subcommand run" -l queue-empty-segm
 complete -c appwall -n "__fish_appwall_using_subcommand run" -l silent-drop -d 'Drop blocked TCP connections silently instead of answering both sides with a reset (clients then wait for their own timeout)'
 complete -c appwall -n "__fish_appwall_using_subcommand run" -l accept-all -d 'Benchmarking: queue and answer every packet as usual (same rules) but accept it without judging and never mark its connection, so every packet keeps being queued. Measures the queue path alone; blocks nothing'
 complete -c appwall -n "__fish_appwall_using_subcommand run" -l no-fast-path -d 'Benchmarking: judge every packet but never hand a connection to the kernel fast path (no connmark), so every packet of a listed host is queued and judged'
+complete -c appwall -n "__fish_appwall_using_subcommand run" -l stage-timings -d 'Profiling: keep latency histograms per stage of a queued packet (queue wait from the kernel\'s receive timestamp, judging, verdict) in the status file, `appwall status` and the metrics. Turns on the kernel\'s receive timestamps for the whole machine and reads the clock a few times per packet'
 complete -c appwall -n "__fish_appwall_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c appwall -n "__fish_appwall_using_subcommand run" -s V -l version -d 'Print version'
 complete -c appwall -n "__fish_appwall_using_subcommand status" -l status-file -d 'The status file to read. Default: that of this network namespace (/run/appwall/status.json in the initial one, /run/appwall/NETNS-ID/status.json in others)' -r -F

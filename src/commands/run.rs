@@ -32,6 +32,7 @@ pub fn config(args: &RunArgs) -> Config {
         },
         accept_all: args.accept_all,
         no_fast_path: args.no_fast_path,
+        stage_timings: args.stage_timings,
         metrics_listen: args.metrics_listen,
         silent_drop: args.silent_drop,
     }

@@ -151,7 +151,36 @@ pub fn describe(v: &Value, path: &std::path::Path, running: bool) -> String {
             n(&q["kernel"]["waiting"]),
         );
     }
+    if let Some(stages) = v["stages"].as_array() {
+        s += "stage latency (--stage-timings; upper bounds): ";
+        let parts: Vec<String> = stages
+            .iter()
+            .map(|st| {
+                let ns = |k: &str| st[k].as_u64().map_or("-".to_string(), micros);
+                format!(
+                    "{} p50 {} p99 {} ({} samples)",
+                    st["stage"].as_str().unwrap_or("?"),
+                    ns("p50_ns"),
+                    ns("p99_ns"),
+                    n(&st["count"])
+                )
+            })
+            .collect();
+        s += &parts.join("; ");
+        s.push('\n');
+    }
     s
+}
+
+/// Nanoseconds as microseconds for a person (`>67ms` past the last bucket).
+fn micros(ns: u64) -> String {
+    if ns == u64::MAX {
+        ">67ms".into()
+    } else if ns >= 1_000_000 {
+        format!("{}ms", ns / 1_000_000)
+    } else {
+        format!("{:.1}us", ns as f64 / 1000.0)
+    }
 }
 
 #[cfg(test)]
@@ -159,6 +188,28 @@ mod tests {
     use super::*;
     use crate::daemon::stats::{WorkerStats, bump, snapshot};
     use std::sync::Arc;
+
+    #[test]
+    fn stage_latencies_show_only_when_timed() {
+        let w = Arc::new(WorkerStats::new(0));
+        let v = serde_json::to_value(snapshot(std::slice::from_ref(&w), &[], &[])).unwrap();
+        assert!(!describe(&v, std::path::Path::new("s"), true).contains("stage latency"));
+        w.stages.record(
+            crate::daemon::stages::Stage::Judge,
+            std::time::Duration::from_nanos(900),
+        );
+        let mut snap = snapshot(std::slice::from_ref(&w), &[], &[]);
+        snap.stages = Some(crate::daemon::stages::summarize([&w.stages]));
+        let text = describe(
+            &serde_json::to_value(&snap).unwrap(),
+            std::path::Path::new("s"),
+            true,
+        );
+        assert!(
+            text.contains("queue_wait p50 - p99 - (0 samples); judge p50 1.0us p99 1.0us (1 samples)"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn a_snapshot_reads_back_for_a_person() {

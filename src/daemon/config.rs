@@ -40,6 +40,8 @@ pub struct Config {
     pub accept_all: bool,
     /// Benchmarking: judge every packet, never mark a connection.
     pub no_fast_path: bool,
+    /// Profiling: latency histograms per stage ([`crate::daemon::stages`]).
+    pub stage_timings: bool,
     /// Where to serve OpenMetrics (`GET /metrics`), if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Blocked TCP connections are dropped silently instead of being

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::daemon::stages::{BUCKETS, StageSummary, bucket_bound_ns};
 use crate::daemon::stats::Snapshot;
 use crate::log::{Level, log};
 
@@ -71,6 +72,42 @@ impl Out {
     fn gauge(&mut self, name: &str, help: &str, value: impl std::fmt::Display) {
         self.family(name, "gauge", help);
         self.sample(name, &[], value);
+    }
+}
+
+/// `--stage-timings`: one histogram per stage, in seconds, cumulative
+/// buckets at the powers of two the workers count in.
+fn stage_histograms(o: &mut Out, stages: &[StageSummary]) {
+    o.family(
+        "appwall_stage_latency_seconds",
+        "histogram",
+        "Latency of a queued packet per stage (--stage-timings): queue_wait, judge, verdict.",
+    );
+    for st in stages {
+        let mut cumulative = 0u64;
+        for (i, c) in st.buckets.iter().enumerate() {
+            cumulative += c;
+            let le = if i < BUCKETS {
+                format!("{:e}", bucket_bound_ns(i) as f64 / 1e9)
+            } else {
+                "+Inf".to_string()
+            };
+            o.sample(
+                "appwall_stage_latency_seconds_bucket",
+                &[("stage", st.stage), ("le", &le)],
+                cumulative,
+            );
+        }
+        o.sample(
+            "appwall_stage_latency_seconds_count",
+            &[("stage", st.stage)],
+            st.count,
+        );
+        o.sample(
+            "appwall_stage_latency_seconds_sum",
+            &[("stage", st.stage)],
+            st.sum_ns as f64 / 1e9,
+        );
     }
 }
 
@@ -229,6 +266,9 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         "Connections in the workers' tables.",
         s.queues.iter().map(|q| q.flows).sum::<u64>(),
     );
+    if let Some(stages) = &s.stages {
+        stage_histograms(&mut o, stages);
+    }
     o.text.push_str("# EOF\n");
     o.text
 }
@@ -323,6 +363,7 @@ pub fn serve(listener: TcpListener, body: Arc<dyn Fn() -> String + Send + Sync>,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::stages::{Stage, summarize};
     use crate::daemon::stats::{WorkerStats, bump, snapshot};
 
     fn snap() -> Snapshot {
@@ -332,6 +373,28 @@ mod tests {
         let mut s = snapshot(&[w], &[], &["msn".into(), "irc".into()]);
         s.policy_hash = "0123456789ab".into();
         s
+    }
+
+    #[test]
+    fn stage_latencies_are_cumulative_histograms_only_when_timed() {
+        assert!(!render(&snap(), true).contains("appwall_stage_latency"));
+        let w = Arc::new(WorkerStats::new(0));
+        w.stages.record(Stage::Judge, Duration::from_nanos(100));
+        w.stages.record(Stage::Judge, Duration::from_micros(3));
+        let mut s = snapshot(std::slice::from_ref(&w), &[], &["msn".into()]);
+        s.stages = Some(summarize([&w.stages]));
+        let text = render(&s, true);
+        assert!(
+            text.contains("# TYPE appwall_stage_latency_seconds histogram"),
+            "{text}"
+        );
+        let line = |le: &str| format!("appwall_stage_latency_seconds_bucket{{stage=\"judge\",le=\"{le}\"}} ");
+        assert!(text.contains(&(line("1.28e-7") + "1\n")), "{text}");
+        assert!(text.contains(&(line("4.096e-6") + "2\n")), "{text}");
+        assert!(text.contains(&(line("+Inf") + "2\n")), "{text}");
+        assert!(text.contains("appwall_stage_latency_seconds_count{stage=\"judge\"} 2\n"));
+        assert!(text.contains("appwall_stage_latency_seconds_count{stage=\"queue_wait\"} 0\n"));
+        assert!(text.ends_with("# EOF\n"));
     }
 
     #[test]

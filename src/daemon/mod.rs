@@ -55,6 +55,7 @@ pub mod outfile;
 pub mod privilege;
 pub mod reload;
 pub mod reset;
+pub mod stages;
 pub mod stats;
 pub mod status;
 pub mod worker;
@@ -207,6 +208,7 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
         fail_open: cfg.queue_full_accept,
         max_len: cfg.queue_maxlen,
         rcvbuf: cfg.rcvbuf,
+        timestamps: cfg.stage_timings,
         ..QueueOptions::default()
     };
     let mut sources = Vec::new();
@@ -275,6 +277,7 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
     })?;
     let mut status = Status {
         workers: Vec::new(),
+        stage_timings: cfg.stage_timings,
         handle: Arc::clone(&handle),
         reloads: AtomicU64::new(0),
         reload_failures: AtomicU64::new(0),
@@ -320,6 +323,7 @@ pub fn run(cfg: &Config) -> Result<(), DaemonError> {
             flow_timeout_ns: cfg.flow_timeout_ns,
             accept_all: cfg.accept_all,
             no_fast_path: cfg.no_fast_path,
+            stage_timings: cfg.stage_timings,
         };
         let mut w =
             Worker::new(src, Arc::clone(&handle), st, Some(ev_tx.clone()), wcfg).with_heartbeat(beats.add());

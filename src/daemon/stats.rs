@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::daemon::stages::{StageHistograms, StageSummary};
 use crate::engine::{Reason, Verdict};
 use crate::source::nfqueue::KernelQueue;
 
@@ -58,6 +59,8 @@ pub struct WorkerStats {
     pub gso: AtomicU64,
     /// Packets cut short by the copy range.
     pub truncated: AtomicU64,
+    /// Latency per stage, recorded only with `--stage-timings`.
+    pub stages: StageHistograms,
     /// Socket overruns reported by the kernel (ENOBUFS): packets were lost
     /// to the socket buffer and will be retransmitted or time out.
     pub overruns: AtomicU64,
@@ -102,6 +105,7 @@ impl WorkerStats {
             marked_clean: AtomicU64::new(0),
             gso: AtomicU64::new(0),
             truncated: AtomicU64::new(0),
+            stages: StageHistograms::default(),
             overruns: AtomicU64::new(0),
             recv_errors: AtomicU64::new(0),
             verdict_errors: AtomicU64::new(0),
@@ -180,6 +184,10 @@ pub struct Snapshot {
     pub apps: serde_json::Map<String, serde_json::Value>,
     /// Per queue: userspace counters and the kernel's.
     pub queues: Vec<QueueSnapshot>,
+    /// Latency per stage over all queues; present only with
+    /// `--stage-timings` ([`crate::daemon::stages`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<StageSummary>>,
 }
 
 /// Whole-filter totals.

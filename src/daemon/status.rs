@@ -27,6 +27,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::daemon::metrics;
 use crate::daemon::outfile;
+use crate::daemon::stages::summarize;
 use crate::daemon::stats::{self, Snapshot, WorkerStats};
 use crate::daemon::worker::EngineHandle;
 use crate::kernel::install::{InstallReport, Runner, SystemRunner};
@@ -40,6 +41,8 @@ use crate::source::nfqueue::{self, KernelQueue};
 pub struct Status {
     /// Every worker's counters.
     pub workers: Vec<Arc<WorkerStats>>,
+    /// Report the workers' stage latencies (`--stage-timings`).
+    pub stage_timings: bool,
     /// The engine in force (for app names).
     pub handle: EngineHandle,
     /// Successful reloads.
@@ -360,6 +363,9 @@ impl Status {
             .collect();
         let kernel = nfqueue::kernel_queues();
         let mut s = stats::snapshot(&self.workers, &kernel, &names);
+        if self.stage_timings {
+            s.stages = Some(summarize(self.workers.iter().map(|w| &w.stages)));
+        }
         s.totals.queue_overflow = self.overflow();
         let (v4, v6) = self.rate_limited_totals();
         s.totals.queue_rate_limited_ipv4 = v4;

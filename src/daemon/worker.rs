@@ -35,6 +35,7 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use crate::daemon::events::BlockEvent;
 use crate::daemon::reset::{self, ResetSender};
+use crate::daemon::stages::Stage;
 use crate::daemon::stats::{self, WorkerStats, bump};
 use crate::engine::{Engine, FlowMark, Reason, Verdict};
 use crate::kernel::marks::MarkBits;
@@ -65,6 +66,9 @@ pub struct WorkerConfig {
     /// (no `NF_REPEAT` marks): blocked packets are dropped, clean accepted,
     /// and the rest of the connection keeps being queued.
     pub no_fast_path: bool,
+    /// Record per-stage latencies into the worker's
+    /// [`WorkerStats::stages`] ([`crate::daemon::stages`]).
+    pub stage_timings: bool,
 }
 
 /// One queue's worker: owns its source and connection table (the kernel
@@ -226,6 +230,10 @@ impl<S: PacketSource> Worker<S> {
 
     /// Judges and answers one packet.
     pub fn handle(&mut self, p: S::Packet) {
+        let timed = self.cfg.stage_timings;
+        if timed && let Some(t) = S::timestamp(&p) {
+            self.stats.stages.record_since(Stage::QueueWait, t);
+        }
         if S::is_gso(&p) {
             bump(&self.stats.gso);
         }
@@ -237,7 +245,7 @@ impl<S: PacketSource> Worker<S> {
             // The cost of the queue path itself: no parsing, no table, no mark.
             bump(&self.stats.packets);
             self.stats.bytes.fetch_add(bytes.len() as u64, Relaxed);
-            self.send(p, QueueVerdict::Accept);
+            self.send_timed(p, QueueVerdict::Accept, timed);
             return;
         }
         let mark = S::mark(&p);
@@ -248,6 +256,7 @@ impl<S: PacketSource> Worker<S> {
         } else {
             CtDir::Original
         };
+        let judging = timed.then(Instant::now);
         let v = match catch_unwind(AssertUnwindSafe(|| self.decide_tracked(bytes, mark, Some(dir)))) {
             Ok(v) => v,
             Err(_) => {
@@ -261,7 +270,21 @@ impl<S: PacketSource> Worker<S> {
                 }
             }
         };
-        self.send(p, v);
+        if let Some(t) = judging {
+            self.stats.stages.record(Stage::Judge, t.elapsed());
+        }
+        self.send_timed(p, v, timed);
+    }
+
+    /// [`Self::send`], timed as the verdict stage when `timed`.
+    fn send_timed(&mut self, p: S::Packet, v: QueueVerdict, timed: bool) {
+        if timed {
+            let t = Instant::now();
+            self.send(p, v);
+            self.stats.stages.record(Stage::Verdict, t.elapsed());
+        } else {
+            self.send(p, v);
+        }
     }
 
     /// Sends a verdict; a refused one is counted and logged sparsely.
@@ -401,6 +424,7 @@ mod tests {
             flow_timeout_ns: 60_000_000_000,
             accept_all: false,
             no_fast_path: false,
+            stage_timings: false,
         };
         Worker::new(mock, e, Arc::new(WorkerStats::new(3)), tx, cfg)
     }
@@ -749,6 +773,7 @@ mod tests {
             flow_timeout_ns: 1,
             accept_all: false,
             no_fast_path: false,
+            stage_timings: false,
         };
         let w = Worker::new(src, engine(""), Arc::new(WorkerStats::new(0)), None, cfg)
             .with_heartbeat(beats.add());

@@ -58,6 +58,11 @@ pub trait PacketSource {
     fn is_gso(p: &Self::Packet) -> bool;
     /// True when the copy range cut the packet short.
     fn is_truncated(p: &Self::Packet) -> bool;
+    /// When the kernel received the packet, if it says (for the queue-wait
+    /// stage of `--stage-timings`).
+    fn timestamp(_p: &Self::Packet) -> Option<std::time::SystemTime> {
+        None
+    }
     /// Returns the packet to the kernel with a verdict.
     fn verdict(&mut self, p: Self::Packet, v: QueueVerdict) -> Result<(), QueueError>;
     /// From now on `recv` must not wait: the worker drains what is left.

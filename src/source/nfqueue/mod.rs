@@ -35,6 +35,9 @@ pub struct QueueOptions {
     pub rcvbuf: usize,
     /// How long `recv` waits before returning `Idle` (to notice a stop).
     pub poll: Duration,
+    /// Ask for kernel receive timestamps on queued packets
+    /// (`--stage-timings`: the queue-wait stage).
+    pub timestamps: bool,
 }
 
 impl Default for QueueOptions {
@@ -44,6 +47,7 @@ impl Default for QueueOptions {
             max_len: 4096,
             rcvbuf: 8 << 20,
             poll: Duration::from_millis(200),
+            timestamps: false,
         }
     }
 }
@@ -91,6 +95,10 @@ impl NfqSource {
         sock.set_gso(true).map_err(cfg("ask for GSO packets"))?;
         sock.set_max_len(opts.max_len)
             .map_err(cfg("set the queue length"))?;
+        if opts.timestamps {
+            sock.request_timestamps()
+                .map_err(cfg("turn on receive timestamps"))?;
+        }
         Ok(NfqSource {
             sock,
             num,
@@ -144,6 +152,10 @@ impl PacketSource for NfqSource {
 
     fn is_truncated(p: &NlPacket) -> bool {
         p.is_truncated()
+    }
+
+    fn timestamp(p: &NlPacket) -> Option<std::time::SystemTime> {
+        p.timestamp()
     }
 
     fn verdict(&mut self, p: NlPacket, v: QueueVerdict) -> Result<(), QueueError> {
