@@ -195,7 +195,9 @@ wait_notify() {
 }
 
 in_gw() { timeout 10 ip netns exec "$ns_g" "$@"; }
-rules_in() { in_gw iptables-save | grep -q -- "-j NFQUEUE"; }
+# grep -c reads to the end: with pipefail, grep -q would stop early and let
+# iptables-save die of SIGPIPE once its output outgrows one write.
+rules_in() { in_gw iptables-save | grep -c -- "-j NFQUEUE" >/dev/null; }
 appwall_rules() { { in_gw iptables-save; in_gw ip6tables-save; in_gw ipset list -n; } 2>/dev/null | grep -ci appwall || true; }
 status_json() { in_gw /usr/bin/appwall status --json; }
 json() { python3 -c 'import json,sys; v=json.load(sys.stdin)
