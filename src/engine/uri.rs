@@ -64,34 +64,58 @@ fn decode_into(s: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Normalises a decoded path in place from `start`: `\` and repeated `/`
+/// Normalises a decoded path in place from `start`: `\\` and repeated `/`
 /// become one `/`, `.` and `..` segments are resolved (never above root).
+/// Works within `buf` (no allocation: it runs once per request): after a
+/// leading `/` is ensured, the output never outgrows the input read so far.
 fn clean_path(buf: &mut Vec<u8>, start: usize) {
-    let raw: Vec<u8> = buf.split_off(start);
-    // Segments between slashes; a path that does not start with `/` gets one.
-    let mut segs: Vec<&[u8]> = Vec::new();
-    let mut trailing = false;
-    for seg in raw.split(|&c| c == b'/' || c == b'\\') {
-        trailing = false;
-        match seg {
-            b"" => {}
-            b"." => trailing = true,
+    let is_sep = |c: u8| c == b'/' || c == b'\\';
+    let ends_with_slash = buf.len() > start && is_sep(buf[buf.len() - 1]);
+    if buf.len() == start || !is_sep(buf[start]) {
+        buf.insert(start, b'/');
+    }
+    let end = buf.len();
+    let (mut r, mut w, mut segs) = (start, start, 0usize);
+    // True when the last segment was `.` or `..` (the path names a directory).
+    let mut dot_last = false;
+    while r < end {
+        if is_sep(buf[r]) {
+            r += 1;
+            continue;
+        }
+        let s = r;
+        while r < end && !is_sep(buf[r]) {
+            r += 1;
+        }
+        match &buf[s..r] {
+            b"." => dot_last = true,
             b".." => {
-                segs.pop();
-                trailing = true;
+                if segs > 0 {
+                    // Back to the `/` that opened the last segment written.
+                    while buf[w - 1] != b'/' {
+                        w -= 1;
+                    }
+                    w -= 1;
+                    segs -= 1;
+                }
+                dot_last = true;
             }
-            s => segs.push(s),
+            _ => {
+                // A separator precedes `s`, so `w < s`: nothing unread is overwritten.
+                buf[w] = b'/';
+                buf.copy_within(s..r, w + 1);
+                w += 1 + (r - s);
+                segs += 1;
+                dot_last = false;
+            }
         }
     }
-    let ends_with_slash = raw.last().is_some_and(|&c| c == b'/' || c == b'\\');
-    buf.push(b'/');
-    for (i, s) in segs.iter().enumerate() {
-        if i > 0 {
-            buf.push(b'/');
-        }
-        buf.extend_from_slice(s);
+    if segs == 0 {
+        buf[start] = b'/';
+        w = start + 1;
     }
-    if (trailing || ends_with_slash) && !segs.is_empty() {
+    buf.truncate(w);
+    if (dot_last || ends_with_slash) && segs > 0 {
         buf.push(b'/');
     }
 }
@@ -125,10 +149,11 @@ pub fn parse_port(p: &[u8]) -> Option<u16> {
 /// returns its range.
 pub fn push_host(host: &[u8], out: &mut Vec<u8>) -> (usize, usize) {
     let start = out.len();
-    let mut decoded = Vec::with_capacity(host.len());
-    decode_into(host, &mut decoded);
-    let h = decoded.strip_suffix(b".").unwrap_or(&decoded);
-    out.extend(h.iter().map(u8::to_ascii_lowercase));
+    decode_into(host, out);
+    if out.len() > start && out[out.len() - 1] == b'.' {
+        out.pop();
+    }
+    out[start..].make_ascii_lowercase();
     (start, out.len())
 }
 
@@ -211,6 +236,54 @@ pub fn normalise(raw: &[u8], connect: bool, out: &mut Vec<u8>) -> Target {
 
 #[cfg(test)]
 mod tests {
+    /// The allocating version clean_path replaced: the reference it must equal.
+    /// Normalises a decoded path in place from `start`: `\` and repeated `/`
+    /// become one `/`, `.` and `..` segments are resolved (never above root).
+    fn clean_path_reference(buf: &mut Vec<u8>, start: usize) {
+        let raw: Vec<u8> = buf.split_off(start);
+        // Segments between slashes; a path that does not start with `/` gets one.
+        let mut segs: Vec<&[u8]> = Vec::new();
+        let mut trailing = false;
+        for seg in raw.split(|&c| c == b'/' || c == b'\\') {
+            trailing = false;
+            match seg {
+                b"" => {}
+                b"." => trailing = true,
+                b".." => {
+                    segs.pop();
+                    trailing = true;
+                }
+                s => segs.push(s),
+            }
+        }
+        let ends_with_slash = raw.last().is_some_and(|&c| c == b'/' || c == b'\\');
+        buf.push(b'/');
+        for (i, s) in segs.iter().enumerate() {
+            if i > 0 {
+                buf.push(b'/');
+            }
+            buf.extend_from_slice(s);
+        }
+        if (trailing || ends_with_slash) && !segs.is_empty() {
+            buf.push(b'/');
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn clean_path_equals_its_allocating_reference(
+            prefix in proptest::collection::vec(proptest::sample::select(b"ab".to_vec()), 0..3),
+            path in proptest::collection::vec(proptest::sample::select(b"ab./\\".to_vec()), 0..40),
+        ) {
+            let mut mine = prefix.clone();
+            mine.extend_from_slice(&path);
+            let mut theirs = mine.clone();
+            clean_path(&mut mine, prefix.len());
+            clean_path_reference(&mut theirs, prefix.len());
+            proptest::prop_assert_eq!(mine, theirs);
+        }
+    }
+
     use super::*;
 
     fn norm(raw: &str) -> (String, String, Option<u16>) {
