@@ -372,9 +372,11 @@ impl<T: FlowState> FlowTable<T> {
         let idx = match self.index.get(&key) {
             Some(&i) => {
                 let s = &self.slots[i as usize].flow;
-                let fresh = fresh_syn || (data && !Self::continues(s, p));
+                // Only a closed connection can be reopened (checked first:
+                // most packets belong to open ones).
+                let reopened = s.is_closed() && (fresh_syn || (data && !Self::continues(s, p)));
                 let stale = now.saturating_sub(s.last_seen) > self.timeout_of(s);
-                if stale || (fresh && s.is_closed()) {
+                if stale || reopened {
                     // Port reuse or a stale entry: a new connection instance.
                     let resumed = stale && !fresh_syn && Self::is_undecided(s);
                     if stale && Self::is_undecided(s) {

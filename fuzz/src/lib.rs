@@ -21,7 +21,6 @@ use std::sync::OnceLock;
 
 use appwall::engine::{Engine, EngineConfig};
 use appwall::policy::{AppLibrary, HostsFile, Policy};
-use etherparse::PacketBuilder;
 
 /// The shipped rule library; the fuzz targets cannot run without it.
 pub fn embedded_library() -> AppLibrary {
@@ -122,55 +121,8 @@ pub fn segmentation_free_library() -> AppLibrary {
     AppLibrary::from_texts(&files).expect("filtered shipped rules are valid")
 }
 
-/// TCP control flags of a built segment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Flags {
-    /// SYN.
-    pub syn: bool,
-    /// ACK (with acknowledgment number `ack`).
-    pub ack: bool,
-    /// FIN.
-    pub fin: bool,
-    /// RST.
-    pub rst: bool,
-    /// PSH.
-    pub psh: bool,
-}
-
-/// One raw IP TCP packet (what NFQUEUE delivers), built with etherparse.
-pub fn tcp_packet(
-    src: (IpAddr, u16),
-    dst: (IpAddr, u16),
-    seq: u32,
-    ack: u32,
-    flags: Flags,
-    payload: &[u8],
-) -> Vec<u8> {
-    let ip = match (src.0, dst.0) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
-        (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
-        _ => PacketBuilder::ipv4([0; 4], [0; 4], 64),
-    };
-    let mut b = ip.tcp(src.1, dst.1, seq, 64_240);
-    if flags.syn {
-        b = b.syn();
-    }
-    if flags.ack {
-        b = b.ack(ack);
-    }
-    if flags.fin {
-        b = b.fin();
-    }
-    if flags.rst {
-        b = b.rst();
-    }
-    if flags.psh {
-        b = b.psh();
-    }
-    let mut out = Vec::with_capacity(60 + payload.len());
-    b.write(&mut out, payload).expect("writing to a Vec cannot fail");
-    out
-}
+/// TCP segments are built by the library's sample builder (one copy).
+pub use appwall::sample::{Flags, tcp_packet};
 
 /// One raw IP UDP packet.
 pub fn udp_packet(src: (IpAddr, u16), dst: (IpAddr, u16), payload: &[u8]) -> Vec<u8> {

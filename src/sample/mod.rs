@@ -57,11 +57,11 @@ impl TcpFlowBuilder {
         let mut out = Vec::new();
         let (mut cseq, mut sseq) = (1_000u32, 5_000u32);
         if self.handshake {
-            out.push(self.segment(true, cseq, 0, Flags::Syn, b""));
-            out.push(self.segment(false, sseq, cseq + 1, Flags::SynAck, b""));
+            out.push(self.segment(true, cseq, 0, Flags::SYN, b""));
+            out.push(self.segment(false, sseq, cseq + 1, Flags::SYN_ACK, b""));
             cseq += 1;
             sseq += 1;
-            out.push(self.segment(true, cseq, sseq, Flags::Ack, b""));
+            out.push(self.segment(true, cseq, sseq, Flags::DATA, b""));
         }
         let mut turn = 0;
         for &(from_client, data) in script {
@@ -79,16 +79,16 @@ impl TcpFlowBuilder {
             }
             for chunk in chunks {
                 if from_client {
-                    out.push(self.segment(true, cseq, sseq, Flags::Ack, chunk));
+                    out.push(self.segment(true, cseq, sseq, Flags::DATA, chunk));
                     cseq = cseq.wrapping_add(u32::try_from(chunk.len()).unwrap_or(u32::MAX));
                 } else {
-                    out.push(self.segment(false, sseq, cseq, Flags::Ack, chunk));
+                    out.push(self.segment(false, sseq, cseq, Flags::DATA, chunk));
                     sseq = sseq.wrapping_add(u32::try_from(chunk.len()).unwrap_or(u32::MAX));
                 }
             }
         }
-        out.push(self.segment(true, cseq, sseq, Flags::Fin, b""));
-        out.push(self.segment(false, sseq, cseq + 1, Flags::Fin, b""));
+        out.push(self.segment(true, cseq, sseq, Flags::FIN, b""));
+        out.push(self.segment(false, sseq, cseq + 1, Flags::FIN, b""));
         out
     }
 
@@ -102,15 +102,50 @@ impl TcpFlowBuilder {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Flags {
-    Syn,
-    SynAck,
-    Ack,
-    Fin,
+/// TCP control flags of a built segment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// SYN.
+    pub syn: bool,
+    /// ACK (with acknowledgment number `ack`).
+    pub ack: bool,
+    /// FIN.
+    pub fin: bool,
+    /// RST.
+    pub rst: bool,
+    /// PSH.
+    pub psh: bool,
 }
 
-fn tcp_packet(
+impl Flags {
+    const SYN: Flags = Flags {
+        syn: true,
+        ack: false,
+        fin: false,
+        rst: false,
+        psh: false,
+    };
+    const SYN_ACK: Flags = Flags {
+        ack: true,
+        ..Flags::SYN
+    };
+    const DATA: Flags = Flags {
+        syn: false,
+        ack: true,
+        fin: false,
+        rst: false,
+        psh: true,
+    };
+    const FIN: Flags = Flags {
+        psh: false,
+        fin: true,
+        ..Flags::DATA
+    };
+}
+
+/// One TCP segment as a raw IP packet (what NFQUEUE delivers), built with
+/// etherparse; also the fuzz targets' builder.
+pub fn tcp_packet(
     src: (IpAddr, u16),
     dst: (IpAddr, u16),
     seq: u32,
@@ -125,12 +160,21 @@ fn tcp_packet(
         _ => PacketBuilder::ipv4([0; 4], [0; 4], 64),
     };
     let mut b = ip.tcp(src.1, dst.1, seq, 64_240);
-    b = match flags {
-        Flags::Syn => b.syn(),
-        Flags::SynAck => b.syn().ack(ack),
-        Flags::Ack => b.ack(ack).psh(),
-        Flags::Fin => b.fin().ack(ack),
-    };
+    if flags.syn {
+        b = b.syn();
+    }
+    if flags.ack {
+        b = b.ack(ack);
+    }
+    if flags.fin {
+        b = b.fin();
+    }
+    if flags.rst {
+        b = b.rst();
+    }
+    if flags.psh {
+        b = b.psh();
+    }
     let mut out = Vec::with_capacity(60 + payload.len());
     // Writing into a Vec cannot fail for these sizes.
     let _ = b.write(&mut out, payload);

@@ -87,13 +87,7 @@ impl Tracker {
         bytes: &'p [u8],
         now_ns: u64,
     ) -> Result<Judged<'_, 'p>, NotParsable> {
-        let (packet, conn) = self.track(link, bytes, now_ns)?;
-        let decision = engine.judge(&packet, conn);
-        Ok(Judged {
-            packet,
-            conn,
-            decision,
-        })
+        self.judge_tracked(engine, link, bytes, now_ns, None)
     }
 
     /// Judges an already parsed packet (callers that built the view themselves).
