@@ -644,9 +644,17 @@ pub fn tcp_exchange(
         };
         let port = s.local_addr().map(|a| a.port()).unwrap_or(0);
         let _ = s.set_nodelay(true);
-        if s.write_all(&payload).is_err() {
-            return (Outcome::Reset, port);
-        }
+        // Write and read at once: a peer that answers while it reads (an
+        // echo) would otherwise fill both socket buffers and block the two
+        // writers for good once the payload outgrows them.
+        let _ = s.set_write_timeout(Some(limit));
+        let _writer = match s.try_clone() {
+            // A failed write shows to the reader as a reset or a timeout.
+            Ok(mut w) => thread::spawn(move || {
+                let _ = w.write_all(&payload);
+            }),
+            Err(e) => return (Outcome::Error(e.to_string()), port),
+        };
         let mut got = Vec::new();
         let mut chunk = [0u8; 16384];
         loop {
