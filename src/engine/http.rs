@@ -66,6 +66,13 @@ pub enum Fed {
     /// A length-delimited body ended: the next byte starts a message (and
     /// a line, for line-start signatures).
     Boundary,
+    /// A direction that spoke HTTP stopped: a later message did not start
+    /// as HTTP, or a message broke the grammar. What follows is judged as a
+    /// new stream, from the returned offset, after the
+    /// [`HttpState::take_replay`] bytes of it that came in earlier data (a
+    /// message that does not start as HTTP is a new stream from its first
+    /// byte, so the verdict on it does not depend on what came before).
+    Left,
 }
 
 /// `Host` signatures on the request's effective authority.
@@ -141,6 +148,16 @@ enum Phase {
     Off,
 }
 
+impl Phase {
+    /// True before a message's first line is known to be HTTP.
+    fn in_first_line(self) -> bool {
+        matches!(
+            self,
+            Phase::Start | Phase::Method | Phase::Target | Phase::Version
+        )
+    }
+}
+
 /// Per-direction HTTP parse state.
 #[derive(Debug, Clone, Default)]
 pub struct HttpState {
@@ -190,6 +207,17 @@ pub struct HttpState {
     /// The connection's client address, for `src` rule conditions (set by
     /// the engine before each segment).
     pub(crate) src: Option<std::net::IpAddr>,
+    /// Bytes of this message's first line so far (leading blank lines
+    /// included), while it is not yet known to be HTTP.
+    line_len: u32,
+    /// Blank-line bytes before this message (at most 8); bit `i` set: the
+    /// `i`th was CR, else LF.
+    lead: u8,
+    lead_cr: u8,
+    /// The phase in which the bytes stopped being HTTP ([`Fed::Left`]).
+    left_from: Phase,
+    /// After [`Fed::Left`]: bytes of the new stream that came in earlier data.
+    replay_len: u32,
 }
 
 impl HttpState {
@@ -234,6 +262,11 @@ impl HttpState {
     /// that a server would serve (not after `Connection: close`).
     pub fn is_live(&self) -> bool {
         self.seen && self.phase != Phase::Off && !self.closing
+    }
+
+    /// True once this direction sent an HTTP request or status line.
+    pub fn spoke_http(&self) -> bool {
+        self.seen
     }
 
     /// True once a head on this direction said `Connection: close`.
@@ -343,10 +376,55 @@ impl HttpState {
                 self.add_head(1);
             }
             if let Some(ev) = self.step(c, b, apps, port) {
+                if ev == Fed::Left {
+                    return Some((ev, self.left_at(i)));
+                }
                 return Some((ev, i));
             }
         }
         None
+    }
+
+    /// Where the new stream starts in the data just fed (`i`: offset past
+    /// the byte that left HTTP); notes how many of its bytes came earlier.
+    fn left_at(&mut self, i: usize) -> usize {
+        if !self.left_from.in_first_line() {
+            // Mid-message: the byte that broke the grammar starts it.
+            self.replay_len = 0;
+            return i - 1;
+        }
+        let n = self.line_len as usize;
+        self.replay_len = u32::try_from(n.saturating_sub(i)).unwrap_or(u32::MAX);
+        i.saturating_sub(n)
+    }
+
+    /// After [`Fed::Left`]: writes the new stream's bytes that came in
+    /// earlier data (the start of a message that was not HTTP) to `out`.
+    pub fn take_replay(&mut self, out: &mut Vec<u8>) {
+        let want = std::mem::take(&mut self.replay_len) as usize;
+        if want == 0 {
+            return;
+        }
+        let mut line = Vec::with_capacity(want);
+        for k in 0..self.lead {
+            line.push(if self.lead_cr & (1 << k) != 0 {
+                b'\r'
+            } else {
+                b'\n'
+            });
+        }
+        if let Some(f) = self.fields.as_ref() {
+            line.extend_from_slice(&f.method);
+            if matches!(self.left_from, Phase::Target | Phase::Version) {
+                line.push(b' ');
+                line.extend_from_slice(&f.target);
+            }
+            if self.left_from == Phase::Version {
+                line.push(b' ');
+                line.extend_from_slice(&b"HTTP/"[..(self.count as usize).min(5)]);
+            }
+        }
+        out.extend_from_slice(&line[..want.min(line.len())]);
     }
 
     fn add_head(&mut self, n: usize) {
@@ -390,14 +468,34 @@ impl HttpState {
         };
     }
 
+    /// The bytes stopped parsing as HTTP at the current byte. A direction
+    /// that spoke HTTP goes on as a new stream ([`Fed::Left`]); one that
+    /// never did is simply not HTTP.
+    fn leave(&mut self) -> Option<Fed> {
+        let from = self.phase;
+        self.phase = Phase::Off;
+        if !self.seen {
+            return None;
+        }
+        self.left_from = from;
+        Some(Fed::Left)
+    }
+
     fn step(&mut self, c: &Compiled, b: u8, apps: AppSet, port: u16) -> Option<Fed> {
+        if self.phase.in_first_line() {
+            self.line_len = self.line_len.saturating_add(1);
+        }
         match self.phase {
             Phase::Start => {
                 if b == b'\r' || b == b'\n' {
                     self.count += 1;
                     if self.count > 8 {
-                        self.phase = Phase::Off;
+                        return self.leave();
                     }
+                    if b == b'\r' {
+                        self.lead_cr |= 1 << self.lead;
+                    }
+                    self.lead += 1;
                 } else if b.is_ascii_uppercase() {
                     self.phase = Phase::Method;
                     self.count = 1;
@@ -406,7 +504,7 @@ impl HttpState {
                     let f = self.fields.get_or_insert_with(Box::default);
                     f.method.push(b);
                 } else {
-                    self.phase = Phase::Off;
+                    return self.leave();
                 }
             }
             Phase::Method => {
@@ -428,7 +526,7 @@ impl HttpState {
                         f.method.push(b);
                     }
                 } else {
-                    self.phase = Phase::Off;
+                    return self.leave();
                 }
             }
             Phase::Target => {
@@ -436,14 +534,19 @@ impl HttpState {
                     // Only `METHOD target HTTP/x` is HTTP/1.x; a line without
                     // a version (HTTP/0.9, SMTP's `EHLO host`) ends the walk
                     // after its target was judged.
-                    self.phase = if b == b' ' { Phase::Version } else { Phase::Off };
                     self.count = 0;
-                    return self
-                        .target_done(c, apps)
-                        .map(|r| Fed::Hit(HttpHit::Sig(r, HttpWhere::Target)));
+                    if let Some(r) = self.target_done(c, apps) {
+                        self.phase = Phase::Off;
+                        return Some(Fed::Hit(HttpHit::Sig(r, HttpWhere::Target)));
+                    }
+                    if b == b' ' {
+                        self.phase = Phase::Version;
+                        return None;
+                    }
+                    return self.leave();
                 }
                 if b < 0x21 || b == 0x7f {
-                    self.phase = Phase::Off;
+                    return self.leave();
                 } else if let Some(f) = self.fields.as_mut() {
                     f.target.push(b);
                 }
@@ -458,7 +561,7 @@ impl HttpState {
                         self.count = 0;
                     }
                 } else {
-                    self.phase = Phase::Off;
+                    return self.leave();
                 }
             }
             Phase::LineRest => {
@@ -513,9 +616,8 @@ impl HttpState {
             Phase::HeadEnd => {
                 if b == b'\n' {
                     return self.end_head(c, apps, port);
-                } else {
-                    self.phase = Phase::Off;
                 }
+                return self.leave();
             }
             Phase::Name => {
                 if b == b':' {
@@ -555,12 +657,12 @@ impl HttpState {
                     self.count += 1;
                 }
                 b';' | b' ' | b'\t' | b'\r' => self.phase = Phase::ChunkExt,
-                b'\n' => self.chunk_line_done(),
-                _ => self.phase = Phase::Off,
+                b'\n' => return self.chunk_line_done(),
+                _ => return self.leave(),
             },
             Phase::ChunkExt => {
                 if b == b'\n' {
-                    self.chunk_line_done();
+                    return self.chunk_line_done();
                 }
             }
             Phase::ChunkEnd => {
@@ -569,7 +671,7 @@ impl HttpState {
                     self.body = 0;
                     self.count = 0;
                 } else if b != b'\r' {
-                    self.phase = Phase::Off;
+                    return self.leave();
                 }
             }
             Phase::Body | Phase::ChunkData | Phase::Off => {}
@@ -766,14 +868,15 @@ impl HttpState {
         }
     }
 
-    fn chunk_line_done(&mut self) {
+    fn chunk_line_done(&mut self) -> Option<Fed> {
         if self.count == 0 {
-            self.phase = Phase::Off;
+            return self.leave();
         } else if self.body == 0 {
             self.phase = Phase::Trailer;
         } else {
             self.phase = Phase::ChunkData;
         }
+        None
     }
 }
 
@@ -825,6 +928,71 @@ why = "test"
             }
         }
         out
+    }
+
+    /// Feeds `data` in pieces of `cut` bytes until the walker leaves HTTP;
+    /// returns the new stream's bytes (replayed start plus the rest).
+    fn left_stream(c: &Compiled, data: &[u8], cut: usize) -> Option<Vec<u8>> {
+        let mut h = HttpState::default();
+        let mut fed = 0;
+        for piece in data.chunks(cut) {
+            let mut at = 0;
+            while at < piece.len() {
+                match h.feed(c, &piece[at..], 1, 80) {
+                    Some((Fed::Left, k)) => {
+                        let mut out = Vec::new();
+                        h.take_replay(&mut out);
+                        out.extend_from_slice(&data[fed + at + k..]);
+                        return Some(out);
+                    }
+                    Some((Fed::Hit(_), _)) => return None,
+                    Some((_, end)) => at += end.max(1),
+                    None => break,
+                }
+            }
+            fed += piece.len();
+        }
+        None
+    }
+
+    #[test]
+    fn a_direction_that_stops_speaking_http_is_a_new_stream_from_the_right_byte() {
+        let c = compiled();
+        let get: &[u8] = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+        let cases: [(&[u8], Option<&[u8]>); 9] = [
+            // A later message that is not HTTP: from its first byte,
+            // leading blank lines included.
+            (b"VER 1 MSNP8 CVR0\r\n", Some(b"VER 1 MSNP8 CVR0\r\n")),
+            (b"GET Host: x\r\nVER 1\r\n", Some(b"GET Host: x\r\nVER 1\r\n")),
+            (b"\r\n\nUSR 1\r\n", Some(b"\r\n\nUSR 1\r\n")),
+            (b"\x16\x03\x01\x00", Some(b"\x16\x03\x01\x00")),
+            (b"GET /x HTTP/9 \r\n", None),
+            (
+                b"GETTING-LONGER-THAN-A-METHOD-CAN-BE x",
+                Some(b"GETTING-LONGER-THAN-A-METHOD-CAN-BE x"),
+            ),
+            // Grammar broken inside a message: from the breaking byte.
+            (b"GET / HTTP/1.1\r\n\rVER 1\r\n", Some(b"VER 1\r\n")),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                Some(b"zz\r\n"),
+            ),
+            // More HTTP is not a new stream.
+            (b"GET /b HTTP/1.1\r\n\r\n", None),
+        ];
+        for (rest, want) in cases {
+            let data = [get, rest].concat();
+            for cut in 1..=data.len() {
+                assert_eq!(
+                    left_stream(&c, &data, cut).as_deref(),
+                    want,
+                    "{} cut {cut}",
+                    String::from_utf8_lossy(rest)
+                );
+            }
+        }
+        // The first message that is not HTTP is simply not HTTP.
+        assert_eq!(left_stream(&c, b"VER 1 MSNP8\r\n", 3), None);
     }
 
     #[test]

@@ -99,6 +99,23 @@ impl MsnpDir {
 }
 
 impl MsnpDir {
+    /// The HTTP walker recognised this direction as HTTP: lines in its
+    /// heads and bodies are HTTP's (a CONNECT head's too; the tunnel after
+    /// it is a new stream). Not a proxy's reply inside a tunnel.
+    pub fn http_seen(&mut self) {
+        if self.kind != StreamKind::Tunnel {
+            self.kind = StreamKind::Foreign;
+        }
+    }
+
+    /// The other direction started a new stream: what this side's first
+    /// line said (another text protocol) no longer holds for it.
+    pub fn forget_kind(&mut self) {
+        if self.kind == StreamKind::Foreign {
+            self.kind = StreamKind::Unknown;
+        }
+    }
+
     /// A throw-away reader for a retransmitted copy that starts a line (or
     /// not; `first`: the stream's first line), in a stream whose kind is
     /// already known.

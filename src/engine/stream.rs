@@ -191,10 +191,17 @@ fn consume(x: Ctx<'_>, p: Pair<'_>, fresh: &[u8], segment_start: bool) -> Option
     dir.next_seq = Some(next.wrapping_add(seq_len(fresh.len())));
     // Depth counts bytes and segments inspected in order, not arrivals.
     dir.payload_packets += 1;
+    consume_units(x, Pair { dir, other }, fresh, segment_start)
+}
+
+/// Inspects bytes unit by unit: a unit ends where a new stream starts.
+fn consume_units(x: Ctx<'_>, p: Pair<'_>, fresh: &[u8], segment_start: bool) -> Option<Found> {
+    let Pair { dir, other } = p;
     let mut data = fresh;
     let mut seg_start = segment_start;
+    let mut replay = Vec::new();
     loop {
-        let (found, cut) = consume_unit(x, Pair { dir, other }, data, seg_start);
+        let (found, cut) = consume_unit(x, Pair { dir, other }, data, seg_start, &mut replay);
         if found.is_some() {
             return found;
         }
@@ -202,6 +209,14 @@ fn consume(x: Ctx<'_>, p: Pair<'_>, fresh: &[u8], segment_start: bool) -> Option
             Some(k) if k < data.len() => {
                 data = &data[k..];
                 seg_start = false;
+                if !replay.is_empty() {
+                    // The new stream began in earlier data: its first bytes
+                    // are inspected again, as its own (they were counted).
+                    let mut joined = replay;
+                    dir.bytes = dir.bytes.saturating_sub(joined.len() as u64);
+                    joined.extend_from_slice(data);
+                    return consume_units(x, Pair { dir, other }, &joined, false);
+                }
             }
             _ => return None,
         }
@@ -217,8 +232,16 @@ fn http_request(f: Option<&HeadFields>) -> Option<Box<MatchedRequest>> {
 /// How a unit of bytes ends early: the stream restarts at this offset.
 type Cut = Option<usize>;
 
-/// Inspects bytes of the current stream; stops where a tunnel begins.
-fn consume_unit(x: Ctx<'_>, p: Pair<'_>, data: &[u8], segment_start: bool) -> (Option<Found>, Cut) {
+/// Inspects bytes of the current stream; stops where a new stream begins
+/// (a tunnel, or a direction that stopped speaking HTTP). The new stream's
+/// bytes that came in earlier data are written to `replay`.
+fn consume_unit(
+    x: Ctx<'_>,
+    p: Pair<'_>,
+    data: &[u8],
+    segment_start: bool,
+    replay: &mut Vec<u8>,
+) -> (Option<Found>, Cut) {
     let (c, apps, port) = (x.c, x.apps, x.port);
     let Pair { dir, other } = p;
     // Bodies past the per-message depth need no stream scan.
@@ -227,9 +250,17 @@ fn consume_unit(x: Ctx<'_>, p: Pair<'_>, data: &[u8], segment_start: bool) -> (O
     let mut cut: Cut = None;
     let mut opened = false;
     let mut boundary = false;
+    let mut left = false;
     if c.wants_http() && !dir.http.is_off() {
         let before = dir.http.messages();
-        match dir.http.feed(c, data, apps, port) {
+        let was_http = dir.http.spoke_http();
+        let fed = dir.http.feed(c, data, apps, port);
+        // The walker, not a guess from the first line, says a direction
+        // speaks HTTP: MSNP-looking lines in its heads and bodies never count.
+        if !was_http && dir.http.spoke_http() {
+            dir.msnp.http_seen();
+        }
+        match fed {
             Some((Fed::Hit(h), end)) => {
                 found = Some(match h {
                     HttpHit::Sig(s, _) => (Found::Sig(Hit { sig: s, end }), end),
@@ -259,6 +290,10 @@ fn consume_unit(x: Ctx<'_>, p: Pair<'_>, data: &[u8], segment_start: bool) -> (O
             Some((Fed::Boundary, end)) => {
                 boundary = true;
                 cut = Some(end);
+            }
+            Some((Fed::Left, at)) => {
+                left = true;
+                cut = Some(at);
             }
             None => {}
         }
@@ -325,6 +360,15 @@ fn consume_unit(x: Ctx<'_>, p: Pair<'_>, data: &[u8], segment_start: bool) -> (O
         dir.tail_virtual = 1;
         return (None, cut);
     }
+    if left {
+        // The direction stopped speaking HTTP: a new stream on this side
+        // only. The other side's text protocol (HTTP) no longer says what
+        // this one is.
+        dir.http.take_replay(replay);
+        dir.restart_stream(false);
+        other.msnp.forget_kind();
+        return (None, cut);
+    }
     if let Some(k) = cut {
         dir.restart_stream(!opened);
         if opened {
@@ -338,6 +382,9 @@ fn consume_unit(x: Ctx<'_>, p: Pair<'_>, data: &[u8], segment_start: bool) -> (O
             dir.socks = None;
         } else {
             dir.tunnel_requested = true;
+            // What the proxy said before (HTTP replies) is not what the
+            // tunnel is.
+            other.msnp.forget_kind();
         }
         return (None, Some(k));
     }

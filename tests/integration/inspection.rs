@@ -20,6 +20,8 @@ cases![
     verdict_does_not_depend_on_what_came_before,
     oversized_head_reason_is_named,
     host_rules_see_the_host_header_of_origin_form_requests,
+    a_message_that_is_not_http_is_a_new_stream_from_its_first_byte,
+    fuzz_found_heads_are_judged_alone,
     arbitrary_messages_are_judged_alone,
     a_connection_that_closes_after_its_reply_is_handed_to_the_kernel,
     upload_cost_is_counted,
@@ -401,6 +403,49 @@ fn evasions() -> Vec<(&'static str, Script, u16, &'static str)> {
             "signature",
         ),
         (
+            "HTTP, then raw MSNP without an Upgrade",
+            vec![
+                (true, GET.to_vec()),
+                (false, http_reply(100)),
+                (true, b"VER 1 MSNP8 CVR0\r\n".to_vec()),
+            ],
+            80,
+            "signature",
+        ),
+        (
+            "HTTP, then a request line without a version and MSNP lines",
+            vec![
+                (true, GET.to_vec()),
+                (false, http_reply(100)),
+                (true, b"GET Host: x\r\nVER 1 MSNP8\r\nVER 2 MSNP8\r\n".to_vec()),
+            ],
+            80,
+            "signature",
+        ),
+        (
+            "a head that breaks its own grammar, then MSNP",
+            vec![
+                (true, GET.to_vec()),
+                (false, http_reply(100)),
+                (
+                    true,
+                    b"GET / HTTP/1.1\r\nHost: a\r\n\rVER 1 MSNP8 CVR0\r\n".to_vec(),
+                ),
+            ],
+            80,
+            "signature",
+        ),
+        (
+            "a chunked body that breaks its framing, then MSNP",
+            vec![(
+                true,
+                b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nVER 1 MSNP8 CVR0\r\n"
+                    .to_vec(),
+            )],
+            80,
+            "signature",
+        ),
+        (
             "pipelined: a benign GET and the gateway POST in one segment",
             vec![(true, owned(&[GET, MSN_GATEWAY_OPEN]))],
             80,
@@ -503,6 +548,18 @@ fn benign_look_alikes_pass() {
                 (true, GET.to_vec()),
                 (false, http_reply(100)),
                 (true, b"GET /msn/gateway.html?x=gateway.dll HTTP/1.1\r\nHost: www.example.com\r\n\r\n".to_vec()),
+                (false, http_reply(10)),
+            ],
+            80,
+        ),
+        (
+            "a body sent without a length, a line of another protocol, CRLF after a POST body",
+            vec![
+                (true, b"POST /form HTTP/1.1\r\nHost: a\r\n\r\nname=value&msg=VER+1+MSNP8".to_vec()),
+                (false, http_reply(10)),
+                (true, b"HELLO 1 there\r\nVER is a word\r\n".to_vec()),
+                (true, b"POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab\r\n".to_vec()),
+                (true, GET.to_vec()),
                 (false, http_reply(10)),
             ],
             80,
@@ -663,7 +720,7 @@ fn shipped_engine() -> Engine {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
     /// The `http_messages` fuzz invariant on arbitrary bytes that look a
     /// bit like HTTP: complete benign requests before them change nothing.
@@ -671,26 +728,31 @@ proptest! {
         parts in proptest::collection::vec(0usize..PIECES.len(), 0..12),
         n in 0usize..3,
         mss in 1usize..200,
+        answered in proptest::bool::ANY,
     ) {
         let rest: Vec<u8> = parts.iter().flat_map(|&i| PIECES[i].iter().copied()).collect();
+        // SOCKS speaks only at a connection's start.
         prop_assume!(!rest.first().is_some_and(|&b| b == 4 || b == 5));
         let e = shipped_engine();
         let prefix: [&[u8]; 2] = [GET, b"POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"];
-        let mut stream: Vec<u8> = prefix.iter().cycle().take(n).flat_map(|m| m.iter().copied()).collect();
-        stream.extend_from_slice(&rest);
-        let judge = |s: &[u8]| {
+        let reply: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        // The requests alone, or each answered by the server.
+        let mut script: Vec<(bool, &[u8])> = Vec::new();
+        for m in prefix.iter().cycle().take(n) {
+            script.push((true, m));
+            if answered {
+                script.push((false, reply));
+            }
+        }
+        script.push((true, &rest));
+        let judge = |script: &[(bool, &[u8])]| {
             let mut b = TcpFlowBuilder::new((ip("192.0.2.10"), 40000), (ip("198.51.100.1"), 80));
             b.mss = mss;
-            run_packets(&e, &b.packets(&[(true, s)])).blocked.is_some()
+            run_packets(&e, &b.packets(script)).blocked.is_some()
         };
-        // Only an HTTP request is judged alone whatever came before: other
-        // bytes after HTTP are not read as another protocol (a stream's
-        // protocol is known from its first line).
-        let methods: [&[u8]; 3] = [b"GET ", b"POST ", b"HEAD "];
-        if !methods.iter().any(|m| rest.starts_with(m)) {
-            return Ok(());
-        }
-        prop_assert_eq!(judge(&stream), judge(&rest), "{}", String::from_utf8_lossy(&rest));
+        // Whatever follows complete messages is a message (or, if it is not
+        // HTTP, a new stream from its first byte): judged alone.
+        prop_assert_eq!(judge(&script), judge(&[(true, &rest)]), "{}", String::from_utf8_lossy(&rest));
     }
 }
 fn a_connection_that_closes_after_its_reply_is_handed_to_the_kernel() {
@@ -740,4 +802,54 @@ fn upload_cost_is_counted() {
         got2.queued, got2.packets
     );
     assert!(got2.queued < got.queued);
+}
+/// Inputs the `http_messages` fuzz target found: MSNP lines inside a head
+/// whose request line the first-line guess did not take for HTTP (the
+/// walker did), and the same inside a CONNECT head. Judged alone and after
+/// benign requests, the verdict must be the same.
+fn fuzz_found_heads_are_judged_alone() {
+    let e = shipped_engine();
+    let cases: [(&[u8], usize); 2] = [
+        (b"POST /u HTTP/1.%o\xecPOST /gatewll?Ac8\x0dP./\x0d81P/1.\x09\x0aVER 1 MSNP8\x0d\x0aVER 1 MSNP8\x0d\x0a\x0d\x0a\x1d\x00\x00\x0a\x0a\x0d\x0aGE /u HTT;P/1.ZZZZZZZZZZ", 2),
+        (b"CONNECT 203.0.O0\xdb3.0.113.5:18%3 HTTP/1NNNNNNNN\x06POST /gan HTTP/1?1\x0d\x0aHost:\x5c\x5c gateway.messenge\x8e\xd1hotma\x00\x00%\x00ontenrt-L\x00%o\xecPOST /gatewll?Ac8\x0dP./\x0d81P/1.\x09\x0aVE\x00\x00R 1 MSNP8\x0d\x0aVER 1 MSNP8\x0d\x0aVER 1 MSNP8\x0d\x0a\x0d\x0a/g\x06POST ayNNNN.1\x0d\x0a\x0d\x0a", 1),
+    ];
+    for (rest, n) in cases {
+        for mss in [1usize, 7, 24, 93, 1460] {
+            let judge = |s: &[u8]| {
+                let mut b = TcpFlowBuilder::new((ip("192.0.2.10"), 40000), (ip("198.51.100.1"), 80));
+                b.mss = mss;
+                run_packets(&e, &b.packets(&[(true, s)])).blocked
+            };
+            let mut stream: Vec<u8> = GET.repeat(n);
+            stream.extend_from_slice(rest);
+            assert_eq!(
+                judge(&stream).is_some(),
+                judge(rest).is_some(),
+                "mss {mss}: {}",
+                String::from_utf8_lossy(rest)
+            );
+        }
+    }
+}
+
+/// The proptest's first counterexample: a request line without a version
+/// after a complete request, then MSNP lines. Alone it is a stream whose
+/// lines are MSNP; after the GET it must be judged the same, whatever the
+/// segment size (a message that is not HTTP starts a new stream from its
+/// first byte, bytes of earlier segments included).
+fn a_message_that_is_not_http_is_a_new_stream_from_its_first_byte() {
+    let e = shipped_engine();
+    let rest: &[u8] = b"GET Host: x\r\nVER 1 MSNP8\r\nVER 1 MSNP8\r\n";
+    let mut stream = GET.to_vec();
+    stream.extend_from_slice(rest);
+    for mss in [1usize, 2, 3, 5, 8, 13, 40, 200] {
+        let judge = |s: &[u8]| {
+            let mut b = TcpFlowBuilder::new((ip("192.0.2.10"), 40000), (ip("198.51.100.1"), 80));
+            b.mss = mss;
+            run_packets(&e, &b.packets(&[(true, s)])).blocked
+        };
+        let alone = judge(rest);
+        assert!(alone.is_some(), "mss {mss}: alone not blocked");
+        assert_eq!(judge(&stream), alone, "mss {mss}");
+    }
 }

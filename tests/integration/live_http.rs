@@ -16,7 +16,9 @@ cases![live_every_message_and_every_tunnel_is_judged: LAB];
 const PORT: &str = "8081";
 
 /// A keep-alive HTTP/1.1 server and CONNECT proxy: `/big` answers 24 KiB,
-/// anything else a short body; CONNECT answers 200 and then echoes.
+/// anything else a short body; CONNECT answers 200 and then echoes; a line
+/// that is not an HTTP request line is echoed (a relay that switches
+/// protocols without asking).
 const PY_SERVER: &str = r#"
 import socket, threading
 def serve(c):
@@ -25,9 +27,15 @@ def serve(c):
     try:
         while True:
             while b"\r\n\r\n" not in buf:
+                if b"\r\n" in buf and not buf.split(b"\r\n")[0].split(b" ")[-1].startswith(b"HTTP/"):
+                    break
                 d = c.recv(65536)
                 if not d: return
                 buf += d
+            if b"\r\n\r\n" not in buf:
+                line, buf = buf.split(b"\r\n", 1)
+                c.sendall(line + b"\r\n")
+                continue
             head, buf = buf.split(b"\r\n\r\n", 1)
             line = head.split(b"\r\n")[0]
             n = 0
@@ -133,8 +141,23 @@ fn live_every_message_and_every_tunnel_is_judged() {
         let hosts = dir.join("hosts");
         std::fs::write(&hosts, "192.0.2.10 msn\n").unwrap();
         let mut f = lab.start_filter(&exe(), &hosts, &["--reset"], "http").unwrap();
-        let cases: [(&str, Vec<&str>, bool); 5] = [
+        let cases: [(&str, Vec<&str>, bool); 8] = [
             ("keep-alive benign", vec![BIG, SMALL, BIG], false),
+            (
+                "HTTP, then a line of another protocol",
+                vec![BIG, "HELLO 1 there\\r\\n"],
+                false,
+            ),
+            (
+                "HTTP, then raw MSNP without an Upgrade",
+                vec![BIG, "VER 1 MSNP8 CVR0\\r\\n"],
+                true,
+            ),
+            (
+                "HTTP, then a request line without a version and MSNP lines",
+                vec![SMALL, "GET Host: x\\r\\nVER 1 MSNP8\\r\\nVER 2 MSNP8\\r\\n"],
+                true,
+            ),
             (
                 "keep-alive: 24 KiB download, then the gateway POST",
                 vec![BIG, GATEWAY],
