@@ -20,7 +20,12 @@
 //! - header signatures see every instance of a repeated header;
 //! - CONNECT, a 2xx reply to it and a 101 reply are reported
 //!   ([`Fed::Connect`], [`Fed::Opened`]) so the stream inspector can judge the
-//!   destination and restart inspection on the tunnelled bytes.
+//!   destination and restart inspection on the tunnelled bytes;
+//! - a direction that spoke HTTP and stops (a later message that does not
+//!   start as HTTP, a head or chunked framing that breaks the grammar) is
+//!   reported ([`Fed::Left`]) with the byte where the new stream starts, the
+//!   start of a message that came in earlier pieces included, so what came
+//!   before cannot change how those bytes are judged.
 //!
 //! A direction whose first bytes are not an HTTP request or status line is
 //! switched off for good, as is a reply body delimited only by connection
