@@ -423,6 +423,16 @@ fn evasions() -> Vec<(&'static str, Script, u16, &'static str)> {
             "signature",
         ),
         (
+            "HTTP, then a ClientHello cut into records, no CONNECT",
+            vec![
+                (true, GET.to_vec()),
+                (false, http_reply(100)),
+                (true, split_hello.clone()),
+            ],
+            80,
+            "rule",
+        ),
+        (
             "a head that breaks its own grammar, then MSNP",
             vec![
                 (true, GET.to_vec()),
