@@ -215,10 +215,10 @@ pub struct HttpState {
     /// Bytes of this message's first line so far (leading blank lines
     /// included), while it is not yet known to be HTTP.
     line_len: u32,
-    /// Blank-line bytes before this message (at most 8); bit `i` set: the
-    /// `i`th was CR, else LF.
-    lead: u8,
-    lead_cr: u8,
+    /// Blank-line bytes before this message (servers skip any number).
+    lead: u32,
+    /// The last 64 of them: bit 0 is the latest, set for CR, clear for LF.
+    lead_cr: u64,
     /// The phase in which the bytes stopped being HTTP ([`Fed::Left`]).
     left_from: Phase,
     /// After [`Fed::Left`]: bytes of the new stream that came in earlier data.
@@ -250,7 +250,10 @@ impl HttpState {
     /// its requests at a reload and be settled clean.
     pub fn across_reload(mut self) -> HttpState {
         self.slot = None;
+        // A first line's method and target are the stream's bytes, not
+        // the policy's: kept (a message that is not HTTP replays them).
         if self.in_head()
+            && !self.phase.in_first_line()
             && let Some(f) = self.fields.as_mut()
         {
             f.clear();
@@ -267,6 +270,13 @@ impl HttpState {
     /// that a server would serve (not after `Connection: close`).
     pub fn is_live(&self) -> bool {
         self.seen && self.phase != Phase::Off && !self.closing
+    }
+
+    /// True while the first line of the direction's first message may
+    /// still turn out to be an HTTP request line (method or target read,
+    /// version not yet).
+    pub fn first_line_pending(&self) -> bool {
+        !self.seen && matches!(self.phase, Phase::Method | Phase::Target | Phase::Version)
     }
 
     /// True once this direction sent an HTTP request or status line.
@@ -410,14 +420,20 @@ impl HttpState {
         if want == 0 {
             return;
         }
-        let mut line = Vec::with_capacity(want);
-        for k in 0..self.lead {
-            line.push(if self.lead_cr & (1 << k) != 0 {
-                b'\r'
-            } else {
-                b'\n'
-            });
+        // The blank lines before the message: exact for the last 64 (all a
+        // real client sends); older ones are not replayed.
+        let lead = self.lead as usize;
+        let blanks = want.min(lead);
+        for j in blanks.saturating_sub(64)..blanks {
+            let age = lead - 1 - j;
+            let cr = age < 64 && self.lead_cr & (1 << age) != 0;
+            out.push(if cr { b'\r' } else { b'\n' });
         }
+        let want = want - blanks;
+        if want == 0 {
+            return;
+        }
+        let mut line = Vec::with_capacity(want);
         if let Some(f) = self.fields.as_ref() {
             line.extend_from_slice(&f.method);
             if matches!(self.left_from, Phase::Target | Phase::Version) {
@@ -493,14 +509,11 @@ impl HttpState {
         match self.phase {
             Phase::Start => {
                 if b == b'\r' || b == b'\n' {
-                    self.count += 1;
-                    if self.count > 8 {
-                        return self.leave();
-                    }
-                    if b == b'\r' {
-                        self.lead_cr |= 1 << self.lead;
-                    }
-                    self.lead += 1;
+                    // Blank lines before a message are skipped, however
+                    // many: servers do (nginx), so a signature must not
+                    // be dodged by them.
+                    self.lead = self.lead.saturating_add(1);
+                    self.lead_cr = (self.lead_cr << 1) | u64::from(b == b'\r');
                 } else if b.is_ascii_uppercase() {
                     self.phase = Phase::Method;
                     self.count = 1;
@@ -998,6 +1011,21 @@ why = "test"
         }
         // The first message that is not HTTP is simply not HTTP.
         assert_eq!(left_stream(&c, b"VER 1 MSNP8\r\n", 3), None);
+        // Any number of blank lines before a request: still HTTP.
+        let blank = [&b"\r\n".repeat(40)[..], b"GET /b HTTP/1.1\r\n\r\n"].concat();
+        assert_eq!(
+            left_stream(&c, &[get, &blank[..], b"VER 1\r\n"].concat(), 5).as_deref(),
+            Some(&b"VER 1\r\n"[..])
+        );
+        // A policy reload inside a first line keeps what it replays.
+        let mut h = HttpState::default();
+        assert_eq!(h.feed(&c, get, 1, 80), None);
+        assert_eq!(h.feed(&c, b"VER 1", 1, 80), None);
+        let mut h = h.across_reload();
+        assert_eq!(h.feed(&c, b" MSNP8\r\n", 1, 80), Some((Fed::Left, 0)));
+        let mut replay = Vec::new();
+        h.take_replay(&mut replay);
+        assert_eq!(replay, b"VER 1");
     }
 
     #[test]

@@ -56,6 +56,9 @@ enum Mode {
     Rest,
     /// Skipping a command's payload (bytes left).
     Payload(u32),
+    /// The stream's first line outgrew the buffer while the HTTP walker
+    /// could still take it for a request line: judged once it cannot.
+    Held,
 }
 
 /// MSNP state of one direction.
@@ -145,11 +148,41 @@ pub fn share(a: &mut MsnpDir, b: &mut MsnpDir) {
 /// signature (`end` is relative to `data`). `context` is the carried-over
 /// tail before `data` (for `anywhere` literals split across segments).
 pub fn feed(m: &Matcher, st: &mut MsnpDir, context: &[u8], data: &[u8], apps: AppSet) -> Option<Hit> {
+    feed_holding(m, st, context, data, apps, false)
+}
+
+/// [`feed`], where `http_pending` says the HTTP walker has not yet decided
+/// whether the stream's first line is a request line (it has not reached
+/// the version). A first line longer than [`LINE_MAX`] is then judged only
+/// once the walker has decided, so where the segments were cut cannot
+/// change whether it counts (an HTTP request line never does).
+pub fn feed_holding(
+    m: &Matcher,
+    st: &mut MsnpDir,
+    context: &[u8],
+    data: &[u8],
+    apps: AppSet,
+    http_pending: bool,
+) -> Option<Hit> {
     if !m.has_lines(apps) || st.kind == StreamKind::Foreign {
+        if st.mode == Mode::Held {
+            st.mode = Mode::Rest;
+            st.len = 0;
+        }
         return None;
     }
     let mut hit = None;
     let mut i = 0;
+    if st.mode == Mode::Held {
+        if http_pending {
+            return None;
+        }
+        // Decided, and not HTTP: the held line is judged as it would have
+        // been when it filled the buffer.
+        st.mode = Mode::Rest;
+        hit = judge_line(m, st, false, apps).map(|sig| Hit { sig, end: 0 });
+        st.len = 0;
+    }
     // Where in `data` the stream is known to be MSNP (anywhere literals count from there).
     let mut msnp_from = (st.kind == StreamKind::Msnp).then_some(0);
     while i < data.len() && hit.is_none() && st.kind != StreamKind::Foreign {
@@ -164,6 +197,7 @@ pub fn feed(m: &Matcher, st: &mut MsnpDir, context: &[u8], data: &[u8], apps: Ap
                     Mode::Payload(left - take)
                 };
             }
+            Mode::Held => i = data.len(),
             Mode::Rest => match memchr::memchr(b'\n', &data[i..]) {
                 Some(k) => {
                     i += k + 1;
@@ -184,6 +218,10 @@ pub fn feed(m: &Matcher, st: &mut MsnpDir, context: &[u8], data: &[u8], apps: Ap
                 st.len = u8::try_from(have + take).unwrap_or(u8::MAX);
                 i += take;
                 let full = usize::from(st.len) == LINE_MAX;
+                if full && !ended && !st.first_done && http_pending {
+                    st.mode = Mode::Held;
+                    return None;
+                }
                 if ended || full {
                     hit = judge_line(m, st, ended, apps).map(|sig| Hit { sig, end: i });
                     if msnp_from.is_none() && st.kind == StreamKind::Msnp {

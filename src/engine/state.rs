@@ -146,10 +146,12 @@ impl Default for DirState {
 
 impl DirState {
     /// The bytes from here on are a new stream (a tunnel opened inside the
-    /// connection): stream-start, line-start, HTTP, TLS and tunnel probes
+    /// connection, or a direction that stopped speaking HTTP): stream-start, line-start, HTTP, TLS and tunnel probes
     /// start over and the depth counts from here. TCP position, held
     /// segments and counters are kept. `own_request`: this side asked for
-    /// the tunnel (CONNECT, SOCKS) and the other side has not answered yet.
+    /// the tunnel (CONNECT, SOCKS) and the other side has not answered yet,
+    /// or left HTTP while the other side still numbers its replies: the
+    /// request count goes on.
     pub fn restart_stream(&mut self, own_request: bool) {
         let mut fresh = DirState {
             next_seq: self.next_seq,

@@ -208,7 +208,8 @@ fn consume_units(x: Ctx<'_>, p: Pair<'_>, fresh: &[u8], segment_start: bool) -> 
         match cut {
             Some(k) if k < data.len() => {
                 data = &data[k..];
-                seg_start = false;
+                // A new stream at the segment's first byte still starts a segment.
+                seg_start = seg_start && k == 0;
                 if !replay.is_empty() {
                     // The new stream began in earlier data: its first bytes
                     // are inspected again, as its own (they were counted).
@@ -332,7 +333,11 @@ fn consume_unit(
             scan_with_context(&c.sigs, &dir.tail[..dir.tail_len as usize], unit, apps),
         );
         let context = &dir.tail[..dir.tail_len as usize];
-        hit = Hit::first(hit, msnp::feed(&c.sigs, &mut dir.msnp, context, unit, apps));
+        let pending = c.wants_http() && dir.http.first_line_pending();
+        hit = Hit::first(
+            hit,
+            msnp::feed_holding(&c.sigs, &mut dir.msnp, context, unit, apps, pending),
+        );
         found = earlier(sig(hit), found);
     }
     if c.wants_hello() && !dir.hello_done {
@@ -365,8 +370,13 @@ fn consume_unit(
         // only. The other side's text protocol (HTTP) no longer says what
         // this one is.
         dir.http.take_replay(replay);
-        dir.restart_stream(false);
+        // The request count goes on: the other side numbers its replies
+        // (CONNECT, HEAD) by it if this side speaks HTTP again.
+        dir.restart_stream(true);
         other.msnp.forget_kind();
+        // Depth counts from the new stream for both sides: a long reply
+        // before it must not settle the connection clean under it.
+        other.unit_bytes = 0;
         return (None, cut);
     }
     if let Some(k) = cut {

@@ -22,6 +22,7 @@ cases![
     host_rules_see_the_host_header_of_origin_form_requests,
     a_message_that_is_not_http_is_a_new_stream_from_its_first_byte,
     fuzz_found_heads_are_judged_alone,
+    a_new_stream_at_a_segment_start_is_a_segment_start,
     arbitrary_messages_are_judged_alone,
     a_connection_that_closes_after_its_reply_is_handed_to_the_kernel,
     upload_cost_is_counted,
@@ -409,6 +410,22 @@ fn evasions() -> Vec<(&'static str, Script, u16, &'static str)> {
                 (false, http_reply(100)),
                 (true, b"VER 1 MSNP8 CVR0\r\n".to_vec()),
             ],
+            80,
+            "signature",
+        ),
+        (
+            "HTTP with a reply past the depth, then raw MSNP in pieces",
+            vec![
+                (true, GET.to_vec()),
+                (false, http_reply(20_000)),
+                (true, b"VER 1 MSNP8 CVR0\r\n".to_vec()),
+            ],
+            80,
+            "signature",
+        ),
+        (
+            "blank lines before the gateway POST",
+            vec![(true, owned(&[&b"\r\n".repeat(40), MSN_GATEWAY_OPEN]))],
             80,
             "signature",
         ),
@@ -819,7 +836,11 @@ fn upload_cost_is_counted() {
 /// benign requests, the verdict must be the same.
 fn fuzz_found_heads_are_judged_alone() {
     let e = shipped_engine();
-    let cases: [(&[u8], usize); 2] = [
+    let long_qng = [&b"QNG 3M%n&?S"[..], &[0xcf; 104]].concat();
+    let cases: [(&[u8], usize); 3] = [
+        // A first line longer than the MSNP reader's buffer, still possibly
+        // a request line when the stream ends.
+        (&long_qng, 1),
         (b"POST /u HTTP/1.%o\xecPOST /gatewll?Ac8\x0dP./\x0d81P/1.\x09\x0aVER 1 MSNP8\x0d\x0aVER 1 MSNP8\x0d\x0a\x0d\x0a\x1d\x00\x00\x0a\x0a\x0d\x0aGE /u HTT;P/1.ZZZZZZZZZZ", 2),
         (b"CONNECT 203.0.O0\xdb3.0.113.5:18%3 HTTP/1NNNNNNNN\x06POST /gan HTTP/1?1\x0d\x0aHost:\x5c\x5c gateway.messenge\x8e\xd1hotma\x00\x00%\x00ontenrt-L\x00%o\xecPOST /gatewll?Ac8\x0dP./\x0d81P/1.\x09\x0aVE\x00\x00R 1 MSNP8\x0d\x0aVER 1 MSNP8\x0d\x0aVER 1 MSNP8\x0d\x0a\x0d\x0a/g\x06POST ayNNNN.1\x0d\x0a\x0d\x0a", 1),
     ];
@@ -832,6 +853,12 @@ fn fuzz_found_heads_are_judged_alone() {
             };
             let mut stream: Vec<u8> = GET.repeat(n);
             stream.extend_from_slice(rest);
+            // Once the line cannot be a request line, it counts as MSNP.
+            let ended = [rest, b" x\r\n"].concat();
+            if rest == &long_qng[..] {
+                let after = [GET, &ended[..]].concat();
+                assert!(judge(&ended).is_some() && judge(&after).is_some(), "mss {mss}");
+            }
             assert_eq!(
                 judge(&stream).is_some(),
                 judge(rest).is_some(),
@@ -839,6 +866,25 @@ fn fuzz_found_heads_are_judged_alone() {
                 String::from_utf8_lossy(rest)
             );
         }
+    }
+}
+
+/// A new stream that begins at a segment's first byte still begins a
+/// segment: an AIM FLAP frame sent after HTTP is matched by the
+/// segment-start signature, as it is alone.
+fn a_new_stream_at_a_segment_start_is_a_segment_start() {
+    let hosts = HostsFile::parse(Path::new("hosts"), "192.0.2.10 aim\n").unwrap();
+    let policy = Policy::new(AppLibrary::embedded().unwrap(), &hosts, None).unwrap();
+    let e = Engine::new(policy, EngineConfig::default()).unwrap();
+    let flap: &[u8] = b"*\x02\x00\x07\x00\x0a\x00\x04\x00\x06\x00\x00\x00\x00\x00\x00";
+    let reply = http_reply(100);
+    for script in [
+        vec![(true, flap)],
+        vec![(true, GET), (false, &reply[..]), (true, flap)],
+    ] {
+        let got = run(&e, &script, 80);
+        let why = got.blocked.unwrap_or_default();
+        assert!(why.contains("flap-snac"), "{} segments: {why:?}", script.len());
     }
 }
 
