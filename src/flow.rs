@@ -817,17 +817,15 @@ mod tests {
     fn payload_on_a_closed_connection_is_the_next_one_on_its_ports() {
         let o = Some(CtDir::Original);
         let r = Some(CtDir::Reply);
-        let get = tcp4(
-            [192, 0, 2, 10],
-            40000,
-            [198, 51, 100, 1],
-            80,
-            1,
-            b"GET / HTTP/1.0\r\n\r\n",
-        );
-        let mut fin_c = tcp4([192, 0, 2, 10], 40000, [198, 51, 100, 1], 80, 20, b"");
+        // Client to server and back, port 40000 to 80.
+        let c2s =
+            |seq: u32, payload: &[u8]| tcp4([192, 0, 2, 10], 40000, [198, 51, 100, 1], 80, seq, payload);
+        let s2c =
+            |seq: u32, payload: &[u8]| tcp4([198, 51, 100, 1], 80, [192, 0, 2, 10], 40000, seq, payload);
+        let get = c2s(1, b"GET / HTTP/1.0\r\n\r\n");
+        let mut fin_c = c2s(20, b"");
         fin_c[33] |= 0x01;
-        let mut fin_s = tcp4([198, 51, 100, 1], 80, [192, 0, 2, 10], 40000, 9, b"");
+        let mut fin_s = s2c(9, b"");
         fin_s[33] |= 0x01;
         for (dir, new) in [(o, true), (None, false)] {
             let mut t = FlowTable::<Busy>::new(8, u64::MAX);
@@ -842,14 +840,7 @@ mod tests {
             // Same ports again, the SYN kept in the kernel: payload with
             // sequence numbers of its own tells (a capture without the SYN
             // cannot tell).
-            let again = tcp4(
-                [192, 0, 2, 10],
-                40000,
-                [198, 51, 100, 1],
-                80,
-                3_000_000,
-                b"GET / HTTP/1.0\r\n\r\n",
-            );
+            let again = c2s(3_000_000, b"GET / HTTP/1.0\r\n\r\n");
             let f = t.get_or_insert_tracked(&view(&again), 5, dir);
             assert_eq!(f.id != id, new, "{dir:?}");
             assert_eq!(f.is_closed(), !new);
@@ -858,41 +849,20 @@ mod tests {
         // A forged RST, then the same stream going on: not a new connection.
         let mut t = FlowTable::<Busy>::new(8, u64::MAX);
         let id = t.get_or_insert_tracked(&view(&get), 0, o).id;
-        let mut rst = tcp4([192, 0, 2, 10], 40000, [198, 51, 100, 1], 80, 900_000, b"");
+        let mut rst = c2s(900_000, b"");
         rst[33] |= 0x04;
         assert!(t.get_or_insert_tracked(&view(&rst), 1, o).is_closed());
-        let next = tcp4(
-            [192, 0, 2, 10],
-            40000,
-            [198, 51, 100, 1],
-            80,
-            19,
-            b"more of the request",
-        );
+        let next = c2s(19, b"more of the request");
         assert_eq!(t.get_or_insert_tracked(&view(&next), 2, o).id, id);
         // Linux reusing its TIME_WAIT tuple starts 64 KiB + 2 past the old end.
-        let reused = tcp4(
-            [192, 0, 2, 10],
-            40000,
-            [198, 51, 100, 1],
-            80,
-            38 + 65_538,
-            b"GET / HTTP/1.0\r\n\r\n",
-        );
+        let reused = c2s(38 + 65_538, b"GET / HTTP/1.0\r\n\r\n");
         assert_ne!(t.get_or_insert_tracked(&view(&reused), 3, o).id, id);
         // A server-first reuse: the banner opens it, oriented by conntrack.
         let mut t = FlowTable::<Busy>::new(8, u64::MAX);
         t.get_or_insert_tracked(&view(&get), 0, o);
         t.get_or_insert_tracked(&view(&fin_c), 1, o);
         t.get_or_insert_tracked(&view(&fin_s), 2, r);
-        let banner = tcp4(
-            [198, 51, 100, 1],
-            80,
-            [192, 0, 2, 10],
-            40000,
-            5_000_000,
-            b"hello\r\n",
-        );
+        let banner = s2c(5_000_000, b"hello\r\n");
         let f = t.get_or_insert_tracked(&view(&banner), 3, r);
         assert!(!f.is_closed());
         assert_eq!(f.orig_sport, 40000);

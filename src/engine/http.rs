@@ -212,9 +212,6 @@ pub struct HttpState {
     /// The connection's client address, for `src` rule conditions (set by
     /// the engine before each segment).
     pub(crate) src: Option<std::net::IpAddr>,
-    /// Bytes of this message's first line so far (leading blank lines
-    /// included), while it is not yet known to be HTTP.
-    line_len: u32,
     /// Blank-line bytes before this message (servers skip any number).
     lead: u32,
     /// The last 64 of them: bit 0 is the latest, set for CR, clear for LF.
@@ -408,7 +405,9 @@ impl HttpState {
             self.replay_len = 0;
             return i - 1;
         }
-        let n = self.line_len as usize;
+        // The blank lines, the line read so far, and the byte that left.
+        let line: usize = self.line_parts().iter().map(|p| p.len()).sum();
+        let n = (self.lead as usize).saturating_add(line + 1);
         self.replay_len = u32::try_from(n.saturating_sub(i)).unwrap_or(u32::MAX);
         i.saturating_sub(n)
     }
@@ -429,23 +428,31 @@ impl HttpState {
             let cr = age < 64 && self.lead_cr & (1 << age) != 0;
             out.push(if cr { b'\r' } else { b'\n' });
         }
-        let want = want - blanks;
-        if want == 0 {
-            return;
+        let mut want = want - blanks;
+        for part in self.line_parts() {
+            let take = want.min(part.len());
+            out.extend_from_slice(&part[..take]);
+            want -= take;
         }
-        let mut line = Vec::with_capacity(want);
-        if let Some(f) = self.fields.as_ref() {
-            line.extend_from_slice(&f.method);
-            if matches!(self.left_from, Phase::Target | Phase::Version) {
-                line.push(b' ');
-                line.extend_from_slice(&f.target);
-            }
-            if self.left_from == Phase::Version {
-                line.push(b' ');
-                line.extend_from_slice(&b"HTTP/"[..(self.count as usize).min(5)]);
-            }
-        }
-        out.extend_from_slice(&line[..want.min(line.len())]);
+    }
+
+    /// The first line read before the byte that left HTTP (after blank
+    /// lines): method, then target, then the part of `HTTP/` matched, each
+    /// with the space before it, as far as the walker got.
+    fn line_parts(&self) -> [&[u8]; 5] {
+        let Some(f) = self.fields.as_deref() else {
+            return [&[]; 5];
+        };
+        let target = matches!(self.left_from, Phase::Target | Phase::Version);
+        let version = self.left_from == Phase::Version;
+        let pick = |on: bool, b: &'static [u8]| if on { b } else { &[] };
+        [
+            &f.method,
+            pick(target, b" "),
+            if target { &f.target } else { &[] },
+            pick(version, b" "),
+            pick(version, &b"HTTP/"[..(self.count as usize).min(5)]),
+        ]
     }
 
     fn add_head(&mut self, n: usize) {
@@ -503,9 +510,6 @@ impl HttpState {
     }
 
     fn step(&mut self, c: &Compiled, b: u8, apps: AppSet, port: u16) -> Option<Fed> {
-        if self.phase.in_first_line() {
-            self.line_len = self.line_len.saturating_add(1);
-        }
         match self.phase {
             Phase::Start => {
                 if b == b'\r' || b == b'\n' {

@@ -121,13 +121,7 @@ fn flood_small_udp_past_the_queue_fails_open_and_is_counted() {
             // Still filtering.
             let st = status_json(&f);
             assert_eq!(st["queues"][0]["panics"], 0, "{st:#}");
-            let (o, _) = lab::tcp_exchange(
-                &lab.client,
-                format!("{}:8080", lab::SERVER4).parse().unwrap(),
-                MSNP,
-                MSNP.len(),
-                Duration::from_secs(2),
-            );
+            let o = msnp_probe(lab);
             assert!(!o.passed(), "{mode}: MSN passed after the flood: {o:?}");
             stop(&mut f);
             lab.assert_clean();
@@ -275,6 +269,19 @@ fn flood_slow_drip_over_thousands_of_connections_has_bounded_memory() {
 /// Benign HTTP request of the unrelated listed host (the lab server answers
 /// a GET with one short body and closes).
 const BENIGN_GET: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: www.example.com\r\n\r\n";
+
+/// MSNP from the client to the lab server's port 8080: what a flood must
+/// not let through.
+fn msnp_probe(lab: &lab::Lab) -> lab::Outcome {
+    lab::tcp_exchange(
+        &lab.client,
+        format!("{}:8080", lab::SERVER4).parse().unwrap(),
+        MSNP,
+        MSNP.len(),
+        Duration::from_secs(2),
+    )
+    .0
+}
 
 /// One request on a new connection from `ns` to the lab server's port 80:
 /// answered or not, and how long it took.
@@ -573,13 +580,7 @@ fn flood_free_traffic_never_meets_the_queue_rate() {
         }
         let answered: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
         let elapsed = started.elapsed();
-        let (o, _) = lab::tcp_exchange(
-            &lab.client,
-            format!("{}:8080", lab::SERVER4).parse().unwrap(),
-            MSNP,
-            MSNP.len(),
-            Duration::from_secs(2),
-        );
+        let o = msnp_probe(lab);
         assert!(!o.passed(), "MSNP passed: {o:?}");
         thread::sleep(Duration::from_millis(1500));
         let st = status_json(&f);

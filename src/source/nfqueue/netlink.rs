@@ -116,46 +116,43 @@ pub enum NlVerdict {
 #[derive(Debug)]
 pub struct NlPacket {
     buf: Vec<u8>,
-    payload: (usize, usize),
-    id: u32,
-    mark: u32,
-    cap_len: Option<u32>,
-    skb_info: u32,
-    stamp: Option<SystemTime>,
+    meta: Meta,
 }
 
 impl NlPacket {
     /// The kernel's packet id (queue order).
     pub fn id(&self) -> u32 {
-        self.id
+        self.meta.id
     }
 
     /// Layer-3 bytes (as far as the copy range reached).
     pub fn payload(&self) -> &[u8] {
-        &self.buf[self.payload.0..self.payload.1]
+        &self.buf[self.meta.payload.0..self.meta.payload.1]
     }
 
     /// The packet's nfmark.
     pub fn mark(&self) -> u32 {
-        self.mark
+        self.meta.mark
     }
 
     /// True for a GSO super-packet.
     pub fn is_gso(&self) -> bool {
-        self.skb_info & SKB_GSO != 0
+        self.meta.skb_info & SKB_GSO != 0
     }
 
     /// True when the copy range cut the packet short.
     pub fn is_truncated(&self) -> bool {
-        self.cap_len
-            .is_some_and(|l| usize::try_from(l).unwrap_or(usize::MAX) > self.payload.1 - self.payload.0)
+        let (from, to) = self.meta.payload;
+        self.meta
+            .cap_len
+            .is_some_and(|l| usize::try_from(l).unwrap_or(usize::MAX) > to - from)
     }
 
     /// When the kernel received the packet (`NFQA_TIMESTAMP`): present only
     /// while some socket on the machine asked for receive timestamps
     /// ([`NfqSocket::request_timestamps`]).
     pub fn timestamp(&self) -> Option<SystemTime> {
-        self.stamp
+        self.meta.stamp
     }
 }
 
@@ -465,7 +462,7 @@ impl NfqSocket {
     /// ([`NfqSocket::flush`]); any other verdict first sends the accepts
     /// before it, so verdicts reach the kernel in queue order.
     pub fn verdict(&mut self, p: NlPacket, v: NlVerdict) -> io::Result<()> {
-        let id = p.id;
+        let id = p.meta.id;
         self.pool.push(p.buf);
         let (verdict, mark) = match v {
             NlVerdict::Accept => {
@@ -551,7 +548,8 @@ enum Message {
     Other,
 }
 
-/// A parsed packet message: offsets relative to the message.
+/// A parsed packet message: payload offsets relative to the message (in
+/// an [`NlPacket`], to its buffer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Meta {
     payload: (usize, usize),
@@ -564,15 +562,7 @@ struct Meta {
 
 impl Meta {
     fn into_packet(self, buf: Vec<u8>) -> NlPacket {
-        NlPacket {
-            buf,
-            payload: self.payload,
-            id: self.id,
-            mark: self.mark,
-            cap_len: self.cap_len,
-            skb_info: self.skb_info,
-            stamp: self.stamp,
-        }
+        NlPacket { buf, meta: self }
     }
 }
 
