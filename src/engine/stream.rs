@@ -333,11 +333,17 @@ fn consume_unit(
             scan_with_context(&c.sigs, &dir.tail[..dir.tail_len as usize], unit, apps),
         );
         let context = &dir.tail[..dir.tail_len as usize];
-        let pending = c.wants_http() && dir.http.first_line_pending();
-        hit = Hit::first(
-            hit,
-            msnp::feed_holding(&c.sigs, &mut dir.msnp, context, unit, apps, pending),
-        );
+        // Lines of an HTTP message are HTTP's, whatever the other
+        // direction turned out to be (it may have left HTTP).
+        // A unit cut where the direction left HTTP is all HTTP's bytes.
+        let in_http = c.wants_http() && (left || (dir.http.spoke_http() && !dir.http.is_off()));
+        if !in_http {
+            let pending = c.wants_http() && dir.http.first_line_pending();
+            hit = Hit::first(
+                hit,
+                msnp::feed_holding(&c.sigs, &mut dir.msnp, context, unit, apps, pending),
+            );
+        }
         found = earlier(sig(hit), found);
     }
     if c.wants_hello() && !dir.hello_done {

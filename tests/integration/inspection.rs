@@ -23,6 +23,7 @@ cases![
     a_message_that_is_not_http_is_a_new_stream_from_its_first_byte,
     fuzz_found_heads_are_judged_alone,
     a_new_stream_at_a_segment_start_is_a_segment_start,
+    lines_of_a_head_that_breaks_are_http_in_any_segmentation,
     arbitrary_messages_are_judged_alone,
     a_connection_that_closes_after_its_reply_is_handed_to_the_kernel,
     upload_cost_is_counted,
@@ -886,6 +887,34 @@ fn a_new_stream_at_a_segment_start_is_a_segment_start() {
         let why = got.blocked.unwrap_or_default();
         assert!(why.contains("flap-snac"), "{} segments: {why:?}", script.len());
     }
+}
+
+/// A `stream_split` fuzz find, rebuilt: the server leaves HTTP (its new
+/// stream is MSNP), then the client's unfinished head goes on with
+/// MSNP-looking header lines and breaks. Those lines are HTTP's: whether the
+/// break falls in the same segment must not decide whether they count.
+fn lines_of_a_head_that_breaks_are_http_in_any_segmentation() {
+    let e = shipped_engine();
+    let script: [(bool, &[u8]); 3] = [
+        (true, b"GET / HTTP/1.1\r\nHost: a\r\n"),
+        (
+            false,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello\x00QNG 45\r\n",
+        ),
+        (
+            true,
+            b"NLN IDL a@example.com x 0\r\nNLN IDL b@example.com y 0\r\n\rX",
+        ),
+    ];
+    let verdicts: Vec<Option<String>> = [1460, 7, 3]
+        .into_iter()
+        .map(|mss| {
+            let mut b = TcpFlowBuilder::new((ip("192.0.2.10"), 40000), (ip("198.51.100.1"), 80));
+            b.mss = mss;
+            run_packets(&e, &b.packets(&script)).blocked
+        })
+        .collect();
+    assert!(verdicts.iter().all(|v| v == &verdicts[0]), "{verdicts:?}");
 }
 
 /// The proptest's first counterexample: a request line without a version
