@@ -325,6 +325,8 @@ pub struct Lines {
     /// Last bytes seen, so an XML tag cut across segments is found.
     win: [u8; WIN],
     win_len: u8,
+    /// `<proceed` was seen; its tag has not ended yet.
+    proceed: bool,
 }
 
 /// Bytes of XML carried between segments (longest tag searched - 1).
@@ -392,10 +394,20 @@ impl Lines {
     /// `None` when no complete answer yet.
     pub fn server(&mut self, data: &[u8], kind: StartTls) -> Option<Option<usize>> {
         if kind == StartTls::Xmpp {
+            // The new stream starts after the `<proceed .../>` tag's `>`,
+            // wherever the segments were cut.
+            if self.proceed {
+                return memchr::memchr(b'>', data).map(|g| Some(g + 1));
+            }
             let mut probe = *self;
             if let Some(k) = self.find_xml(data, b"<proceed") {
-                let end = memchr::memchr(b'>', &data[k..]).map_or(data.len(), |g| k + g + 1);
-                return Some(Some(end));
+                return match memchr::memchr(b'>', &data[k..]) {
+                    Some(g) => Some(Some(k + g + 1)),
+                    None => {
+                        self.proceed = true;
+                        None
+                    }
+                };
             }
             return probe.find_xml(data, b"<failure").map(|_| None);
         }

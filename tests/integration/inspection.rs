@@ -24,6 +24,7 @@ cases![
     fuzz_found_heads_are_judged_alone,
     a_new_stream_at_a_segment_start_is_a_segment_start,
     lines_of_a_head_that_breaks_are_http_in_any_segmentation,
+    starttls_proceed_starts_the_new_stream_after_its_tag_in_any_segmentation,
     arbitrary_messages_are_judged_alone,
     a_connection_that_closes_after_its_reply_is_handed_to_the_kernel,
     upload_cost_is_counted,
@@ -915,6 +916,28 @@ fn lines_of_a_head_that_breaks_are_http_in_any_segmentation() {
         })
         .collect();
     assert!(verdicts.iter().all(|v| v == &verdicts[0]), "{verdicts:?}");
+}
+
+/// A `stream_split` fuzz find, rebuilt: after XMPP's `<proceed .../>` the
+/// new stream starts after the tag's `>` however the segments fall (it
+/// used to start at the segment's end when the `>` came later), so what
+/// the server sends next is judged the same way in every segmentation.
+fn starttls_proceed_starts_the_new_stream_after_its_tag_in_any_segmentation() {
+    let hosts = HostsFile::parse(Path::new("hosts"), "192.0.2.10 irc\n").unwrap();
+    let policy = Policy::new(AppLibrary::embedded().unwrap(), &hosts, None).unwrap();
+    let e = Engine::new(policy, EngineConfig::default()).unwrap();
+    let script: [(bool, &[u8]); 4] = [
+        (true, b"<stream:stream to='example.com'>"),
+        (false, b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:features>"),
+        (true, b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"),
+        (false, b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>NOTICE AUTH :*** Looking up your hostname\r\n"),
+    ];
+    for mss in [1460, 9, 1] {
+        let mut b = TcpFlowBuilder::new((ip("192.0.2.10"), 40000), (ip("198.51.100.1"), 5222));
+        b.mss = mss;
+        let got = run_packets(&e, &b.packets(&script)).blocked.unwrap_or_default();
+        assert!(got.contains("auth-notice-old"), "mss {mss}: {got:?}");
+    }
 }
 
 /// The proptest's first counterexample: a request line without a version
